@@ -1,0 +1,48 @@
+"""Wiring a running bot: settings, the database (real or embedded), migrations, the core service."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Engine
+
+from core.db import make_engine, unit_of_work
+from core.demo import has_product_data, load_demo_data
+from core.embedded import start_embedded
+from core.migrate import migrate
+from core.service import TokensService
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def database_url(settings: Settings) -> str:
+    """DATABASE_URL, or an embedded PostgreSQL filled with demo data the first time it starts."""
+    if settings.database_url:
+        return settings.database_url
+    url = start_embedded(settings.tokens_data_dir / "pg")
+    engine = make_engine(url, pool_size=1)
+    try:
+        with unit_of_work(engine) as conn:
+            if not has_product_data(conn):
+                summary = load_demo_data(conn)
+                log.info("embedded database filled with demo data: %s users", summary.users)
+    finally:
+        engine.dispose()
+    return url
+
+
+def prepare_database(settings: Settings) -> str:
+    """Resolve the database and bring the bot's schema up to date; done once, before serving."""
+    url = database_url(settings)
+    engine = make_engine(url, pool_size=1)
+    try:
+        migrate(engine, settings.tokens_schema)
+    finally:
+        engine.dispose()
+    return url
+
+
+def build_service(settings: Settings, url: str) -> TokensService:
+    engine: Engine = make_engine(url)
+    return TokensService(settings, engine)

@@ -1,0 +1,49 @@
+"""The `/tokens check` use case: one user's balance, verdict, findings, breakdown and operations."""
+
+from __future__ import annotations
+
+import math
+from uuid import UUID
+
+from sqlalchemy import Connection
+
+from core.findings import diagnose, read_ledger_signals
+from core.ledger import recent_operations, usage_breakdown
+from core.models import CheckReport, Page
+from core.product import ProductShape
+from core.reconciliation import compute_balance, judge
+from core.settings import Settings
+from core.users import find_user
+
+
+def check_user(
+    conn: Connection,
+    shape: ProductShape,
+    settings: Settings,
+    user: UUID | str,
+    *,
+    page: int = 1,
+    initial_grant: int | None = None,
+) -> CheckReport:
+    """Everything the check reply shows, read in the caller's single snapshot."""
+    ref = find_user(conn, shape, user)
+    balance = compute_balance(conn, shape, settings, ref.user_id, initial_grant)
+    findings = diagnose(
+        balance, read_ledger_signals(conn, settings, ref.user_id), settings.tokens_tier_grants
+    )
+    shown = min(balance.ledger_rows, settings.tokens_recent_operations)
+    size = settings.tokens_page_size
+    pages = max(1, math.ceil(shown / size))
+    number = min(max(page, 1), pages)
+    offset = (number - 1) * size
+    return CheckReport(
+        user=ref,
+        balance=balance,
+        verdict=judge(balance, balance.current_remaining < 0, settings.tokens_problem_threshold),
+        findings=findings,
+        breakdown=usage_breakdown(conn, ref.user_id),
+        operations=recent_operations(conn, ref.user_id, offset=offset, limit=min(size, shown - offset)),
+        operations_total=balance.ledger_rows,
+        page=Page(number=number, count=pages),
+        explicit_initial_grant=initial_grant,
+    )

@@ -1,0 +1,48 @@
+"""Engines and the unit of work: the one place a use case's transaction is opened."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.engine import make_url
+
+from core.settings import to_sqlalchemy_url
+
+Isolation = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
+
+
+def make_engine(url: str, *, pool_size: int = 5, application_name: str = "tokens-bot") -> Engine:
+    """Build a pooled psycopg engine; pre-ping so a restarted database is survived without a restart."""
+    sa_url = make_url(to_sqlalchemy_url(url))
+    connect_args: dict[str, object] = {"application_name": application_name}
+    if sa_url.port == 6543 or sa_url.query.get("prepare_threshold") == "none":
+        # A transaction pooler (Supabase on 6543, pgbouncer) cannot keep prepared statements.
+        connect_args["prepare_threshold"] = None
+        sa_url = sa_url.difference_update_query(["prepare_threshold"])
+    return create_engine(
+        sa_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args=connect_args,
+    )
+
+
+@contextmanager
+def unit_of_work(
+    engine: Engine, *, read_only: bool = False, isolation: Isolation = "READ COMMITTED"
+) -> Iterator[Connection]:
+    """Open one transaction for one use case; leaving the block without error commits, an error rolls back.
+
+    Read-only use cases run REPEATABLE READ so every query of one reply sees the same snapshot.
+    """
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level=isolation)
+        with conn.begin():
+            if read_only:
+                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            yield conn

@@ -1,0 +1,137 @@
+"""Typed results of the reconciliation use cases: everything a reply shows, computed in the core."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Verdict(StrEnum):
+    RECONCILED = "reconciled"
+    MINOR = "minor"
+    PROBLEM = "problem"
+
+
+class GrantSource(StrEnum):
+    """Which assumption gave the initial grant, so a reader can judge the expected balance."""
+
+    EXPLICIT = "explicit"
+    TIER = "tier"
+    FIRST_ADMIN_GRANT = "first_admin_grant"
+    NONE = "none"
+
+
+class FindingKind(StrEnum):
+    FAILED_CHARGED = "failed_charged"
+    DUPLICATES = "duplicates"
+    UNLOGGED_GRANT = "unlogged_grant"
+    USAGE_BEFORE_TRACKING = "usage_before_tracking"
+    COST_DRIFT = "cost_drift"
+    NEGATIVE_BALANCE = "negative_balance"
+
+
+class UserRef(_Frozen):
+    user_id: UUID
+    email: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.email or str(self.user_id)
+
+
+class InitialGrant(_Frozen):
+    tokens: int
+    source: GrantSource
+    description: str
+
+
+class Balance(_Frozen):
+    """The profile's cached values beside what the ledger says they should be."""
+
+    current_used: int
+    calculated_used: int
+    current_cost: Decimal
+    calculated_cost: Decimal
+    current_remaining: int
+    expected_remaining: int
+    initial_grant: InitialGrant
+    admin_grants: int
+    admin_deductions: int
+    ledger_rows: int
+    failed_rows: int
+
+    @property
+    def used_discrepancy(self) -> int:
+        return self.current_used - self.calculated_used
+
+    @property
+    def cost_discrepancy(self) -> Decimal:
+        return self.current_cost - self.calculated_cost
+
+    @property
+    def remaining_discrepancy(self) -> int:
+        return self.current_remaining - self.expected_remaining
+
+
+class Finding(_Frozen):
+    kind: FindingKind
+    tokens: int
+    rows: int = 0
+    summary: str
+
+
+class BreakdownRow(_Frozen):
+    action_type: str
+    model_used: str | None
+    operations: int
+    failed_operations: int
+    tokens: int
+    cost: Decimal
+    first_use: datetime
+    last_use: datetime
+
+
+class Operation(_Frozen):
+    id: UUID
+    created_at: datetime
+    action_type: str
+    model_used: str | None
+    tokens_used: int
+    cost_estimate: Decimal
+    success: bool
+    error_message: str | None
+
+
+class Page(_Frozen):
+    number: int
+    count: int
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.count
+
+
+class CheckReport(_Frozen):
+    """One user's `/tokens check`: balance, verdict, findings, breakdown and one page of operations."""
+
+    user: UserRef
+    balance: Balance
+    verdict: Verdict
+    findings: list[Finding]
+    breakdown: list[BreakdownRow]
+    operations: list[Operation]
+    operations_total: int
+    page: Page
+    explicit_initial_grant: int | None = None

@@ -1,0 +1,123 @@
+"""The balance arithmetic of the guide's Steps 1 and 4, computed by the database for one user."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, text
+
+from core.models import Balance, GrantSource, InitialGrant, Verdict
+from core.product import CONSUMPTION, ProductShape
+from core.settings import Settings
+
+
+def _balance_sql(shape: ProductShape) -> str:
+    tier = f'p."{shape.tier_column}"' if shape.tier_column else "NULL::text"
+    return f"""
+    SELECT p.vibe_assistant_tokens_used AS current_used,
+           p.vibe_assistant_total_cost AS current_cost,
+           p.vibe_assistant_tokens_remaining AS current_remaining,
+           {tier} AS tier,
+           l.*
+    FROM user_profiles p
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS ledger_rows,
+               count(*) FILTER (WHERE NOT success) AS failed_rows,
+               coalesce(sum(tokens_used) FILTER (WHERE success AND {CONSUMPTION}), 0) AS calculated_used,
+               round(coalesce(sum(cost_estimate) FILTER (WHERE success AND {CONSUMPTION}), 0) / 100,
+                     {shape.cost_scale}) AS calculated_cost,
+               coalesce(sum(tokens_used) FILTER (WHERE success AND action_type = 'admin_grant'), 0)
+                   AS admin_grants,
+               coalesce(sum(tokens_used) FILTER (WHERE success AND action_type = 'admin_deduct'), 0)
+                   AS admin_deductions,
+               (SELECT g.tokens_used FROM token_usage g
+                 WHERE g.user_id = p.user_id AND g.action_type = 'admin_grant' AND g.success
+                 ORDER BY g.created_at, g.id LIMIT 1) AS first_grant
+        FROM token_usage t WHERE t.user_id = p.user_id
+    ) l
+    WHERE p.user_id = :user_id
+    """
+
+
+def compute_balance(
+    conn: Connection,
+    shape: ProductShape,
+    settings: Settings,
+    user_id: UUID,
+    explicit_initial_grant: int | None = None,
+) -> Balance:
+    """Compare the profile's cached values with the ledger, choosing the initial grant as DESIGN.md says."""
+    row = conn.execute(text(_balance_sql(shape)), {"user_id": user_id}).mappings().one()
+    grant = choose_initial_grant(
+        explicit=explicit_initial_grant,
+        tier=row["tier"],
+        first_admin_grant=row["first_grant"],
+        tier_grants=settings.tokens_tier_grants,
+    )
+    # The initial grant is never counted twice: when it is the first logged admin_grant, that row is it.
+    admin_grants = int(row["admin_grants"])
+    if row["first_grant"] is not None and grant.tokens == row["first_grant"]:
+        admin_grants -= int(row["first_grant"])
+    calculated_used = int(row["calculated_used"])
+    admin_deductions = int(row["admin_deductions"])
+    return Balance(
+        current_used=int(row["current_used"]),
+        calculated_used=calculated_used,
+        current_cost=Decimal(row["current_cost"]),
+        calculated_cost=Decimal(row["calculated_cost"]),
+        current_remaining=int(row["current_remaining"]),
+        expected_remaining=grant.tokens + admin_grants - calculated_used - admin_deductions,
+        initial_grant=grant,
+        admin_grants=admin_grants,
+        admin_deductions=admin_deductions,
+        ledger_rows=int(row["ledger_rows"]),
+        failed_rows=int(row["failed_rows"]),
+    )
+
+
+def choose_initial_grant(
+    *,
+    explicit: int | None,
+    tier: Any,
+    first_admin_grant: int | None,
+    tier_grants: dict[str, int],
+) -> InitialGrant:
+    """An operator's explicit value wins, then the membership tier, then the first logged admin grant."""
+    same = "; the first admin_grant, of the same amount, is taken to be it"
+    if explicit is not None:
+        return InitialGrant(
+            tokens=explicit,
+            source=GrantSource.EXPLICIT,
+            description=f"{explicit:,} tokens, as given" + (same if first_admin_grant == explicit else ""),
+        )
+    if isinstance(tier, str) and tier in tier_grants:
+        amount = tier_grants[tier]
+        return InitialGrant(
+            tokens=amount,
+            source=GrantSource.TIER,
+            description=f"{amount:,} tokens for the {tier} membership tier"
+            + (same if first_admin_grant == amount else ""),
+        )
+    if first_admin_grant is not None:
+        return InitialGrant(
+            tokens=int(first_admin_grant),
+            source=GrantSource.FIRST_ADMIN_GRANT,
+            description=f"{int(first_admin_grant):,} tokens, the first admin_grant in the ledger",
+        )
+    return InitialGrant(
+        tokens=0,
+        source=GrantSource.NONE,
+        description="unknown: no tier and no admin_grant, so 0 was assumed",
+    )
+
+
+def judge(balance: Balance, has_negative_balance: bool, problem_threshold: int) -> Verdict:
+    """A plain verdict: any drift is minor, drift beyond the threshold or a negative balance a problem."""
+    worst = max(abs(balance.used_discrepancy), abs(balance.remaining_discrepancy))
+    if worst > problem_threshold or has_negative_balance:
+        return Verdict.PROBLEM
+    if worst or balance.cost_discrepancy:
+        return Verdict.MINOR
+    return Verdict.RECONCILED

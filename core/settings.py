@@ -1,0 +1,120 @@
+"""Runtime settings read from the environment, under the names DESIGN.md fixes."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class ModelPrice(BaseModel):
+    """Price of one model in cents per 1,000 tokens; what the product charges today."""
+
+    input: Decimal = Field(ge=0)
+    output: Decimal = Field(ge=0)
+
+
+class EmailSource(BaseModel):
+    """Where users' emails live: `schema.table.column`, joined on `id_column = user_id`."""
+
+    schema_name: str
+    table: str
+    column: str
+    id_column: str = "id"
+
+    @classmethod
+    def parse(cls, text: str, id_column: str) -> EmailSource:
+        parts = text.split(".")
+        if len(parts) != 3 or not all(_IDENTIFIER.match(p) for p in [*parts, id_column]):
+            raise ValueError(
+                f"email source {text!r} must look like schema.table.column, e.g. auth.users.email"
+            )
+        return cls(schema_name=parts[0], table=parts[1], column=parts[2], id_column=id_column)
+
+
+def to_sqlalchemy_url(url: str) -> str:
+    """Map plain `postgresql://` (what Supabase and most tools print) onto the psycopg 3 driver."""
+    for prefix in ("postgresql+psycopg2://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class Settings(BaseSettings):
+    """Everything the bot reads from its environment; field names are the environment names."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    database_url: str | None = None
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    port: int = 3000
+
+    tokens_admins: CommaList = []
+    tokens_approvers: CommaList = []
+    tokens_viewers: CommaList = []
+    tokens_approvals_channel: str | None = None
+
+    tokens_data_dir: Path = Path(".tokens-bot")
+    tokens_schema: str = "tokens_bot"
+    tokens_email_source: str = "auth.users.email"
+    tokens_email_id_column: str = "id"
+    tokens_tier_column: str = "membership_tier"
+    tokens_tier_grants: dict[str, int] = {"annual": 5_000_000, "monthly": 600_000}
+    tokens_model_prices: dict[str, ModelPrice] = {
+        "gpt-4": ModelPrice(input=Decimal("3"), output=Decimal("6")),
+        "gpt-4o": ModelPrice(input=Decimal("0.25"), output=Decimal("1")),
+        "gpt-5-mini": ModelPrice(input=Decimal("0.025"), output=Decimal("0.2")),
+        "dall-e-3": ModelPrice(input=Decimal("0"), output=Decimal("4")),
+        "tts-1": ModelPrice(input=Decimal("1.5"), output=Decimal("0")),
+        "whisper-1": ModelPrice(input=Decimal("0.6"), output=Decimal("0")),
+    }
+    tokens_cost_drift_tolerance: Decimal = Field(default=Decimal("0.05"), ge=0)
+    tokens_problem_threshold: int = Field(default=1_000, ge=0)
+    tokens_scan_threshold: int = Field(default=100, ge=0)
+    tokens_duplicate_window_seconds: int = Field(default=5, ge=0)
+    tokens_recent_operations: int = Field(default=50, ge=1, le=200)
+    tokens_page_size: int = Field(default=10, ge=1, le=25)
+
+    @field_validator("tokens_admins", "tokens_approvers", "tokens_viewers", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("tokens_schema", "tokens_tier_column", "tokens_email_id_column")
+    @classmethod
+    def _must_be_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a plain SQL identifier")
+        return value
+
+    @field_validator("tokens_email_source")
+    @classmethod
+    def _email_source_shape(cls, value: str) -> str:
+        EmailSource.parse(value, "id")
+        return value
+
+    @property
+    def email_source(self) -> EmailSource:
+        return EmailSource.parse(self.tokens_email_source, self.tokens_email_id_column)
+
+    @property
+    def approvers(self) -> list[str]:
+        """Approvers default to the admins, as DESIGN.md says."""
+        return self.tokens_approvers or self.tokens_admins
+
+    def may_view(self, slack_user_id: str) -> bool:
+        """Balances are personal data: only admins, approvers and viewers see them."""
+        return slack_user_id in {*self.tokens_admins, *self.approvers, *self.tokens_viewers}

@@ -1,0 +1,104 @@
+"""Fixtures: a fresh real PostgreSQL database per test session, migrated, with the product tables."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from core.db import make_engine
+from core.demo import create_product_tables
+from core.embedded import start_embedded
+from core.migrate import migrate
+from core.settings import Settings, to_sqlalchemy_url
+from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
+from tests.support.fake_slack import FakeSlack
+from tests.support.slack_http import SlackClient
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = "tokens_bot"
+
+
+def _server_url() -> str:
+    """The PostgreSQL server under test: DATABASE_URL when set, else the embedded one."""
+    return os.environ.get("DATABASE_URL") or start_embedded(ROOT / ".tokens-bot" / "test-pg")
+
+
+def create_database(server_url: str, name: str) -> str:
+    """Create an empty database on the server and return its plain postgresql:// URL."""
+    admin = create_engine(to_sqlalchemy_url(server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(to_sqlalchemy_url(server_url)).set(database=name)
+    return url.render_as_string(hide_password=False).replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    admin = create_engine(to_sqlalchemy_url(server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    return _server_url()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A database of its own for this test session, holding the product tables and the bot's schema."""
+    name = f"tokens_bot_test_{uuid.uuid4().hex[:10]}"
+    url = create_database(server_url, name)
+    engine = make_engine(url, pool_size=1)
+    with engine.begin() as conn:
+        create_product_tables(conn)
+    migrate(engine, SCHEMA)
+    engine.dispose()
+    yield url
+    drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=database_url,
+        tokens_admins=["UADMIN1", "UADMIN2"],
+        tokens_viewers=["UVIEWER"],
+    )
+
+
+@pytest.fixture(scope="session")
+def fake_slack() -> Iterator[FakeSlack]:
+    fake = FakeSlack().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def bot(database_url: str, fake_slack: FakeSlack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BotProcess]:
+    """The real bot serving HTTP, wired to this session's database and the fake Slack."""
+    process = BotProcess(
+        bot_env(database_url, fake_slack.api_url), tmp_path_factory.mktemp("bot") / "bot.log"
+    )
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def slack(bot: BotProcess, fake_slack: FakeSlack) -> SlackClient:
+    return SlackClient(bot.url, SIGNING_SECRET, fake_slack.url)

@@ -1,0 +1,110 @@
+"""Sending Slack's requests to the bot exactly as Slack does: form-encoded, timestamped and signed."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from slack_sdk.signature import SignatureVerifier
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    status: int
+    body: str
+    seconds: float
+
+
+class SlackClient:
+    """Posts signed slash commands and button clicks to a running bot's `/slack/events`."""
+
+    def __init__(self, bot_url: str, signing_secret: str, response_base: str) -> None:
+        self.bot_url = bot_url
+        self.signing_secret = signing_secret
+        self.response_base = response_base
+
+    def command(
+        self, text: str, *, user: str = "UADMIN1", response_name: str | None = None, **overrides: Any
+    ) -> tuple[HttpResult, str]:
+        """Run `/tokens <text>` as `user`; returns the HTTP result and the response URL's name."""
+        name = response_name or uuid.uuid4().hex
+        form = {
+            "token": "legacy-verification-token",
+            "team_id": "T1",
+            "team_domain": "example",
+            "channel_id": "C1",
+            "channel_name": "ops",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": "/tokens",
+            "text": text,
+            "api_app_id": "A1",
+            "response_url": f"{self.response_base}/response/{name}",
+            "trigger_id": "1.2.3",
+        }
+        form.update(overrides)
+        return self.post(urlencode(form).encode()), name
+
+    def click(
+        self,
+        action_id: str,
+        value: str,
+        *,
+        user: str = "UADMIN1",
+        response_name: str | None = None,
+        message: dict[str, Any] | None = None,
+        channel: str = "C1",
+    ) -> tuple[HttpResult, str]:
+        """Press a button as `user`: a signed `block_actions` payload, as Slack sends interactivity."""
+        name = response_name or uuid.uuid4().hex
+        payload = {
+            "type": "block_actions",
+            "team": {"id": "T1", "domain": "example"},
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T1"},
+            "api_app_id": "A1",
+            "token": "legacy-verification-token",
+            "container": {"type": "message", "message_ts": "1.000100", "channel_id": channel},
+            "trigger_id": "1.2.3",
+            "channel": {"id": channel, "name": "ops"},
+            "message": message or {"ts": "1.000100", "text": "", "blocks": []},
+            "response_url": f"{self.response_base}/response/{name}",
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": "b1",
+                    "value": value,
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+        return self.post(urlencode({"payload": json.dumps(payload)}).encode()), name
+
+    def post(
+        self, body: bytes, *, timestamp: int | None = None, signature: str | None = None
+    ) -> HttpResult:
+        """POST a raw body, signed unless a test overrides the timestamp or signature."""
+        ts = str(timestamp if timestamp is not None else int(time.time()))
+        sig = signature or SignatureVerifier(self.signing_secret).generate_signature(timestamp=ts, body=body)
+        request = urllib.request.Request(
+            f"{self.bot_url}/slack/events",
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Slack-Request-Timestamp": ts,
+                "X-Slack-Signature": sig,
+            },
+        )
+        started = time.perf_counter()
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return HttpResult(response.status, response.read().decode(), time.perf_counter() - started)
+        except urllib.error.HTTPError as error:
+            return HttpResult(error.code, error.read().decode(), time.perf_counter() - started)
