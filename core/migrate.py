@@ -27,7 +27,7 @@ def migrate(engine: Engine, schema: str) -> None:
         conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         config = alembic_config(schema)
         config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        command.upgrade(config, "heads")
 
 
 def current_revision(engine: Engine, schema: str) -> str | None:
