@@ -25,3 +25,7 @@ class EmailLookupUnavailableError(TokensBotError):
 
 class DatabaseUnavailableError(TokensBotError):
     """The database could not be reached; nothing was changed."""
+
+
+class ProductDataExistsError(TokensBotError):
+    """The product tables already hold rows, so demo data is refused: it must never mix into real balances."""
