@@ -93,7 +93,9 @@ def _console(settings: Settings, actor: str | None) -> int:
         settings = settings.model_copy(update={"tokens_admins": [CONSOLE_USER]})
     actor = actor or (settings.tokens_admins or settings.tokens_viewers)[0]
     service = build_service(settings, prepare_database(settings))
-    print(f"tokens-bot console on {'DATABASE_URL' if settings.database_url else 'the embedded demo database'}")
+    print(
+        f"tokens-bot console on {'DATABASE_URL' if settings.database_url else 'the embedded demo database'}"
+    )
     run_console(service, actor)
     return 0
 

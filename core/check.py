@@ -39,7 +39,7 @@ def check_user(
     return CheckReport(
         user=ref,
         balance=balance,
-        verdict=judge(balance, balance.current_remaining < 0, settings.tokens_problem_threshold),
+        verdict=judge(balance, findings, settings.tokens_problem_threshold),
         findings=findings,
         breakdown=usage_breakdown(conn, ref.user_id),
         operations=recent_operations(conn, ref.user_id, offset=offset, limit=min(size, shown - offset)),

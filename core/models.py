@@ -51,6 +51,8 @@ class InitialGrant(_Frozen):
     tokens: int
     source: GrantSource
     description: str
+    logged: bool = False
+    """True when one admin_grant row in the ledger is this grant (and so not an extra grant)."""
 
 
 class Balance(_Frozen):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection, text
 
-from core.models import Balance, GrantSource, InitialGrant, Verdict
+from core.models import Balance, Finding, FindingKind, GrantSource, InitialGrant, Verdict
 from core.product import CONSUMPTION, ProductShape
 from core.settings import Settings
 
@@ -23,6 +24,9 @@ def _balance_sql(shape: ProductShape) -> str:
            l.*
     FROM user_profiles p
     CROSS JOIN LATERAL (
+        SELECT coalesce(CAST(:explicit AS bigint), CAST(CAST(:tiers AS jsonb) ->> {tier} AS bigint)) AS amount
+    ) assumed
+    CROSS JOIN LATERAL (
         SELECT count(*) AS ledger_rows,
                count(*) FILTER (WHERE NOT success) AS failed_rows,
                coalesce(sum(tokens_used) FILTER (WHERE success AND {CONSUMPTION}), 0) AS calculated_used,
@@ -32,6 +36,8 @@ def _balance_sql(shape: ProductShape) -> str:
                    AS admin_grants,
                coalesce(sum(tokens_used) FILTER (WHERE success AND action_type = 'admin_deduct'), 0)
                    AS admin_deductions,
+               coalesce(bool_or(success AND action_type = 'admin_grant' AND tokens_used = assumed.amount),
+                        false) AS assumed_grant_logged,
                (SELECT g.tokens_used FROM token_usage g
                  WHERE g.user_id = p.user_id AND g.action_type = 'admin_grant' AND g.success
                  ORDER BY g.created_at, g.id LIMIT 1) AS first_grant
@@ -49,17 +55,27 @@ def compute_balance(
     explicit_initial_grant: int | None = None,
 ) -> Balance:
     """Compare the profile's cached values with the ledger, choosing the initial grant as DESIGN.md says."""
-    row = conn.execute(text(_balance_sql(shape)), {"user_id": user_id}).mappings().one()
+    row = (
+        conn.execute(
+            text(_balance_sql(shape)),
+            {
+                "user_id": user_id,
+                "explicit": explicit_initial_grant,
+                "tiers": json.dumps(settings.tokens_tier_grants),
+            },
+        )
+        .mappings()
+        .one()
+    )
     grant = choose_initial_grant(
         explicit=explicit_initial_grant,
         tier=row["tier"],
         first_admin_grant=row["first_grant"],
+        assumed_grant_logged=row["assumed_grant_logged"],
         tier_grants=settings.tokens_tier_grants,
     )
-    # The initial grant is never counted twice: when it is the first logged admin_grant, that row is it.
-    admin_grants = int(row["admin_grants"])
-    if row["first_grant"] is not None and grant.tokens == row["first_grant"]:
-        admin_grants -= int(row["first_grant"])
+    # Never counted twice: an admin_grant row that is the initial grant is not also an extra grant.
+    admin_grants = int(row["admin_grants"]) - (grant.tokens if grant.logged else 0)
     calculated_used = int(row["calculated_used"])
     admin_deductions = int(row["admin_deductions"])
     return Balance(
@@ -82,42 +98,58 @@ def choose_initial_grant(
     explicit: int | None,
     tier: Any,
     first_admin_grant: int | None,
+    assumed_grant_logged: bool,
     tier_grants: dict[str, int],
 ) -> InitialGrant:
-    """An operator's explicit value wins, then the membership tier, then the first logged admin grant."""
-    same = "; the first admin_grant, of the same amount, is taken to be it"
+    """An operator's explicit value wins, then the membership tier, then the first logged admin grant.
+
+    When the explicit or tier amount also appears as a logged admin_grant, that row is taken to be
+    the initial grant (the product often logs it), so it is not counted a second time.
+    """
+    same = "; a logged admin_grant of the same amount is taken to be it"
     if explicit is not None:
         return InitialGrant(
             tokens=explicit,
             source=GrantSource.EXPLICIT,
-            description=f"{explicit:,} tokens, as given" + (same if first_admin_grant == explicit else ""),
+            logged=assumed_grant_logged,
+            description=f"{explicit:,} tokens, as given" + (same if assumed_grant_logged else ""),
         )
     if isinstance(tier, str) and tier in tier_grants:
         amount = tier_grants[tier]
         return InitialGrant(
             tokens=amount,
             source=GrantSource.TIER,
+            logged=assumed_grant_logged,
             description=f"{amount:,} tokens for the {tier} membership tier"
-            + (same if first_admin_grant == amount else ""),
+            + (same if assumed_grant_logged else ""),
         )
     if first_admin_grant is not None:
         return InitialGrant(
             tokens=int(first_admin_grant),
             source=GrantSource.FIRST_ADMIN_GRANT,
+            logged=True,
             description=f"{int(first_admin_grant):,} tokens, the first admin_grant in the ledger",
         )
     return InitialGrant(
         tokens=0,
         source=GrantSource.NONE,
+        logged=False,
         description="unknown: no tier and no admin_grant, so 0 was assumed",
     )
 
 
-def judge(balance: Balance, has_negative_balance: bool, problem_threshold: int) -> Verdict:
-    """A plain verdict: any drift is minor, drift beyond the threshold or a negative balance a problem."""
-    worst = max(abs(balance.used_discrepancy), abs(balance.remaining_discrepancy))
-    if worst > problem_threshold or has_negative_balance:
+def judge(balance: Balance, findings: list[Finding], problem_threshold: int) -> Verdict:
+    """A plain verdict: any drift or finding is minor; beyond the threshold, or a negative balance, a problem.
+
+    Cost drift alone stays minor: it is money mis-recorded, not tokens a user gained or lost.
+    """
+    worst = max(
+        abs(balance.used_discrepancy),
+        abs(balance.remaining_discrepancy),
+        *(f.tokens for f in findings if f.kind is not FindingKind.COST_DRIFT),
+    )
+    if worst > problem_threshold or balance.current_remaining < 0:
         return Verdict.PROBLEM
-    if worst or balance.cost_discrepancy:
+    if worst or balance.cost_discrepancy or findings:
         return Verdict.MINOR
     return Verdict.RECONCILED

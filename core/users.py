@@ -14,9 +14,7 @@ from core.product import ProductShape
 def find_user(conn: Connection, shape: ProductShape, user: UUID | str) -> UserRef:
     """Resolve a UUID or an email to a user with a profile, or say precisely why not."""
     user_id = user if isinstance(user, UUID) else _id_for_email(conn, shape, user)
-    found = conn.execute(
-        text("SELECT 1 FROM user_profiles WHERE user_id = :u"), {"u": user_id}
-    ).first()
+    found = conn.execute(text("SELECT 1 FROM user_profiles WHERE user_id = :u"), {"u": user_id}).first()
     if found is None:
         rows = conn.execute(
             text("SELECT count(*) FROM token_usage WHERE user_id = :u"), {"u": user_id}

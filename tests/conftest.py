@@ -90,7 +90,9 @@ def fake_slack() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture(scope="session")
-def bot(database_url: str, fake_slack: FakeSlack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BotProcess]:
+def bot(
+    database_url: str, fake_slack: FakeSlack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BotProcess]:
     """The real bot serving HTTP, wired to this session's database and the fake Slack."""
     process = BotProcess(
         bot_env(database_url, fake_slack.api_url), tmp_path_factory.mktemp("bot") / "bot.log"

@@ -60,7 +60,9 @@ def test_explicit_grant_wins_over_tier_and_tier_over_ledger(service: TokensServi
     assert explicit.verdict is Verdict.PROBLEM
 
 
-def test_failed_operations_charged_are_found_with_their_tokens(service: TokensService, engine: Engine) -> None:
+def test_failed_operations_charged_are_found_with_their_tokens(
+    service: TokensService, engine: Engine
+) -> None:
     """Failed rows never count as used; when the profile charged them the finding shows exactly those tokens."""
     with engine.begin() as conn:
         user = add_user(conn, remaining=1_000_000 - 4_000 - 2_500, used=4_000 + 2_500, tier="annual")
@@ -116,16 +118,30 @@ def test_cost_drift_against_the_price_table_and_cost_compared_at_column_precisio
     # gpt-4o: 0.25 ¢ per 1k input, 1 ¢ per 1k output.
     with engine.begin() as conn:
         user = add_user(conn, remaining=-3_000, used=3_000, cost="0.02")
-        add_usage(conn, user, tokens=1_000, input_tokens=600, output_tokens=400, cost_cents="0.5500", seconds=1)
-        add_usage(conn, user, tokens=2_000, input_tokens=1_000, output_tokens=1_000, cost_cents="1.2500", seconds=9)
-        add_usage(conn, user, tokens=2_000, input_tokens=1_000, output_tokens=1_000, cost_cents="0", seconds=99,
-                  success=False)
+        add_usage(
+            conn, user, tokens=1_000, input_tokens=600, output_tokens=400, cost_cents="0.5500", seconds=1
+        )
+        add_usage(
+            conn, user, tokens=2_000, input_tokens=1_000, output_tokens=1_000, cost_cents="1.2500", seconds=9
+        )
+        add_usage(
+            conn,
+            user,
+            tokens=2_000,
+            input_tokens=1_000,
+            output_tokens=1_000,
+            cost_cents="0",
+            seconds=99,
+            success=False,
+        )
     report = service.check("UADMIN1", user)
     assert report.balance.calculated_cost == Decimal("0.02")  # 1.8 cents -> $0.018 -> $0.02
     assert report.balance.cost_discrepancy == 0
     assert FindingKind.COST_DRIFT not in findings_by_kind(report)
     with engine.begin() as conn:
-        add_usage(conn, user, tokens=1_000, input_tokens=600, output_tokens=400, cost_cents="3.0000", seconds=200)
+        add_usage(
+            conn, user, tokens=1_000, input_tokens=600, output_tokens=400, cost_cents="3.0000", seconds=200
+        )
     drift = next(f for f in service.check("UADMIN1", user).findings if f.kind is FindingKind.COST_DRIFT)
     assert (drift.rows, drift.tokens) == (1, 1_000)
     assert "$+0.02" in drift.summary  # 3.00 - 0.55 = 2.45 cents
@@ -138,8 +154,14 @@ def test_breakdown_and_recent_operations_are_paged_newest_first(
     with engine.begin() as conn:
         user = add_user(conn)
         for i in range(63):
-            add_usage(conn, user, tokens=10 + i, action="chat_conversation" if i % 3 else "image_generation",
-                      model="gpt-4o" if i % 3 else "dall-e-3", seconds=i)
+            add_usage(
+                conn,
+                user,
+                tokens=10 + i,
+                action="chat_conversation" if i % 3 else "image_generation",
+                model="gpt-4o" if i % 3 else "dall-e-3",
+                seconds=i,
+            )
     first = service.check("UADMIN1", user)
     assert (first.page.number, first.page.count, first.operations_total) == (1, 5, 63)
     assert [op.tokens_used for op in first.operations] == list(range(72, 62, -1))
@@ -177,3 +199,33 @@ def test_lookup_by_email_and_the_errors_users_can_cause(
     with pytest.raises(EmailLookupUnavailableError, match="Use the user's UUID"):
         without_emails.check("UADMIN1", "grace.hopper@example.com")
     assert without_emails.check("UVIEWER", user).user.email is None
+
+
+def test_a_logged_tier_grant_is_never_counted_twice_wherever_it_stands(
+    service: TokensService, engine: Engine
+) -> None:
+    """With a known tier, the logged admin_grant of the tier amount is the initial grant, even when not first."""
+    with engine.begin() as conn:
+        user = add_user(conn, remaining=600_000 + 25_000 - 1_000, used=1_000, tier="monthly")
+        add_usage(conn, user, tokens=25_000, action="admin_grant", model=None, seconds=0)
+        add_usage(conn, user, tokens=600_000, action="admin_grant", model=None, seconds=10)
+        add_usage(conn, user, tokens=1_000, seconds=20)
+    report = service.check("UADMIN1", user)
+    assert report.balance.initial_grant.logged
+    assert (report.balance.admin_grants, report.balance.expected_remaining) == (25_000, 624_000)
+    assert report.verdict is Verdict.RECONCILED
+
+
+def test_findings_without_a_balance_gap_still_make_the_verdict(
+    service: TokensService, engine: Engine
+) -> None:
+    """Duplicates the profile also counted leave no gap, yet the check must not call the user reconciled."""
+    with engine.begin() as conn:
+        user = add_user(conn, remaining=10_000 - 2_000, used=2_000)
+        add_usage(conn, user, tokens=10_000, action="admin_grant", model=None, seconds=-60)
+        add_usage(conn, user, tokens=1_000, seconds=0)
+        add_usage(conn, user, tokens=1_000, seconds=1)
+    report = service.check("UADMIN1", user)
+    assert (report.balance.used_discrepancy, report.balance.remaining_discrepancy) == (0, 0)
+    assert [f.kind for f in report.findings] == [FindingKind.DUPLICATES]
+    assert report.verdict is Verdict.MINOR

@@ -6,8 +6,8 @@ import json
 import time
 import uuid
 
-from sqlalchemy import Engine
 from slack_sdk.signature import SignatureVerifier
+from sqlalchemy import Engine
 
 from tests.support.bot_process import SIGNING_SECRET
 from tests.support.fake_slack import FakeSlack
@@ -32,7 +32,9 @@ def test_check_reply_shows_verdict_discrepancies_findings_and_pages(
 ) -> None:
     """A signed /tokens check acks with 200 and posts an ephemeral report; Next shows the next page."""
     with engine.begin() as conn:
-        user = add_user(conn, remaining=600_000 - 5_500 - 1_200, used=5_500 + 1_200, email="ops-check@example.com")
+        user = add_user(
+            conn, remaining=600_000 - 5_500 - 1_200, used=5_500 + 1_200, email="ops-check@example.com"
+        )
         add_usage(conn, user, tokens=600_000, action="admin_grant", model=None)
         for i in range(22):
             add_usage(conn, user, tokens=250, seconds=60 * (i + 1))
@@ -70,7 +72,9 @@ def test_user_without_ledger_rows_and_lookup_by_uuid(
     assert "Reconciled" in text and "No ledger rows." in text and "No operations recorded." in text
 
 
-def test_bad_input_gets_a_friendly_reply_naming_the_problem(slack: SlackClient, fake_slack: FakeSlack) -> None:
+def test_bad_input_gets_a_friendly_reply_naming_the_problem(
+    slack: SlackClient, fake_slack: FakeSlack
+) -> None:
     """Empty text, unknown commands, malformed UUIDs, extra words, unknown users: each explained with an example."""
     cases = {
         "": "You didn't say what to do",
@@ -106,7 +110,9 @@ def test_bad_signatures_and_stale_timestamps_are_rejected(slack: SlackClient, fa
     stale_ts = int(time.time()) - 6 * 60
     stale_sig = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=str(stale_ts), body=body)
     stale = slack.post(body, timestamp=stale_ts, signature=stale_sig)
-    other_secret = SignatureVerifier("not-the-secret").generate_signature(timestamp=str(int(time.time())), body=body)
+    other_secret = SignatureVerifier("not-the-secret").generate_signature(
+        timestamp=str(int(time.time())), body=body
+    )
     forged = slack.post(body, signature=other_secret)
     assert [wrong.status, stale.status, forged.status] == [401, 401, 401]
     time.sleep(0.3)

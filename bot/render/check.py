@@ -46,7 +46,9 @@ def render_check(report: CheckReport) -> Reply:
     paging = []
     if report.page.has_previous:
         paging.append(
-            button(":arrow_left: Previous", CHECK_PAGE_ACTION, check_page_value(report, report.page.number - 1))
+            button(
+                ":arrow_left: Previous", CHECK_PAGE_ACTION, check_page_value(report, report.page.number - 1)
+            )
         )
     if report.page.has_next:
         paging.append(
@@ -121,4 +123,3 @@ def _fallback(report: CheckReport) -> str:
         f" remaining {signed(b.remaining_discrepancy)}, cost {dollars(b.cost_discrepancy)};"
         f" {len(report.findings)} finding(s)"
     )
-

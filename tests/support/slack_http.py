@@ -86,9 +86,7 @@ class SlackClient:
         }
         return self.post(urlencode({"payload": json.dumps(payload)}).encode()), name
 
-    def post(
-        self, body: bytes, *, timestamp: int | None = None, signature: str | None = None
-    ) -> HttpResult:
+    def post(self, body: bytes, *, timestamp: int | None = None, signature: str | None = None) -> HttpResult:
         """POST a raw body, signed unless a test overrides the timestamp or signature."""
         ts = str(timestamp if timestamp is not None else int(time.time()))
         sig = signature or SignatureVerifier(self.signing_secret).generate_signature(timestamp=ts, body=body)
