@@ -14,7 +14,7 @@ PROMPT_HELP = """\
 Type a slash command as Slack would send it, e.g. `/tokens check reconciled@demo.example`.
 Press a button by typing its number. `as U123` switches the Slack user. `quit` leaves."""
 
-_EMOJI = re.compile(r":[a-z0-9_+-]+:")
+_EMOJI = re.compile(r":[a-z][a-z0-9_+-]*:")
 
 
 def blocks_as_text(blocks: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:

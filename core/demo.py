@@ -134,7 +134,7 @@ def load_demo_data(conn: Connection, *, force: bool = False) -> DemoSummary:
         raise ProductDataExistsError(
             f"The product tables already hold {profiles:,} user profiles, so no demo data was loaded:"
             " demo balances must never mix into real ones. Load demo data into an empty database,"
-            " or force it only on a database that is itself a demo."
+            " or pass --force only on a database that is itself a demo."
         )
     users, showcase = _build()
     ids = [u.id for u in users]
