@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
 from core.check import check_user
@@ -52,6 +52,9 @@ class TokensService:
     def _reading(self) -> Iterator[Connection]:
         try:
             with unit_of_work(self.engine, read_only=True, isolation="REPEATABLE READ") as conn:
+                conn.execute(
+                    text("SELECT set_config('work_mem', :mem, true)"), {"mem": self.settings.tokens_work_mem}
+                )
                 yield conn
         except OperationalError as exc:
             raise DatabaseUnavailableError(

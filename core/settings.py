@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     tokens_duplicate_window_seconds: int = Field(default=5, ge=0)
     tokens_recent_operations: int = Field(default=50, ge=1, le=200)
     tokens_page_size: int = Field(default=10, ge=1, le=25)
+    tokens_max_adjustment: int = Field(default=10_000_000, ge=1)
+    tokens_request_ttl_hours: int = Field(default=24, ge=1)
+    tokens_slack_retries: int = Field(default=5, ge=0, le=10)
+    tokens_slack_retry_seconds: float = Field(default=0.5, gt=0, le=30)
+    # Per-transaction sort memory for the bot's reads: a heavy user's duplicate scan sorts ~20k rows,
+    # which spills to disk under PostgreSQL's 4MB default.
+    tokens_work_mem: str = Field(default="32MB", pattern=r"^[0-9]+(kB|MB|GB)$")
 
     @field_validator("tokens_admins", "tokens_approvers", "tokens_viewers", mode="before")
     @classmethod
