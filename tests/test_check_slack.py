@@ -9,7 +9,7 @@ import uuid
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import Engine
 
-from tests.support.bot_process import SIGNING_SECRET
+from tests.support.bot_process import SIGNING_SECRET, BotProcess
 from tests.support.fake_slack import FakeSlack
 from tests.support.ledger import add_usage, add_user
 from tests.support.slack_http import SlackClient
@@ -126,3 +126,16 @@ def test_health_endpoint_reports_the_database(slack: SlackClient) -> None:
     with urllib.request.urlopen(f"{slack.bot_url}/healthz", timeout=5) as response:
         body = json.loads(response.read())
     assert response.status == 200 and body == {"status": "ok", "database": "ok"}
+
+
+def test_an_unexpected_error_is_logged_and_the_user_told(
+    slack: SlackClient, fake_slack: FakeSlack, bot: BotProcess
+) -> None:
+    """A failure nobody planned for reaches the log with its traceback and the user as a plain apology."""
+    result, name = slack.click("check_page", json.dumps({"u": str(uuid.uuid4())}))
+    assert result.status == 200
+    [body] = fake_slack.responses(name)
+    assert "Something went wrong" in reply_text(body)
+    log = bot.log()
+    assert "unexpected error while answering action 'check_page'" in log
+    assert "Traceback" in log and "KeyError: 'p'" in log
