@@ -28,5 +28,5 @@ def test_environment_names_lists_and_urls(monkeypatch: pytest.MonkeyPatch) -> No
 def test_email_source_must_be_a_plain_schema_table_column(monkeypatch: pytest.MonkeyPatch) -> None:
     """The email source becomes SQL identifiers, so anything but schema.table.column is refused at start."""
     monkeypatch.setenv("TOKENS_EMAIL_SOURCE", "auth.users.email; DROP TABLE x")
-    with pytest.raises(ValidationError, match="schema.table.column"):
+    with pytest.raises(ValidationError, match=r"schema\.table\.column"):
         Settings()
