@@ -3,32 +3,40 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import App, BoltResponse
-from slack_sdk import WebClient
 
-from bot import listeners
+from bot import delivery, guards, listeners
+from bot.delivery import web_client
 from bot.render.common import render_unexpected_error
 from core.service import TokensService
 
 log = logging.getLogger(__name__)
 
 
-def build_app(service: TokensService, *, socket_mode: bool = False) -> App:
+def build_app(
+    service: TokensService, *, socket_mode: bool = False, executor: ThreadPoolExecutor | None = None
+) -> App:
     """A Bolt app whose Web API calls go to SLACK_API_URL (Slack's, or a test's loopback fake).
 
-    Over HTTP every request's signature is verified, always: there is no setting to turn it off.
-    Socket Mode has no signatures; the app token authenticates the connection instead.
+    Over HTTP every request's signature is verified, always: there is no setting to turn it off, and a
+    replayed signature is refused too. Socket Mode has no signatures; the app token authenticates the
+    connection instead. Listeners run on `executor` (TOKENS_REPLY_THREADS threads when not given): a
+    listener acks at once but holds its thread while it computes and sends the reply.
     """
     settings = service.settings
     app = App(
-        client=WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url),
+        client=web_client(settings),
         signing_secret=settings.slack_signing_secret or "",
         request_verification_enabled=not socket_mode,
         # No auth.test round trip at start: every gunicorn worker would make one.
         token_verification_enabled=False,
+        listener_executor=executor or ThreadPoolExecutor(settings.tokens_reply_threads),
     )
+    guards.install(app, settings)
+    delivery.install(app, settings)
     listeners.register(app, service)
 
     @app.error

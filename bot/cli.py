@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 import sys
 
+from bot import fleet_cli
+from bot.audit import audit_log, logging_config
 from bot.bootstrap import build_service, prepare_database
 from core.db import make_engine, unit_of_work
 from core.demo import load_demo_data
@@ -29,13 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply the bot's schema migrations")
     demo = sub.add_parser("demo-data", help="create the product tables and fill them with demo data")
     demo.add_argument("--force", action="store_true", help="add demo data even where product data exists")
+    fleet_cli.add_commands(sub)
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # pgserver narrates every pg_ctl call at INFO; only its problems matter here.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
     settings = Settings()
     command = args.command or _default_mode(settings)
+    if command in ("serve", "socket"):
+        # Deployed modes log JSON lines for a log pipeline, secrets and emails redacted.
+        logging.config.dictConfig(logging_config(settings))
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # At a terminal the audit lines would only interleave with the replies.
+        logging.getLogger(audit_log.name).setLevel(logging.WARNING)
+    # pgserver narrates every pg_ctl call at INFO; only its problems matter here.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     try:
         if command == "serve":
             return _serve(settings)
@@ -49,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command == "demo-data":
             return _demo_data(settings, force=args.force)
+        if command == "digest":
+            return fleet_cli.digest(settings, args.channel, dry_run=args.dry_run)
+        if command == "doctor":
+            return fleet_cli.doctor(settings)
     except TokensBotError as exc:
         print(f"tokens-bot: {exc}", file=sys.stderr)
         return 2
@@ -91,8 +105,12 @@ def _console(settings: Settings, actor: str | None) -> int:
     from bot.console import run_console
 
     if not (settings.tokens_admins or settings.tokens_viewers):
-        # A fresh local setup has nobody configured: the console user is its admin.
-        settings = settings.model_copy(update={"tokens_admins": [CONSOLE_USER]})
+        # A fresh local setup has nobody configured: the console user is its admin, and a second
+        # admin (`as UCONSOLE2`) is there to approve, since nobody approves their own request.
+        settings = settings.model_copy(update={"tokens_admins": [CONSOLE_USER, f"{CONSOLE_USER}2"]})
+    if not settings.tokens_approvals_channel:
+        # The console prints what would be posted; the channel is only a name there.
+        settings = settings.model_copy(update={"tokens_approvals_channel": "approvals"})
     actor = actor or (settings.tokens_admins or settings.tokens_viewers)[0]
     service = build_service(settings, prepare_database(settings))
     print(

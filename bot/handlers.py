@@ -4,20 +4,62 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
+from bot import approval_handlers as approvals
+from bot.audit import Audited
+from bot.render.approvals import (
+    APPROVE_ACTION,
+    CANCEL_ACTION,
+    PROPOSE_ACTION,
+    RECOMPUTE_ACTION,
+    REJECT_ACTION,
+)
 from bot.render.check import CHECK_PAGE_ACTION, render_check
 from bot.render.common import Reply, message, render_help, render_unexpected_error
-from core.commands import CheckCommand, Command, HelpCommand, parse_command
+from bot.render.fleet import (
+    DISCREPANCIES_PAGE_ACTION,
+    LOWBALANCE_PAGE_ACTION,
+    OPEN_CHECK_ACTION,
+    TOP_PAGE_ACTION,
+    render_discrepancies,
+    render_lowbalance,
+    render_top,
+)
+from bot.slack_api import Interaction, SlackPort
+from core.commands import (
+    AdjustCommand,
+    CancelCommand,
+    CheckCommand,
+    Command,
+    DiscrepanciesCommand,
+    HelpCommand,
+    LowBalanceCommand,
+    ReconcileCommand,
+    RejectCommand,
+    RequestsCommand,
+    TopCommand,
+    parse_command,
+)
 from core.errors import TokensBotError, UsageError
 from core.service import TokensService
 
 log = logging.getLogger(__name__)
 
-CommandHandler = Callable[[TokensService, str, Any], Reply]
-ActionHandler = Callable[[TokensService, str, dict[str, Any]], Reply]
+# A handler returns its reply, or an Interaction when it needs Slack (people's names, posting, updating).
+CommandHandler = Callable[[TokensService, str, Any], Reply | Interaction]
+ActionHandler = Callable[[TokensService, str, dict[str, Any]], Reply | Interaction]
+
+
+class ActionReply(NamedTuple):
+    """A button's answer. A plain Reply replaces the message the button was on (paging); an Interaction's
+    answer goes to the clicker alone, because its message may be the approval message everyone shares."""
+
+    reply: Reply
+    replace_original: bool
 
 
 def _help(service: TokensService, actor: str, command: HelpCommand) -> Reply:
@@ -33,29 +75,81 @@ def _check_page(service: TokensService, actor: str, value: dict[str, Any]) -> Re
     return render_check(report)
 
 
+def _lowbalance(service: TokensService, actor: str, command: LowBalanceCommand) -> Reply:
+    return render_lowbalance(service.lowbalance(actor, command.threshold))
+
+
+def _lowbalance_page(service: TokensService, actor: str, value: dict[str, Any]) -> Reply:
+    return render_lowbalance(service.lowbalance(actor, int(value["t"]), page=int(value["p"])))
+
+
+def _discrepancies(service: TokensService, actor: str, command: DiscrepanciesCommand) -> Reply:
+    return render_discrepancies(service.discrepancies(actor, command.minimum))
+
+
+def _discrepancies_page(service: TokensService, actor: str, value: dict[str, Any]) -> Reply:
+    return render_discrepancies(service.discrepancies(actor, int(value["m"]), page=int(value["p"])))
+
+
+def _top(service: TokensService, actor: str, command: TopCommand) -> Reply:
+    return render_top(service.top(actor, command.n))
+
+
+def _top_page(service: TokensService, actor: str, value: dict[str, Any]) -> Reply:
+    return render_top(service.top(actor, int(value["n"]), page=int(value["p"])))
+
+
 COMMAND_HANDLERS: dict[type[Command], CommandHandler] = {
     HelpCommand: _help,
     CheckCommand: _check,
+    LowBalanceCommand: _lowbalance,
+    DiscrepanciesCommand: _discrepancies,
+    TopCommand: _top,
+    AdjustCommand: approvals.adjust,
+    ReconcileCommand: approvals.reconcile,
+    RequestsCommand: approvals.list_requests,
+    RejectCommand: approvals.reject_with_reason,
+    CancelCommand: approvals.cancel_by_command,
 }
 ACTION_HANDLERS: dict[str, ActionHandler] = {
     CHECK_PAGE_ACTION: _check_page,
+    # A list row's Check button opens the same view as a new message, so the list stays to click on.
+    OPEN_CHECK_ACTION: _check_page,
+    LOWBALANCE_PAGE_ACTION: _lowbalance_page,
+    DISCREPANCIES_PAGE_ACTION: _discrepancies_page,
+    TOP_PAGE_ACTION: _top_page,
+    APPROVE_ACTION: approvals.approve_button,
+    REJECT_ACTION: approvals.reject_button,
+    CANCEL_ACTION: approvals.cancel_button,
+    PROPOSE_ACTION: approvals.propose_button,
+    RECOMPUTE_ACTION: approvals.recompute_button,
 }
+# Buttons whose answer is a new message rather than a replacement of the one clicked.
+NEW_MESSAGE_ACTIONS = frozenset({OPEN_CHECK_ACTION})
+# Paging a fleet list re-runs its scan: these buttons get a "working…" note when it is slow.
+SLOW_ACTIONS = frozenset({LOWBALANCE_PAGE_ACTION, DISCREPANCIES_PAGE_ACTION, TOP_PAGE_ACTION})
 
 
-def reply_to_command(service: TokensService, actor: str, text: str) -> Reply:
+def reply_to_command(
+    service: TokensService, actor: str, text: str, *, slack: SlackPort | None = None
+) -> Reply:
     """Answer `/tokens <text>` typed by `actor`; never raises."""
 
     def run() -> Reply:
         command = parse_command(text)
-        return COMMAND_HANDLERS[type(command)](service, actor, command)
+        return _finish(COMMAND_HANDLERS[type(command)](service, actor, command), slack)
 
-    return _safely(run, what=f"command {text[:80]!r}")
+    return _safely(run, what=Audited.command(actor, text))
 
 
-def reply_to_action(service: TokensService, actor: str, action_id: str, value: str) -> Reply:
+def reply_to_action(
+    service: TokensService, actor: str, action_id: str, value: str, *, slack: SlackPort | None = None
+) -> ActionReply:
     """Answer a button press by `actor`; never raises."""
+    in_place = True
 
     def run() -> Reply:
+        nonlocal in_place
         handler = ACTION_HANDLERS.get(action_id)
         if handler is None:
             raise UsageError("That button is no longer supported; run the command again.")
@@ -63,16 +157,33 @@ def reply_to_action(service: TokensService, actor: str, action_id: str, value: s
             payload = json.loads(value)
         except ValueError as exc:
             raise UsageError("That button's data is damaged; run the command again.") from exc
-        return handler(service, actor, payload)
+        answer = handler(service, actor, payload)
+        in_place = isinstance(answer, Reply) and action_id not in NEW_MESSAGE_ACTIONS
+        return _finish(answer, slack)
 
-    return _safely(run, what=f"action {action_id!r}")
+    reply = _safely(run, what=Audited.action(actor, action_id, value))
+    return ActionReply(reply, replace_original=in_place)
 
 
-def _safely(run: Callable[[], Reply], *, what: str) -> Reply:
+def _finish(answer: Reply | Interaction, slack: SlackPort | None) -> Reply:
+    if isinstance(answer, Reply):
+        return answer
+    if slack is None:
+        raise UsageError("That needs Slack (or the console), which this caller did not provide.")
+    return answer(slack)
+
+
+def _safely(run: Callable[[], Reply], *, what: Audited) -> Reply:
+    """Every answer, refusal and failure is audited; the command's free text never reaches the log."""
+    started = time.perf_counter()
     try:
-        return run()
+        reply = run()
     except TokensBotError as exc:
+        what.record("refused", started, type(exc))
         return message(str(exc))
-    except Exception:
+    except Exception as exc:
         log.exception("unexpected error while answering %s", what)
+        what.record("failed", started, type(exc))
         return render_unexpected_error()
+    what.record("ok", started)
+    return reply

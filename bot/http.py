@@ -6,13 +6,15 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from slack_bolt.adapter.wsgi import SlackRequestHandler
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from bot.app import build_app
+from bot.audit import logging_config
 from bot.bootstrap import build_service
 from core.service import TokensService
 from core.settings import Settings
@@ -27,24 +29,51 @@ class TokensWsgi:
 
     def __init__(self, service: TokensService) -> None:
         self.service = service
-        self.slack = SlackRequestHandler(build_app(service), path="/slack/events")
+        self.listeners = ThreadPoolExecutor(service.settings.tokens_reply_threads)
+        self.slack = SlackRequestHandler(build_app(service, executor=self.listeners), path="/slack/events")
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/healthz" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             return self._health(start_response)
         return self.slack(environ, start_response)
 
+    def close(self) -> None:
+        """Finish the replies still being computed or sent, then close the database pools.
+
+        By the time this runs gunicorn has answered every request in flight, but a listener's reply
+        outlives its request: the ack went first.
+        """
+        self.listeners.shutdown(wait=True)
+        self.service.engine.dispose()
+        self.service.scan_engine.dispose()
+
     def _health(self, start_response: StartResponse) -> Iterable[bytes]:
-        try:
-            with self.service.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            status, body = "200 OK", {"status": "ok", "database": "ok"}
-        except Exception:
-            log.warning("health check: database unreachable", exc_info=True)
-            status, body = "503 Service Unavailable", {"status": "degraded", "database": "unreachable"}
+        """200 while the primary database answers; a replica that does not only degrades the fleet scans.
+
+        The body names no host, port, database or error: it is served to anyone who can reach the port.
+        """
+        body = {"status": "ok", "database": _reachable(self.service.engine, "database")}
+        if self.service.scan_engine is not self.service.engine:
+            body["replica"] = _reachable(self.service.scan_engine, "replica")
+        status = "200 OK"
+        if body["database"] != "ok":
+            status, body["status"] = "503 Service Unavailable", "unavailable"
+        elif body.get("replica", "ok") != "ok":
+            body["status"] = "degraded"
         payload = json.dumps(body).encode()
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
         return [payload]
+
+
+def _reachable(engine: Engine, name: str) -> str:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        # The reason goes to the log (redacted there), never into the health response.
+        log.warning("health check: %s unreachable: %s", name, type(exc).__name__)
+        return "unreachable"
+    return "ok"
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -59,27 +88,42 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
+        if "control_socket_disable" in self.cfg.settings:
+            # Newer gunicorn opens a runtime control socket under $HOME: nothing here uses it, a
+            # container's home may be read-only, and a socket not opened cannot be misused.
+            self.cfg.set("control_socket_disable", True)
 
     def load(self) -> TokensWsgi:
         # Runs in each worker after fork: every worker gets its own connection pool.
-        return TokensWsgi(build_service(self.settings, self.url))
+        self.wsgi = TokensWsgi(build_service(self.settings, self.url))
+        return self.wsgi
+
+    def worker_exit(self, server: object, worker: object) -> None:
+        """gunicorn's hook in a worker leaving after SIGTERM: let its pending replies finish."""
+        wsgi: TokensWsgi | None = getattr(self, "wsgi", None)
+        if wsgi is not None:
+            wsgi.close()
 
 
 def serve(settings: Settings, url: str) -> None:
-    """Serve HTTP on PORT with gunicorn's threaded workers (WEB_CONCURRENCY processes)."""
-    workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-    _Gunicorn(
-        settings,
-        url,
-        {
-            "bind": f"0.0.0.0:{settings.port}",
-            "workers": workers,
-            "worker_class": "gthread",
-            "threads": int(os.environ.get("GUNICORN_THREADS", "8")),
-            "timeout": 30,
-            "graceful_timeout": 20,
-            "keepalive": 5,
-            "accesslog": None,
-            "errorlog": "-",
-        },
-    ).run()
+    """Serve HTTP on PORT with gunicorn's threaded workers: WEB_CONCURRENCY processes of GUNICORN_THREADS.
+
+    SIGTERM stops accepting, lets requests in flight and the replies they started finish within
+    graceful_timeout (under Kubernetes' default 30 s grace period), then exits.
+    """
+    options: dict[str, Any] = {
+        "bind": f"0.0.0.0:{settings.port}",
+        "workers": settings.web_concurrency,
+        "worker_class": "gthread",
+        "threads": settings.gunicorn_threads,
+        "timeout": 30,
+        "graceful_timeout": 25,
+        "keepalive": 5,
+        "logconfig_dict": logging_config(settings),
+    }
+    if os.path.isdir("/dev/shm"):
+        # The heartbeat file on tmpfs: a container's overlay disk can stall it into false worker timeouts.
+        options["worker_tmp_dir"] = "/dev/shm"
+    app = _Gunicorn(settings, url, options)
+    app.cfg.set("worker_exit", app.worker_exit)
+    app.run()

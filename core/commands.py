@@ -8,15 +8,26 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
+from core.amounts import EXAMPLES, parse_amount
 from core.errors import UsageError
 
 EXAMPLE_UUID = "3f6c1a52-8d1e-4c1b-9a57-2f0e6a9d4b10"
+TOP_DEFAULT = 20
+TOP_MAX = 100
 _EMAIL = re.compile(r"^[^@\s<>|]+@[^@\s<>|]+\.[^@\s<>|]+$")
 _SLACK_MAILTO = re.compile(r"^<mailto:([^|>]+)(?:\|[^>]*)?>$")
 _SLACK_MENTION = re.compile(r"^<[@#!][^>]*>$")
 
 USAGE = """\
 `/tokens check <user>` — balance vs ledger, discrepancies, findings, recent operations
+`/tokens adjust <user> <delta> <reason>` — ask for a grant (`+50k`) or deduction (`-1200`); a second person approves
+`/tokens reconcile <user> [initial_grant]` — expected balance from the ledger, and a correction to approve
+`/tokens requests` — pending grants, deductions and corrections, with their buttons
+`/tokens reject <request> <reason>` — reject a pending request, recording why
+`/tokens cancel <request>` — withdraw your own pending request
+`/tokens lowbalance [threshold]` — users under the threshold (default 10k), lowest first, with a burn forecast
+`/tokens discrepancies [min]` — every user whose balance and ledger disagree by more than `min` (default 100)
+`/tokens top [n]` — the `n` highest lifetime users (default 20, at most 100), with cost
 `/tokens help` — this list
 
 `<user>` is the user's UUID or email, e.g. `/tokens check ada@example.com`"""
@@ -36,7 +47,54 @@ class CheckCommand(_Command):
     user: UUID | str
 
 
-Command = HelpCommand | CheckCommand
+class AdjustCommand(_Command):
+    user: UUID | str
+    delta: int
+    reason: str
+
+
+class ReconcileCommand(_Command):
+    user: UUID | str
+    initial_grant: int | None = None
+
+
+class RequestsCommand(_Command):
+    pass
+
+
+class RejectCommand(_Command):
+    request_id: int
+    reason: str
+
+
+class CancelCommand(_Command):
+    request_id: int
+
+
+class LowBalanceCommand(_Command):
+    threshold: int | None = None
+
+
+class DiscrepanciesCommand(_Command):
+    minimum: int | None = None
+
+
+class TopCommand(_Command):
+    n: int = TOP_DEFAULT
+
+
+Command = (
+    HelpCommand
+    | LowBalanceCommand
+    | DiscrepanciesCommand
+    | TopCommand
+    | CheckCommand
+    | AdjustCommand
+    | ReconcileCommand
+    | RequestsCommand
+    | RejectCommand
+    | CancelCommand
+)
 
 
 def parse_user(word: str, command: str) -> UUID | str:
@@ -76,12 +134,107 @@ def _parse_check(args: list[str]) -> CheckCommand:
     return CheckCommand(user=parse_user(args[0], "check"))
 
 
+def _parse_adjust(args: list[str]) -> AdjustCommand:
+    example = "`/tokens adjust ada@example.com +50k refund for the outage on 3 May`"
+    if len(args) < 2:
+        raise UsageError(f"`adjust` needs a user, a delta and a reason, e.g. {example}.")
+    user = parse_user(args[0], "adjust")
+    delta = parse_amount(args[1])
+    if len(args) < 3:
+        raise UsageError(
+            f"`adjust` needs a reason after the delta: it is recorded in the ledger and the audit trail, e.g. {example}."
+        )
+    return AdjustCommand(user=user, delta=delta, reason=" ".join(args[2:]))
+
+
+def _parse_reconcile(args: list[str]) -> ReconcileCommand:
+    if not args or len(args) > 2:
+        raise UsageError(
+            f"`reconcile` takes a user and optionally the initial grant, e.g. `/tokens reconcile {EXAMPLE_UUID}`"
+            f" or `/tokens reconcile ada@example.com 600k`."
+        )
+    grant = parse_amount(args[1]) if len(args) == 2 else None
+    if grant is not None and grant < 0:
+        raise UsageError(f"The initial grant cannot be negative; write it like {EXAMPLES}.")
+    return ReconcileCommand(user=parse_user(args[0], "reconcile"), initial_grant=grant)
+
+
+def _parse_requests(args: list[str]) -> RequestsCommand:
+    return RequestsCommand()
+
+
+def _request_number(word: str, command: str) -> int:
+    digits = word.removeprefix("#")
+    if not digits.isdigit():
+        raise UsageError(
+            f"`{_clip(word)}` is not a request number; `/tokens requests` lists them, e.g. `/tokens {command} 12`."
+        )
+    return int(digits)
+
+
+def _parse_reject(args: list[str]) -> RejectCommand:
+    if len(args) < 2:
+        raise UsageError(
+            "`reject` needs the request number and a reason, e.g. `/tokens reject 12 duplicate of #11`."
+        )
+    return RejectCommand(request_id=_request_number(args[0], "reject"), reason=" ".join(args[1:]))
+
+
+def _parse_cancel(args: list[str]) -> CancelCommand:
+    if len(args) != 1:
+        raise UsageError("`cancel` takes one request number, e.g. `/tokens cancel 12`.")
+    return CancelCommand(request_id=_request_number(args[0], "cancel"))
+
+
+def _one_amount(args: list[str], command: str, what: str, example: str) -> int | None:
+    """The optional single number a fleet list takes; never negative, since nothing is "under -5"."""
+    if not args:
+        return None
+    if len(args) > 1:
+        raise UsageError(
+            f"`{command}` takes at most one number, the {what}, e.g. `/tokens {command} {example}`."
+        )
+    value = parse_amount(args[0])
+    if value < 0:
+        raise UsageError(
+            f"The {what} cannot be negative; give 0 or more, e.g. `/tokens {command} {example}`."
+        )
+    return value
+
+
+def _parse_lowbalance(args: list[str]) -> LowBalanceCommand:
+    return LowBalanceCommand(threshold=_one_amount(args, "lowbalance", "threshold", "25k"))
+
+
+def _parse_discrepancies(args: list[str]) -> DiscrepanciesCommand:
+    return DiscrepanciesCommand(minimum=_one_amount(args, "discrepancies", "minimum discrepancy", "1000"))
+
+
+def _parse_top(args: list[str]) -> TopCommand:
+    n = _one_amount(args, "top", "number of users", "50")
+    if n is None:
+        return TopCommand()
+    if not 1 <= n <= TOP_MAX:
+        raise UsageError(
+            f"`top` lists between 1 and {TOP_MAX} users; you asked for {n:,}. Try `/tokens top {TOP_MAX}`."
+        )
+    return TopCommand(n=n)
+
+
 def _parse_help(args: list[str]) -> HelpCommand:
     return HelpCommand()
 
 
 PARSERS: dict[str, Callable[[list[str]], Command]] = {
     "check": _parse_check,
+    "adjust": _parse_adjust,
+    "reconcile": _parse_reconcile,
+    "requests": _parse_requests,
+    "reject": _parse_reject,
+    "cancel": _parse_cancel,
+    "lowbalance": _parse_lowbalance,
+    "discrepancies": _parse_discrepancies,
+    "top": _parse_top,
     "help": _parse_help,
 }
 

@@ -14,10 +14,34 @@ from core.settings import to_sqlalchemy_url
 Isolation = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 
 
-def make_engine(url: str, *, pool_size: int = 5, application_name: str = "tokens-bot") -> Engine:
-    """Build a pooled psycopg engine; pre-ping so a restarted database is survived without a restart."""
+# Under Slack's 3 s so a command during an outage is told so in time; libpq's minimum is 2.
+CONNECT_TIMEOUT_SECONDS = 2
+# The execution option carrying an engine's statement timeout into every unit of work.
+_STATEMENT_TIMEOUT = "tokens_statement_timeout_ms"
+
+
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    application_name: str = "tokens-bot",
+    statement_timeout_ms: int | None = None,
+) -> Engine:
+    """Build a pooled psycopg engine; pre-ping so a restarted database is survived without a restart.
+
+    Connecting gives up after CONNECT_TIMEOUT_SECONDS and TCP keepalives notice a vanished server, so
+    an outage is an error within seconds, never a hang. `statement_timeout_ms` is applied to every
+    transaction `unit_of_work` opens on this engine.
+    """
     sa_url = make_url(to_sqlalchemy_url(url))
-    connect_args: dict[str, object] = {"application_name": application_name}
+    connect_args: dict[str, object] = {
+        "application_name": application_name,
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
     if sa_url.port == 6543 or sa_url.query.get("prepare_threshold") == "none":
         # A transaction pooler (Supabase on 6543, pgbouncer) cannot keep prepared statements.
         connect_args["prepare_threshold"] = None
@@ -29,6 +53,7 @@ def make_engine(url: str, *, pool_size: int = 5, application_name: str = "tokens
         pool_pre_ping=True,
         pool_recycle=1800,
         connect_args=connect_args,
+        execution_options={_STATEMENT_TIMEOUT: statement_timeout_ms} if statement_timeout_ms else {},
     )
 
 
@@ -38,11 +63,16 @@ def unit_of_work(
 ) -> Iterator[Connection]:
     """Open one transaction for one use case; leaving the block without error commits, an error rolls back.
 
-    Read-only use cases run REPEATABLE READ so every query of one reply sees the same snapshot.
+    Read-only use cases run REPEATABLE READ so every query of one reply sees the same snapshot. The
+    engine's statement timeout is set with SET LOCAL, which holds for this transaction only and so also
+    works through a transaction pooler (Supabase's port 6543).
     """
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level=isolation)
         with conn.begin():
             if read_only:
                 conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            timeout = conn.get_execution_options().get(_STATEMENT_TIMEOUT)
+            if timeout:
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout)}")
             yield conn

@@ -29,3 +29,31 @@ class DatabaseUnavailableError(TokensBotError):
 
 class ProductDataExistsError(TokensBotError):
     """The product tables already hold rows, so demo data is refused: it must never mix into real balances."""
+
+
+class NotConfiguredError(TokensBotError):
+    """A setting this feature needs is missing; the message names it."""
+
+
+class InvalidAdjustmentError(TokensBotError):
+    """An adjustment or correction breaks a rule or limit (zero, too large, below zero)."""
+
+
+class RequestNotFoundError(TokensBotError):
+    """No approval request has the given number."""
+
+
+class RequestRefusedError(TokensBotError):
+    """This person may not decide this request now (their own request, their own grant, a closed request)."""
+
+
+class StaleCorrectionError(TokensBotError):
+    """The ledger changed since the correction was computed, so its values no longer hold."""
+
+
+class DigestNotPostedError(TokensBotError):
+    """Slack did not take the digest; nothing was remembered, so the next run reports the same news."""
+
+
+class QueryTimeoutError(TokensBotError):
+    """A statement ran past TOKENS_STATEMENT_TIMEOUT_MS and PostgreSQL cancelled it; nothing was changed."""

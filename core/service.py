@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from uuid import UUID
 
+from psycopg.errors import QueryCanceled
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
+from core import approvals, fleet
+from core.approvals import ApprovalRequest, Decision, LedgerSnapshot, Person, ReconcileReport
 from core.check import check_user
 from core.db import unit_of_work
-from core.errors import DatabaseUnavailableError, NotAllowedError
+from core.digest import build_digest, record_posted
+from core.errors import (
+    DatabaseUnavailableError,
+    NotAllowedError,
+    QueryTimeoutError,
+    TokensBotError,
+)
+from core.fleet_models import DigestReport, DiscrepancyReport, LowBalanceReport, TopReport
 from core.models import CheckReport
 from core.product import ProductShape, inspect_product
 from core.settings import Settings
@@ -20,9 +31,20 @@ from core.settings import Settings
 class TokensService:
     """Use cases over one product database; the Slack layer and the console both call these."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        read_engine: Engine | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
+        # Fleet scans read the whole ledger: on a replica when DATABASE_READ_URL is set, never the primary.
+        self.scan_engine = read_engine or engine
+        # Request expiry and the audit trail's timestamps read this clock; tests move it.
+        self.clock = clock or (lambda: datetime.now(UTC))
         self._shape: ProductShape | None = None
 
     def check(
@@ -34,6 +56,92 @@ class TokensService:
             return check_user(
                 conn, self.shape(conn), self.settings, user, page=page, initial_grant=initial_grant
             )
+
+    def request_adjustment(self, actor: Person, user: UUID | str, delta: int, reason: str) -> ApprovalRequest:
+        """`/tokens adjust`: a pending grant or deduction, checked against the current balance."""
+        with self._writing() as conn:
+            return approvals.request_adjustment(
+                conn, self.shape(conn), self.settings, actor, user, delta, reason, self.clock()
+            )
+
+    def reconcile(self, actor: str, user: UUID | str, *, initial_grant: int | None = None) -> ReconcileReport:
+        """`/tokens reconcile`: the guide's Step 4 for one user."""
+        self.require_viewer(actor)
+        with self._reading() as conn:
+            return approvals.reconcile(conn, self.shape(conn), self.settings, user, initial_grant)
+
+    def propose_correction(
+        self, actor: Person, user_id: UUID, initial_grant: int | None, seen: LedgerSnapshot
+    ) -> ApprovalRequest:
+        """The "Propose correction" button: a pending Step 5 for the values the proposer saw."""
+        with self._writing() as conn:
+            return approvals.propose_correction(
+                conn, self.shape(conn), self.settings, actor, user_id, initial_grant, seen, self.clock()
+            )
+
+    def approve(self, actor: Person, request_id: int) -> Decision:
+        with self._writing() as conn:
+            return approvals.approve(conn, self.shape(conn), self.settings, actor, request_id, self.clock())
+
+    def reject(self, actor: Person, request_id: int, reason: str | None = None) -> Decision:
+        with self._writing() as conn:
+            return approvals.reject(conn, self.settings, actor, request_id, reason, self.clock())
+
+    def cancel(self, actor: Person, request_id: int) -> Decision:
+        with self._writing() as conn:
+            return approvals.cancel(conn, self.settings, actor, request_id, self.clock())
+
+    def expire_due(self) -> list[ApprovalRequest]:
+        with self._writing() as conn:
+            return approvals.expire_due(conn, self.settings, self.clock())
+
+    def pending_requests(self, actor: str) -> list[ApprovalRequest]:
+        self.require_viewer(actor)
+        with self._reading() as conn:
+            return approvals.pending_requests(conn, self.settings, self.clock())
+
+    def attach_message(self, request_id: int, channel: str, ts: str) -> None:
+        with self._writing() as conn:
+            approvals.attach_message(conn, self.settings, request_id, channel, ts)
+
+    def lowbalance(self, actor: str, threshold: int | None = None, *, page: int = 1) -> LowBalanceReport:
+        """`/tokens lowbalance`: users under the threshold, lowest first."""
+        self.require_viewer(actor)
+        limit = self.settings.tokens_lowbalance_threshold if threshold is None else threshold
+        with self._reading(self.scan_engine) as conn:
+            return fleet.low_balances(conn, self.shape(conn), self.settings, threshold=limit, page=page)
+
+    def discrepancies(self, actor: str, minimum: int | None = None, *, page: int = 1) -> DiscrepancyReport:
+        """`/tokens discrepancies`: the whole-ledger scan, in one snapshot."""
+        self.require_viewer(actor)
+        least = self.settings.tokens_scan_threshold if minimum is None else minimum
+        with self._reading(self.scan_engine) as conn:
+            return fleet.scan_discrepancies(conn, self.shape(conn), self.settings, minimum=least, page=page)
+
+    def top(self, actor: str, n: int, *, page: int = 1) -> TopReport:
+        """`/tokens top`: highest lifetime usage."""
+        self.require_viewer(actor)
+        with self._reading(self.scan_engine) as conn:
+            return fleet.top_users(conn, self.shape(conn), self.settings, n=n, page=page)
+
+    def digest(
+        self, channel: str, publish: Callable[[DigestReport], str | None], *, remember: bool = True
+    ) -> DigestReport:
+        """The daily digest: scanned on the scan engine, remembered on the primary once `publish` succeeded.
+
+        `publish` posts the report and returns the message's timestamp; if it raises, nothing is
+        remembered and the next digest compares with the last one that was actually posted. A dry run
+        (`remember=False`) leaves no trace either.
+        """
+        with self._writing() as primary, self._reading(self.scan_engine) as reader:
+            draft = primary.begin_nested()
+            report, digest_id = build_digest(primary, reader, self.shape(reader), self.settings, channel)
+            record_posted(primary, self.settings, digest_id, publish(report))
+            if remember:
+                draft.commit()
+            else:
+                draft.rollback()
+            return report
 
     def require_viewer(self, actor: str) -> None:
         if not self.settings.may_view(actor):
@@ -49,14 +157,33 @@ class TokensService:
         return self._shape
 
     @contextmanager
-    def _reading(self) -> Iterator[Connection]:
+    def _reading(self, engine: Engine | None = None) -> Iterator[Connection]:
         try:
-            with unit_of_work(self.engine, read_only=True, isolation="REPEATABLE READ") as conn:
+            with unit_of_work(engine or self.engine, read_only=True, isolation="REPEATABLE READ") as conn:
                 conn.execute(
                     text("SELECT set_config('work_mem', :mem, true)"), {"mem": self.settings.tokens_work_mem}
                 )
                 yield conn
         except OperationalError as exc:
-            raise DatabaseUnavailableError(
-                "The database is unavailable right now, so nothing was read or changed. Try again in a minute."
-            ) from exc
+            raise self._database_error(exc, "nothing was read or changed") from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """READ COMMITTED with row locks: a locked row is re-read after the lock wait, never stale."""
+        try:
+            with unit_of_work(self.engine) as conn:
+                yield conn
+        except OperationalError as exc:
+            raise self._database_error(exc, "nothing was changed") from exc
+
+    def _database_error(self, exc: OperationalError, outcome: str) -> TokensBotError:
+        """Our own statement timeout is told apart from an unreachable database: the fixes differ."""
+        if isinstance(exc.orig, QueryCanceled):
+            seconds = self.settings.tokens_statement_timeout_ms / 1000
+            return QueryTimeoutError(
+                f"The database took longer than {seconds:g} s to answer, so tokens-bot stopped the query and"
+                f" {outcome}. Try again in a minute; if it keeps happening, tell whoever runs tokens-bot."
+            )
+        return DatabaseUnavailableError(
+            f"The database is unavailable right now, so {outcome}. Try again in a minute."
+        )

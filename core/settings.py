@@ -54,11 +54,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
     database_url: str | None = None
+    # A read replica for the fleet scans; per-user checks and every write stay on DATABASE_URL.
+    database_read_url: str | None = None
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None
     slack_api_url: str = "https://slack.com/api/"
     port: int = 3000
+    # HTTP mode under gunicorn: worker processes, and threads per worker (see docs-deploy.md for sizing).
+    web_concurrency: int = Field(default=2, ge=1, le=64)
+    gunicorn_threads: int = Field(default=8, ge=1, le=256)
 
     tokens_admins: CommaList = []
     tokens_approvers: CommaList = []
@@ -85,6 +90,12 @@ class Settings(BaseSettings):
     tokens_duplicate_window_seconds: int = Field(default=5, ge=0)
     tokens_recent_operations: int = Field(default=50, ge=1, le=200)
     tokens_page_size: int = Field(default=10, ge=1, le=25)
+    tokens_lowbalance_threshold: int = Field(default=10_000, ge=0)
+    # Burn rate = successful usage over this many days, per day; days-to-zero divides by it.
+    tokens_burn_window_days: int = Field(default=7, ge=1, le=365)
+    # Users with a ledger row this recent may be mid-write (row and balance not both committed yet):
+    # the discrepancy scan defers them instead of reporting a phantom discrepancy.
+    tokens_scan_grace_seconds: int = Field(default=60, ge=0)
     tokens_max_adjustment: int = Field(default=10_000_000, ge=1)
     tokens_request_ttl_hours: int = Field(default=24, ge=1)
     tokens_slack_retries: int = Field(default=5, ge=0, le=10)
@@ -92,6 +103,17 @@ class Settings(BaseSettings):
     # Per-transaction sort memory for the bot's reads: a heavy user's duplicate scan sorts ~20k rows,
     # which spills to disk under PostgreSQL's 4MB default.
     tokens_work_mem: str = Field(default="32MB", pattern=r"^[0-9]+(kB|MB|GB)$")
+    # Connections per engine (and as many again as overflow); one per thread doing database work.
+    tokens_db_pool_size: int = Field(default=5, ge=1, le=100)
+    # Every transaction of the bot runs with SET LOCAL statement_timeout: a slow query ends in a
+    # friendly reply instead of a request that hangs.
+    tokens_statement_timeout_ms: int = Field(default=15_000, ge=100)
+    # Slash commands per Slack user per minute, per process; past it the user is asked to slow down.
+    tokens_rate_limit_per_minute: int = Field(default=30, ge=1)
+    # How long one Slack Web API or response_url call may take before it counts as failed (and is retried).
+    tokens_slack_timeout_seconds: int = Field(default=5, ge=1, le=60)
+    # Threads per process that run listeners: each acks at once, then computes and sends its reply.
+    tokens_reply_threads: int = Field(default=16, ge=1, le=256)
 
     @field_validator("tokens_admins", "tokens_approvers", "tokens_viewers", mode="before")
     @classmethod

@@ -5,17 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
 
 from bot.handlers import reply_to_command
+from bot.listeners._progress import respond_in_time
+from bot.slack_api import WebSlack
 from core.service import TokensService
 
 SLASH_COMMAND = "/tokens"
 
 
 def register(app: App, service: TokensService) -> None:
-    def tokens_command_callback(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+    def tokens_command_callback(
+        ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient
+    ) -> None:
         ack()
-        reply = reply_to_command(service, command["user_id"], command.get("text") or "")
-        respond(response_type="ephemeral", **reply.as_kwargs())
+        respond_in_time(
+            respond,
+            lambda: reply_to_command(
+                service, command["user_id"], command.get("text") or "", slack=WebSlack(client, service.settings)
+            ),
+            in_place=False,
+        )
 
     app.command(SLASH_COMMAND)(tokens_command_callback)

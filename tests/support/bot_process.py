@@ -22,12 +22,13 @@ def free_port() -> int:
 class BotProcess:
     """One `tokens-bot serve` process tree (gunicorn master and workers) on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, *, argv: list[str] | None = None) -> None:
+        """Start `argv` (by default this interpreter's `bot.cli serve`) and wait for /healthz to answer."""
         self.port = free_port()
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve"],
+            argv or [sys.executable, "-m", "bot.cli", "serve"],
             env={**os.environ, **env, "PORT": str(self.port)},
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -76,5 +77,7 @@ def bot_env(database_url: str, slack_api_url: str, **extra: str) -> dict[str, st
         "TOKENS_VIEWERS": "UVIEWER",
         "TOKENS_APPROVALS_CHANNEL": "CAPPROVALS",
         "WEB_CONCURRENCY": "2",
+        # Tests fire commands faster than any person; the limit has tests of its own.
+        "TOKENS_RATE_LIMIT_PER_MINUTE": "100000",
         **extra,
     }

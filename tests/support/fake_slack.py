@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
@@ -19,6 +19,8 @@ class Recorded:
     path: str
     body: dict[str, Any]
     at: float
+    status: int = 200
+    response: dict[str, Any] = field(default_factory=dict)
 
     @property
     def method(self) -> str:
@@ -30,6 +32,10 @@ class FakeSlack:
 
     def __init__(self) -> None:
         self.calls: list[Recorded] = []
+        # users.info answers: Slack ID -> {"name": ..., "email": ...}; unknown IDs get a made-up staff email.
+        self.users: dict[str, dict[str, str]] = {}
+        self._failures: dict[str, list[tuple[int, str | None]]] = {}
+        self._stalls: dict[str, list[float]] = {}
         self._changed = threading.Condition()
         self._next_ts = 1_700_000_000.000100
         fake = self
@@ -38,6 +44,7 @@ class FakeSlack:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode()
+                time.sleep(fake._stall(self.path))
                 if self.headers.get("Content-Type", "").startswith("application/json"):
                     body = json.loads(raw or "{}")
                 else:
@@ -45,9 +52,11 @@ class FakeSlack:
                     for key in ("blocks", "attachments"):
                         if isinstance(body.get(key), str):
                             body[key] = json.loads(body[key])
-                payload = fake._answer(self.path, body)
+                status, retry_after, payload = fake._answer(self.path, body)
                 data = json.dumps(payload).encode()
-                self.send_response(200)
+                self.send_response(status)
+                if retry_after is not None:
+                    self.send_header("Retry-After", retry_after)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -78,20 +87,57 @@ class FakeSlack:
         self._server.shutdown()
         self._server.server_close()
 
-    def _answer(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def stall(self, method: str, *seconds: float) -> None:
+        """Hold the next calls of `method` (an API method, or `/response/<name>`) this long before answering."""
         with self._changed:
-            self.calls.append(Recorded(path=path, body=body, at=time.monotonic()))
+            self._stalls.setdefault(method, []).extend(seconds)
+
+    def _stall(self, path: str) -> float:
+        with self._changed:
+            pending = self._stalls.get(path.removeprefix("/api/"))
+            return pending.pop(0) if pending else 0.0
+
+    def fail(self, method: str, *statuses: int, retry_after: str | None = None) -> None:
+        """Answer the next calls of `method` with these HTTP statuses (429 carries `retry_after`), then recover."""
+        with self._changed:
+            self._failures.setdefault(method, []).extend((s, retry_after) for s in statuses)
+
+    def _answer(self, path: str, body: dict[str, Any]) -> tuple[int, str | None, dict[str, Any]]:
+        method = path.removeprefix("/api/")
+        with self._changed:
+            pending = self._failures.get(method)
+            status, retry_after = pending.pop(0) if pending else (200, None)
             self._next_ts += 1
-            ts = f"{self._next_ts:.6f}"
+            payload = self._payload(path, method, body, status, f"{self._next_ts:.6f}")
+            self.calls.append(
+                Recorded(path=path, body=body, at=time.monotonic(), status=status, response=payload)
+            )
             self._changed.notify_all()
+        return status, retry_after if status == 429 else None, payload
+
+    def _payload(self, path: str, method: str, body: dict[str, Any], status: int, ts: str) -> dict[str, Any]:
+        if status != 200:
+            return {"ok": False, "error": "ratelimited" if status == 429 else "internal_error"}
         if path.startswith("/response/"):
             return {"ok": True}
-        method = path.removeprefix("/api/")
         if method == "auth.test":
             return {"ok": True, "user_id": "UBOT", "team_id": "T1", "bot_id": "B1"}
         if method in ("chat.postMessage", "chat.update"):
             return {"ok": True, "channel": body.get("channel"), "ts": body.get("ts") or ts}
+        if method == "users.info":
+            return {"ok": True, "user": self._user(str(body.get("user")))}
         return {"ok": True}
+
+    def _user(self, user_id: str) -> dict[str, Any]:
+        known = self.users.get(user_id, {})
+        name = known.get("name", f"Staff {user_id}")
+        email = known.get("email", f"{user_id.lower()}@staff.example")
+        return {
+            "id": user_id,
+            "name": user_id.lower(),
+            "real_name": name,
+            "profile": {"real_name": name, "email": email},
+        }
 
     def wait_for(
         self, predicate: Callable[[Recorded], bool], *, timeout: float = 10.0, count: int = 1

@@ -77,3 +77,26 @@ def add_usage(
         },
     )
     return row_id
+
+
+def spend(conn: Connection, user_id: uuid.UUID, tokens: int, *, cost_cents: Decimal | str = "0") -> uuid.UUID:
+    """What the product does for one successful operation: a ledger row and the cached balance, together."""
+    row_id = add_usage(conn, user_id, tokens=tokens, cost_cents=cost_cents, at=datetime.now(UTC))
+    conn.execute(
+        text(
+            "UPDATE user_profiles SET vibe_assistant_tokens_remaining = vibe_assistant_tokens_remaining - :t,"
+            " vibe_assistant_tokens_used = vibe_assistant_tokens_used + :t,"
+            " vibe_assistant_total_cost = vibe_assistant_total_cost + :c / 100 WHERE user_id = :u"
+        ),
+        {"t": tokens, "c": Decimal(cost_cents), "u": user_id},
+    )
+    return row_id
+
+
+def remaining(conn: Connection, user_id: uuid.UUID) -> int:
+    return int(
+        conn.execute(
+            text("SELECT vibe_assistant_tokens_remaining FROM user_profiles WHERE user_id = :u"),
+            {"u": user_id},
+        ).scalar_one()
+    )

@@ -106,3 +106,18 @@ class SlackClient:
                 return HttpResult(response.status, response.read().decode(), time.perf_counter() - started)
         except urllib.error.HTTPError as error:
             return HttpResult(error.code, error.read().decode(), time.perf_counter() - started)
+
+
+def reply_text(body: dict[str, Any]) -> str:
+    """Everything a person would read in a message: the fallback and every block's text."""
+    return str(body.get("text", "")) + "\n" + json.dumps(body.get("blocks", []), ensure_ascii=False)
+
+
+def buttons(body: dict[str, Any]) -> dict[str, str]:
+    """A message's buttons, action_id -> value, for pressing them as Slack would."""
+    return {
+        e["action_id"]: e.get("value", "")
+        for b in body.get("blocks", [])
+        if b["type"] == "actions"
+        for e in b["elements"]
+    }

@@ -1,0 +1,251 @@
+"""Approval messages, request lists, reconcile reports and the notes that tell people what a decision did."""
+
+from __future__ import annotations
+
+import json
+
+from slack_sdk.models.blocks import (
+    Block,
+    ButtonElement,
+    ConfirmObject,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+
+from bot.render.common import MAX_BLOCKS, Reply, actions, button, context, dollars, section, signed, tokens
+from core.approvals import (
+    ApprovalRequest,
+    Decision,
+    Outcome,
+    Person,
+    ReconcileReport,
+    RequestKind,
+    RequestStatus,
+    when,
+)
+
+APPROVE_ACTION = "approval_approve"
+REJECT_ACTION = "approval_reject"
+CANCEL_ACTION = "approval_cancel"
+PROPOSE_ACTION = "reconcile_propose"
+RECOMPUTE_ACTION = "reconcile_recompute"
+
+
+def who(person: Person) -> str:
+    """A name people recognise beside the mention Slack turns into a live link."""
+    return f"{person.name} (<@{person.slack_id}>)"
+
+
+def title(request: ApprovalRequest) -> str:
+    if request.kind is RequestKind.CORRECTION:
+        return f"Correction request #{request.id}"
+    assert request.delta is not None
+    return f"{'Grant' if request.delta > 0 else 'Deduction'} request #{request.id}"
+
+
+def render_request(request: ApprovalRequest) -> Reply:
+    """The approval message: what would change and why, then the buttons or, once decided, the outcome."""
+    blocks: list[Block] = [
+        HeaderBlock(text=title(request)),
+        _facts(request),
+        section(f"*Reason*\n{request.reason}"),
+    ]
+    if request.status is RequestStatus.PENDING:
+        blocks.append(actions(*_decision_buttons(request)))
+    else:
+        blocks.append(context(outcome_line(request)))
+        if request.status is RequestStatus.STALE:
+            blocks.append(actions(button("Recompute", RECOMPUTE_ACTION, _recompute_value(request))))
+    return Reply(
+        text=f"{title(request)}: {_change(request)} for {request.user.label} — {_state(request)}",
+        blocks=blocks,
+    )
+
+
+def outcome_line(request: ApprovalRequest) -> str:
+    """The line that replaces the buttons: the outcome and both names."""
+    asked = f"Requested by {who(request.requester)}."
+    at = when(request.decided_at) if request.decided_at else ""
+    by = who(request.decider) if request.decider else "tokens-bot"
+    if request.status is RequestStatus.APPLIED:
+        return (
+            f":white_check_mark: *Approved* by {by} at {at}; balance {tokens(request.balance_before or 0)}"
+            f" → {tokens(request.balance_after or 0)}. {asked}"
+        )
+    if request.status is RequestStatus.REJECTED:
+        return f":x: *Rejected* by {by} at {at}: {request.decision_reason}. {asked}"
+    if request.status is RequestStatus.CANCELLED:
+        return f":heavy_minus_sign: *Cancelled* by {by} at {at}. {asked}"
+    if request.status is RequestStatus.EXPIRED:
+        return f":hourglass: *Expired* at {when(request.expires_at)} without a decision; it cannot be approved. {asked}"
+    return (
+        f":warning: *Stale*: new ledger rows arrived after this correction was proposed, so {by} could not"
+        f" apply it at {at}. Nothing was changed. {asked}"
+    )
+
+
+def render_request_list(requests: list[ApprovalRequest]) -> Reply:
+    """`/tokens requests`: each pending request with its buttons, oldest first."""
+    if not requests:
+        return Reply(text="No pending requests.", blocks=[section("No pending requests.")])
+    shown = requests[: (MAX_BLOCKS - 2) // 2]
+    blocks: list[Block] = [HeaderBlock(text=f"Pending requests ({len(requests)})")]
+    for request in shown:
+        blocks.append(
+            section(
+                f"*{title(request)}* — {_change(request)} for {request.user.label}\n{request.reason}\n"
+                f"asked by {who(request.requester)} · expires {when(request.expires_at)}"
+            )
+        )
+        blocks.append(actions(*_decision_buttons(request)))
+    if len(requests) > len(shown):
+        blocks.append(context(f"…and {len(requests) - len(shown)} more, shown as older ones are decided."))
+    return Reply(text=f"{len(requests)} pending request(s)", blocks=blocks)
+
+
+def render_created(request: ApprovalRequest, channel: str, *, posted: bool) -> Reply:
+    """The requester's ephemeral note: the request is waiting, and where."""
+    where = (
+        f"in <#{channel}>" if posted else "in `/tokens requests` (posting to the approvals channel failed)"
+    )
+    text = (
+        f":hourglass_flowing_sand: {title(request)} ({_change(request)} for {request.user.label}) is waiting for"
+        f" a second person's approval {where}. It expires at {when(request.expires_at)}."
+    )
+    return Reply(text=text, blocks=[section(text)])
+
+
+def render_decision(decision: Decision) -> Reply:
+    """The reply to the person who clicked: what their click did."""
+    request = decision.request
+    name = title(request)
+    texts = {
+        Outcome.APPLIED: f":white_check_mark: You approved {name}: {request.user.label}'s balance went from"
+        f" {tokens(request.balance_before or 0)} to {tokens(request.balance_after or 0)}.",
+        Outcome.REJECTED: f":x: You rejected {name} ({request.decision_reason}).",
+        Outcome.CANCELLED: f":heavy_minus_sign: You cancelled {name}.",
+        Outcome.EXPIRED: f":hourglass: {name} expired at {when(request.expires_at)}, so it can no longer be"
+        " decided; nothing was changed.",
+        Outcome.STALE: f":warning: {name} is stale: new ledger rows arrived for {request.user.label} since it was"
+        " proposed, so nothing was changed. Press Recompute on the message for a fresh reconciliation.",
+    }
+    text = texts[decision.outcome]
+    return Reply(text=text, blocks=[section(text)])
+
+
+def render_requester_notice(request: ApprovalRequest) -> Reply:
+    """The direct message that tells the requester how their request ended."""
+    text = f"Your {title(request)} ({_change(request)} for {request.user.label}): {outcome_line(request)}"
+    return Reply(text=text, blocks=[section(text)])
+
+
+def render_reconcile(report: ReconcileReport) -> Reply:
+    """The guide's Step 4: current against ledger-derived values, with a correction to propose."""
+    b = report.balance
+    header = (
+        ":white_check_mark: Matches the ledger"
+        if not report.needs_correction
+        else ":wrench: Differs from the ledger"
+    )
+    blocks: list[Block] = [
+        HeaderBlock(text=f"{header}: {report.user.label}"[:150]),
+        context(f"User `{report.user.user_id}` · initial grant: {b.initial_grant.description}"),
+        SectionBlock(
+            fields=[
+                MarkdownTextObject(text=t)
+                for t in (
+                    f"*Remaining*\ncurrent {tokens(b.current_remaining)} · expected {tokens(b.expected_remaining)}"
+                    f"\ndiscrepancy *{signed(b.remaining_discrepancy)}*",
+                    f"*Used*\ncurrent {tokens(b.current_used)} · ledger {tokens(b.calculated_used)}"
+                    f"\ndiscrepancy *{signed(b.used_discrepancy)}*",
+                    f"*Cost*\ncurrent {dollars(b.current_cost)} · ledger {dollars(b.calculated_cost)}",
+                    f"*Formula*\n{tokens(b.initial_grant.tokens)} + {tokens(b.admin_grants)} grants"
+                    f" − {tokens(b.calculated_used)} used − {tokens(b.admin_deductions)} deductions",
+                )
+            ]
+        ),
+    ]
+    if report.needs_correction:
+        blocks.append(
+            section(
+                f"A correction would set remaining to *{tokens(b.expected_remaining)}*, used to"
+                f" *{tokens(b.calculated_used)}* and cost to *{dollars(b.calculated_cost)}*, writing no ledger row."
+                " It needs a second person's approval."
+            )
+        )
+        blocks.append(actions(button("Propose correction", PROPOSE_ACTION, propose_value(report), "primary")))
+    text = f"{report.user.label}: remaining {tokens(b.current_remaining)}, expected {tokens(b.expected_remaining)}"
+    return Reply(text=text, blocks=blocks)
+
+
+def propose_value(report: ReconcileReport) -> str:
+    """What "Propose correction" carries: the user, the grant assumption and the ledger position seen."""
+    snap = report.snapshot
+    return json.dumps(
+        {
+            "u": str(report.user.user_id),
+            "g": report.explicit_initial_grant,
+            "n": snap.rows,
+            "t": snap.last_at.isoformat() if snap.last_at else None,
+        }
+    )
+
+
+def request_value(request: ApprovalRequest) -> str:
+    return json.dumps({"r": request.id})
+
+
+def _recompute_value(request: ApprovalRequest) -> str:
+    grant = request.correction.explicit_initial_grant if request.correction else None
+    return json.dumps({"u": str(request.user.user_id), "g": grant})
+
+
+def _decision_buttons(request: ApprovalRequest) -> list[ButtonElement]:
+    value = request_value(request)
+    approve = ConfirmObject(
+        title="Approve?",
+        text=f"{_change(request)} for {request.user.label} will be applied now.",
+        confirm="Approve",
+        deny="Back",
+    )
+    reject = ConfirmObject(
+        title="Reject?",
+        text=f'This records "no reason given". To record a reason, go back and type `/tokens reject {request.id} <reason>`.',
+        confirm="Reject",
+        deny="Back",
+    )
+    return [
+        button("Approve", APPROVE_ACTION, value, "primary", approve),
+        button("Reject", REJECT_ACTION, value, "danger", reject),
+        button("Cancel request", CANCEL_ACTION, value),
+    ]
+
+
+def _facts(request: ApprovalRequest) -> SectionBlock:
+    fields = [
+        f"*User*\n{request.user.label}",
+        f"*Current balance*\n{tokens(request.remaining_at_request)}",
+        f"*Change*\n{_change(request)}",
+        f"*Resulting balance*\n{tokens(request.resulting_balance)}",
+        f"*Requested by*\n{who(request.requester)} at {when(request.requested_at)}",
+        f"*Expires*\n{when(request.expires_at)}",
+    ]
+    correction = request.correction
+    if correction is not None:
+        fields.append(
+            f"*Used*\n{tokens(correction.before_used)} → {tokens(correction.used)}"
+            f"\n*Cost*\n{dollars(correction.before_cost)} → {dollars(correction.cost)}"
+        )
+    return SectionBlock(fields=[MarkdownTextObject(text=f) for f in fields])
+
+
+def _change(request: ApprovalRequest) -> str:
+    if request.correction is not None:
+        return f"remaining {signed(request.correction.remaining - request.correction.before_remaining)}"
+    assert request.delta is not None
+    return f"{signed(request.delta)} tokens"
+
+
+def _state(request: ApprovalRequest) -> str:
+    return "waiting for approval" if request.status is RequestStatus.PENDING else request.status.value

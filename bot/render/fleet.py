@@ -1,0 +1,207 @@
+"""The fleet lists (`lowbalance`, `discrepancies`, `top`) and the daily digest as Block Kit messages."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock, MarkdownTextObject, SectionBlock
+
+from bot.render.check import _FINDING_TITLE as FINDING_TITLE
+from bot.render.common import Reply, actions, button, context, dollars, section, signed, tokens
+from core.fleet_models import (
+    DigestReport,
+    DiscrepancyReport,
+    DiscrepancyRow,
+    LowBalanceReport,
+    LowBalanceRow,
+    TopReport,
+)
+from core.models import Page, UserRef
+
+LOWBALANCE_PAGE_ACTION = "lowbalance_page"
+DISCREPANCIES_PAGE_ACTION = "discrepancies_page"
+TOP_PAGE_ACTION = "top_page"
+OPEN_CHECK_ACTION = "open_check"
+_CENT = Decimal("0.01")
+
+
+def open_check_value(user_id: UUID) -> str:
+    """What a row's Check button carries: the check handler's own page value, for page 1."""
+    return json.dumps({"u": str(user_id), "p": 1})
+
+
+def _row(text: str, user: UserRef) -> SectionBlock:
+    return SectionBlock(
+        text=MarkdownTextObject(text=text),
+        accessory=button("Check", OPEN_CHECK_ACTION, open_check_value(user.user_id)),
+    )
+
+
+def _paging(page: Page, action_id: str, value: dict[str, Any]) -> list[Block]:
+    buttons = []
+    if page.has_previous:
+        buttons.append(
+            button(":arrow_left: Previous", action_id, json.dumps({**value, "p": page.number - 1}))
+        )
+    if page.has_next:
+        buttons.append(button("Next :arrow_right:", action_id, json.dumps({**value, "p": page.number + 1})))
+    return [actions(*buttons)] if buttons else []
+
+
+def _matched(count: int, noun: str = "user") -> str:
+    return f"*{tokens(count)}* {noun}{'' if count == 1 else 's'}"
+
+
+def _forecast(row: LowBalanceRow) -> str:
+    days = row.days_to_zero
+    if row.remaining <= 0:
+        return "already out"
+    if days is None:
+        return "no recent usage"
+    return f"~{days} days to zero"
+
+
+def _low_line(position: int, row: LowBalanceRow) -> str:
+    mark = ":red_circle: *NEGATIVE* " if row.remaining < 0 else ""
+    return (
+        f"*{position}.* {mark}{row.user.label}\n"
+        f"remaining *{tokens(row.remaining)}* · used {tokens(row.used)}"
+        f" · burn {tokens(row.burn_per_day)}/day · {_forecast(row)}"
+    )
+
+
+def render_lowbalance(report: LowBalanceReport) -> Reply:
+    summary = (
+        f"{_matched(report.total)} under {tokens(report.threshold)} tokens"
+        f" ({tokens(report.negative)} negative) · page {report.page.number} of {report.page.count}"
+        f" · burn rate from successful usage over the last {report.burn_window_days} days"
+    )
+    blocks: list[Block] = [
+        HeaderBlock(text=f"Low balances: under {tokens(report.threshold)} tokens"),
+        context(summary),
+    ]
+    if not report.rows:
+        blocks.append(section(f"No user has fewer than {tokens(report.threshold)} tokens."))
+    blocks += [_row(_low_line(report.offset + i + 1, row), row.user) for i, row in enumerate(report.rows)]
+    blocks += _paging(report.page, LOWBALANCE_PAGE_ACTION, {"t": report.threshold})
+    return Reply(
+        text=f"Low balances: {report.total:,} users under {report.threshold:,} tokens", blocks=blocks
+    )
+
+
+def _causes(row: DiscrepancyRow) -> str:
+    if not row.findings:
+        return "no likely cause found in the ledger; open the check"
+    return ", ".join(f"{FINDING_TITLE[f.kind]} ({tokens(f.tokens)})" for f in row.findings)
+
+
+def _discrepancy_line(position: int, row: DiscrepancyRow) -> str:
+    b = row.balance
+    return (
+        f"*{position}.* {row.user.label}\n"
+        f"used *{signed(b.used_discrepancy)}* · remaining *{signed(b.remaining_discrepancy)}*"
+        f" · cost {dollars(b.cost_discrepancy)}\n"
+        f"likely cause: {_causes(row)}"
+    )
+
+
+def render_discrepancies(report: DiscrepancyReport) -> Reply:
+    summary = (
+        f"{_matched(report.total)} with a used or remaining discrepancy over {tokens(report.minimum)}"
+        f" tokens, largest first · page {report.page.number} of {report.page.count}"
+    )
+    if report.deferred:
+        summary += (
+            f" · {_matched(report.deferred)} left out: active in the last {report.grace_seconds} s,"
+            " their balance may still be being written"
+        )
+    blocks: list[Block] = [
+        HeaderBlock(text=f"Discrepancies over {tokens(report.minimum)} tokens"),
+        context(summary),
+    ]
+    if not report.rows:
+        blocks.append(
+            section(f"No user's balance and ledger disagree by more than {tokens(report.minimum)}.")
+        )
+    blocks += [
+        _row(_discrepancy_line(report.offset + i + 1, row), row.user) for i, row in enumerate(report.rows)
+    ]
+    blocks += _paging(report.page, DISCREPANCIES_PAGE_ACTION, {"m": report.minimum})
+    return Reply(text=f"Discrepancies: {report.total:,} users over {report.minimum:,} tokens", blocks=blocks)
+
+
+def render_top(report: TopReport) -> Reply:
+    shown = min(report.requested, report.users)
+    blocks: list[Block] = [
+        HeaderBlock(text=f"Top {tokens(shown)} by lifetime usage"),
+        context(
+            f"the {tokens(shown)} highest of {_matched(report.users)} · page {report.page.number}"
+            f" of {report.page.count}"
+        ),
+    ]
+    if not report.rows:
+        blocks.append(section("There are no user profiles yet."))
+    blocks += [
+        _row(
+            f"*{report.offset + i + 1}.* {row.user.label}\n"
+            f"used *{tokens(row.used)}* · cost {dollars(row.cost.quantize(_CENT))}"
+            f" · remaining {tokens(row.remaining)}",
+            row.user,
+        )
+        for i, row in enumerate(report.rows)
+    ]
+    blocks += _paging(report.page, TOP_PAGE_ACTION, {"n": report.requested})
+    return Reply(text=f"Top {shown:,} users by lifetime usage", blocks=blocks)
+
+
+def render_digest(report: DigestReport) -> Reply:
+    """One channel message: totals, the lowest balances, and what drifted since the previous digest."""
+    t = report.totals
+    since = (
+        f"changes since the previous digest of {report.previous_at:%Y-%m-%d %H:%M} UTC"
+        if report.previous_at
+        else "the first digest in this channel, so every discrepancy is new"
+    )
+    blocks: list[Block] = [
+        HeaderBlock(text="tokens-bot daily digest"),
+        context(f"{report.generated_at:%Y-%m-%d %H:%M} UTC · {since}"),
+        SectionBlock(
+            fields=[
+                MarkdownTextObject(text=f"*Users*\n{tokens(t.users)}"),
+                MarkdownTextObject(text=f"*Tokens remaining*\n{tokens(t.remaining)}"),
+                MarkdownTextObject(text=f"*Tokens used*\n{tokens(t.used)}"),
+                MarkdownTextObject(text=f"*Cost*\n{dollars(t.cost.quantize(_CENT))}"),
+                MarkdownTextObject(text=f"*Negative balances*\n{tokens(t.negative)}"),
+            ]
+        ),
+        DividerBlock(),
+        section(
+            f"*Low balances*: {_matched(report.low.total)} under {tokens(report.low.threshold)} tokens"
+            f" ({tokens(report.low.negative)} negative). Lowest:"
+        ),
+    ]
+    blocks += [_row(_low_line(i + 1, row), row.user) for i, row in enumerate(report.low.rows[:5])]
+    deferred = f", {tokens(report.deferred)} deferred (active in the last minutes)" if report.deferred else ""
+    blocks += [
+        DividerBlock(),
+        section(
+            f"*Discrepancies over {tokens(report.minimum)} tokens*: {_matched(report.discrepant)} —"
+            f" *{tokens(report.new)} new*, {tokens(report.unresolved)} still unresolved,"
+            f" {tokens(report.resolved)} resolved since last time{deferred}."
+        ),
+    ]
+    for title, rows in (("New", report.new_rows), ("Still unresolved", report.unresolved_rows)):
+        if rows:
+            blocks.append(context(f"*{title}*, largest first"))
+            blocks += [_row(_discrepancy_line(i + 1, row), row.user) for i, row in enumerate(rows)]
+    blocks.append(context("`/tokens lowbalance` and `/tokens discrepancies` list everyone."))
+    return Reply(
+        text=(
+            f"tokens-bot digest: {report.low.total:,} low balances, {report.discrepant:,} discrepancies"
+            f" ({report.new:,} new)"
+        ),
+        blocks=blocks,
+    )

@@ -1,0 +1,112 @@
+"""The Slack calls approvals need beyond a reply, behind a small port the console can implement too."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web import SlackResponse
+
+from bot.render.common import Reply
+from core.approvals import Person
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Slack asks for Retry-After seconds on 429; a longer wait is worse than giving up on one message update.
+_MAX_DELAY = 30.0
+
+
+class SlackPort(Protocol):
+    """What a handler may ask of Slack besides its reply. Failures are logged, never raised: by the
+    time these run the database decision has committed, and it stands whatever Slack does."""
+
+    def person(self, user_id: str) -> Person:
+        """Name and email of a Slack user; the email stays None when Slack does not give it."""
+        ...
+
+    def post(self, channel: str, reply: Reply, *, thread_ts: str | None = None) -> str | None:
+        """Post a message; its `ts`, or None when Slack refused it."""
+        ...
+
+    def update(self, channel: str, ts: str, reply: Reply) -> bool:
+        """Replace a message in place; False when Slack refused it."""
+        ...
+
+    def notify(self, user_id: str, reply: Reply) -> None:
+        """Tell one person something privately (a direct message from the bot)."""
+        ...
+
+
+Interaction = Callable[[SlackPort], Reply]
+"""A handler's work when it needs Slack: run after the ack, it returns the reply to the person."""
+
+
+class WebSlack:
+    """The port over Slack's Web API, retrying what is safe to retry with bounded backoff."""
+
+    def __init__(self, client: WebClient, settings: Settings) -> None:
+        self.client = client
+        self.retries = settings.tokens_slack_retries
+        self.base_delay = settings.tokens_slack_retry_seconds
+
+    def person(self, user_id: str) -> Person:
+        response = self._call("users.info", lambda: self.client.users_info(user=user_id), idempotent=True)
+        user = response.get("user") if response is not None else None
+        if not isinstance(user, dict):
+            return Person(slack_id=user_id, name=user_id)
+        profile = user.get("profile") or {}
+        name = profile.get("real_name") or user.get("real_name") or user.get("name") or user_id
+        return Person(slack_id=user_id, name=str(name), email=profile.get("email"))
+
+    def post(self, channel: str, reply: Reply, *, thread_ts: str | None = None) -> str | None:
+        # A 5xx may have posted the message after all; only a 429 is surely safe to send again.
+        response = self._call(
+            "chat.postMessage",
+            lambda: self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, **reply.as_kwargs()),
+            idempotent=False,
+        )
+        return None if response is None else str(response.get("ts"))
+
+    def update(self, channel: str, ts: str, reply: Reply) -> bool:
+        response = self._call(
+            "chat.update",
+            lambda: self.client.chat_update(channel=channel, ts=ts, **reply.as_kwargs()),
+            idempotent=True,
+        )
+        return response is not None
+
+    def notify(self, user_id: str, reply: Reply) -> None:
+        # Posting to a user ID opens the direct message with the bot; it stays in their DMs, unlike an ephemeral.
+        self.post(user_id, reply)
+
+    def _call(
+        self, method: str, send: Callable[[], SlackResponse], *, idempotent: bool
+    ) -> SlackResponse | None:
+        attempt = 0
+        while True:
+            try:
+                return send()
+            except SlackApiError as exc:
+                status = exc.response.status_code
+                retryable = status == 429 or (idempotent and status >= 500)
+                if not retryable or attempt >= self.retries:
+                    log.warning("Slack %s failed for good (HTTP %s): %s", method, status, exc.response.data)
+                    return None
+                delay = self._delay(exc.response, attempt)
+                attempt += 1
+                log.info("Slack %s answered HTTP %s; retry %d in %.2fs", method, status, attempt, delay)
+                time.sleep(delay)
+
+    def _delay(self, response: SlackResponse, attempt: int) -> float:
+        """Slack's Retry-After when it gives one, else exponential backoff from the configured base."""
+        retry_after = response.headers.get("Retry-After") or response.headers.get("retry-after")
+        try:
+            delay = float(retry_after) if retry_after is not None else self.base_delay * 2**attempt
+        except ValueError:
+            delay = self.base_delay * 2**attempt
+        return min(delay, _MAX_DELAY)

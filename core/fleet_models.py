@@ -1,0 +1,134 @@
+"""Typed results of the fleet use cases: low balances, discrepancies, top usage, the digest, the doctor."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict
+
+from core.models import Balance, Finding, Page, UserRef
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class LowBalanceRow(_Frozen):
+    user: UserRef
+    remaining: int
+    used: int
+    recent_used: int
+    """Successful usage over the burn window; the forecast divides it by the window's days."""
+    burn_window_days: int
+
+    @property
+    def burn_per_day(self) -> int:
+        return self.recent_used // self.burn_window_days
+
+    @property
+    def days_to_zero(self) -> Decimal | None:
+        """0 when the balance is already gone; None when there was no recent usage to forecast from."""
+        if self.remaining <= 0:
+            return Decimal(0)
+        if self.recent_used <= 0:
+            return None
+        return (Decimal(self.remaining) * self.burn_window_days / self.recent_used).quantize(Decimal("0.1"))
+
+
+class LowBalanceReport(_Frozen):
+    threshold: int
+    total: int
+    negative: int
+    burn_window_days: int
+    rows: list[LowBalanceRow]
+    offset: int
+    page: Page
+
+
+class DiscrepancyRow(_Frozen):
+    """One user's balance as the scan computed it, and the check's findings that explain it."""
+
+    user: UserRef
+    balance: Balance
+    findings: list[Finding]
+
+    @property
+    def worst(self) -> int:
+        return max(abs(self.balance.used_discrepancy), abs(self.balance.remaining_discrepancy))
+
+
+class DiscrepancyReport(_Frozen):
+    minimum: int
+    total: int
+    deferred: int
+    """Users left out because a ledger row newer than the grace window may still be mid-write."""
+    grace_seconds: int
+    rows: list[DiscrepancyRow]
+    offset: int
+    page: Page
+
+
+class TopRow(_Frozen):
+    user: UserRef
+    used: int
+    cost: Decimal
+    remaining: int
+
+
+class TopReport(_Frozen):
+    requested: int
+    users: int
+    """Every profile ranked; the list is the first `requested` of them."""
+    rows: list[TopRow]
+    offset: int
+    page: Page
+
+
+class FleetTotals(_Frozen):
+    users: int
+    remaining: int
+    used: int
+    cost: Decimal
+    negative: int
+
+
+class DigestReport(_Frozen):
+    """A daily digest: what is low, what drifted since the previous digest in this channel, and totals."""
+
+    channel: str
+    generated_at: datetime
+    previous_at: datetime | None
+    totals: FleetTotals
+    low: LowBalanceReport
+    minimum: int
+    discrepant: int
+    deferred: int
+    new: int
+    unresolved: int
+    resolved: int
+    new_rows: list[DiscrepancyRow]
+    unresolved_rows: list[DiscrepancyRow]
+
+
+class IndexCheck(_Frozen):
+    table: str
+    columns: list[str]
+    why: str
+    present: str | None
+    """The name of an index that serves it, or None when it is missing."""
+    create_sql: str
+
+
+class DoctorReport(_Frozen):
+    database: str
+    server_version: str
+    url_port: int | None
+    server_port: int | None
+    pooler: str | None
+    """Why the connection looks like it goes through a transaction pooler, or None."""
+    prepared_statements_off: bool
+    in_recovery: bool
+    row_estimates: dict[str, int | None]
+    indexes: list[IndexCheck]
+    bot_schema_revision: str | None

@@ -1,0 +1,105 @@
+"""A database of its own for fleet tests, and a crafted fleet in which every list has a known answer."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection
+
+from core.db import make_engine
+from core.demo import create_product_tables
+from core.migrate import migrate
+from tests.conftest import SCHEMA, create_database, drop_database
+from tests.support.ledger import add_usage, add_user
+
+
+@contextmanager
+def product_database(server_url: str, prefix: str = "tokens_fleet") -> Iterator[str]:
+    """An empty, migrated database with the product tables: fleet scans see only what a test puts there."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    url = create_database(server_url, name)
+    engine = make_engine(url, pool_size=1)
+    with engine.begin() as conn:
+        create_product_tables(conn)
+    migrate(engine, SCHEMA)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        drop_database(server_url, name)
+
+
+def days_ago(days: float) -> datetime:
+    return datetime.now(UTC) - timedelta(days=days)
+
+
+def craft_fleet(conn: Connection) -> dict[str, uuid.UUID]:
+    """Users whose balances, discrepancies and causes are known by construction; keyed by a short name.
+
+    Expected discrepancies (used, remaining) with the default settings:
+      clean 0/0, failed +2,500/-2,500, unlogged 0/+600,000, negative 0/0 (balance -5,000),
+      low 0/0 (balance 3,000, 7,000 used in the last week), dupes +0/-0 but 2 duplicate rows,
+      before_tracking +50,000/0, small +50/-50, annual_logged 0/0, drift 0/0 with cost drift,
+      heavy 0/0 (highest usage), deducted 0/+1,000.
+    """
+    users: dict[str, uuid.UUID] = {}
+
+    def user(name: str, **kwargs: object) -> uuid.UUID:
+        users[name] = add_user(conn, email=f"{name}@fleet.example", **kwargs)  # type: ignore[arg-type]
+        return users[name]
+
+    u = user("clean", remaining=500_000 - 3_000, used=3_000)
+    add_usage(conn, u, tokens=500_000, action="admin_grant", model=None)
+    add_usage(conn, u, tokens=3_000, seconds=10)
+
+    u = user("failed", remaining=1_000_000 - 4_000 - 2_500, used=4_000 + 2_500)
+    add_usage(conn, u, tokens=1_000_000, action="admin_grant", model=None)
+    add_usage(conn, u, tokens=4_000, seconds=10)
+    add_usage(conn, u, tokens=1_500, success=False, error="timeout", seconds=60)
+    add_usage(conn, u, tokens=1_000, success=False, error="rate limited", seconds=120)
+
+    u = user("unlogged", tier="monthly", remaining=2 * 600_000 - 10_000, used=10_000)
+    add_usage(conn, u, tokens=10_000, seconds=5)
+
+    u = user("negative", remaining=-5_000, used=105_000)
+    add_usage(conn, u, tokens=100_000, action="admin_grant", model=None)
+    add_usage(conn, u, tokens=105_000, seconds=5)
+
+    u = user("low", remaining=3_000, used=97_000)
+    add_usage(conn, u, tokens=100_000, action="admin_grant", model=None)
+    add_usage(conn, u, tokens=90_000, seconds=5)
+    add_usage(conn, u, tokens=4_000, at=days_ago(3))
+    add_usage(conn, u, tokens=3_000, at=days_ago(1))
+
+    u = user("dupes", remaining=200_000 - 3 * 700, used=3 * 700)
+    add_usage(conn, u, tokens=200_000, action="admin_grant", model=None)
+    for second in (100, 101, 102):
+        add_usage(conn, u, tokens=700, input_tokens=300, output_tokens=400, seconds=second)
+
+    user("before_tracking", remaining=0, used=50_000)
+
+    u = user("small", remaining=300_000 - 1_050, used=1_050)
+    add_usage(conn, u, tokens=300_000, action="admin_grant", model=None)
+    add_usage(conn, u, tokens=1_000, seconds=5)
+
+    u = user("annual_logged", tier="annual", remaining=5_000_000 + 20_000 - 8_000, used=8_000)
+    add_usage(conn, u, tokens=5_000_000, action="admin_grant", model=None)
+    add_usage(conn, u, tokens=20_000, action="admin_grant", model=None, seconds=1)
+    add_usage(conn, u, tokens=8_000, seconds=5)
+
+    u = user("drift", remaining=400_000 - 10_000, used=10_000, cost="0.50")
+    add_usage(conn, u, tokens=400_000, action="admin_grant", model=None)
+    add_usage(conn, u, tokens=10_000, model="gpt-4", input_tokens=5_000, output_tokens=5_000, cost_cents="50")
+
+    u = user("heavy", remaining=10_000_000 - 9_000_000, used=9_000_000, cost="90.00")
+    add_usage(conn, u, tokens=10_000_000, action="admin_grant", model=None)
+    add_usage(conn, u, tokens=9_000_000, cost_cents="9000", seconds=5)
+
+    u = user("deducted", remaining=700_000 - 5_000 - 1_000 + 1_000, used=5_000)
+    add_usage(conn, u, tokens=700_000, action="admin_grant", model=None)
+    add_usage(conn, u, tokens=5_000, seconds=5)
+    add_usage(conn, u, tokens=1_000, action="admin_deduct", model=None, seconds=6)
+    return users
