@@ -24,7 +24,10 @@ def migrate(engine: Engine, schema: str) -> None:
     """Bring the bot's schema to the newest version; an advisory lock serialises concurrent starts."""
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
-        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        # Alembic keeps its version table in the schema, so it must exist first. A least-privilege role
+        # owns an existing schema but may not CREATE in the database, which even IF NOT EXISTS checks.
+        if conn.execute(text("SELECT to_regnamespace(:s)"), {"s": f'"{schema}"'}).scalar() is None:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         config = alembic_config(schema)
         config.attributes["connection"] = conn
         command.upgrade(config, "heads")

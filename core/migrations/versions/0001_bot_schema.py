@@ -1,4 +1,7 @@
-"""The bot's own schema, kept apart from the product's tables."""
+"""The bot's own schema, kept apart from the product's tables: the base every later revision builds on.
+
+core.migrate creates the schema before Alembic runs, since Alembic's version table lives in it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ depends_on = None
 
 
 def upgrade(schema: str) -> None:
-    op.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    """Nothing to add: the schema exists by the time this runs."""
 
 
 def downgrade(schema: str) -> None:
