@@ -17,6 +17,10 @@ _SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000}
 EXAMPLES = "`+50000`, `-1200`, `50_000`, `50,000`, `50k` or `1.5M`"
 
 
+# The balance and ledger columns are bigint; an amount beyond them could never be stored or compared.
+MAX_TOKENS = 2**63 - 1
+
+
 def parse_amount(word: str) -> int:
     """A signed whole number of tokens; Decimal arithmetic so `1.5M` is exactly 1,500,000.
 
@@ -30,4 +34,6 @@ def parse_amount(word: str) -> int:
     value = number * _SUFFIX[(match["suffix"] or "").lower()]
     if value != value.to_integral_value():
         raise UsageError(f"`{word[:40]}` is {value:,f} tokens; a balance moves by whole tokens only.")
+    if abs(value) > MAX_TOKENS:
+        raise UsageError(f"`{word[:40]}` is more tokens than any balance can hold (at most {MAX_TOKENS:,}).")
     return -int(value) if match["sign"] == "-" else int(value)

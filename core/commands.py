@@ -17,6 +17,7 @@ TOP_MAX = 100
 _EMAIL = re.compile(r"^[^@\s<>|]+@[^@\s<>|]+\.[^@\s<>|]+$")
 _SLACK_MAILTO = re.compile(r"^<mailto:([^|>]+)(?:\|[^>]*)?>$")
 _SLACK_MENTION = re.compile(r"^<[@#!][^>]*>$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 USAGE = """\
 `/tokens check <user>` — balance vs ledger, discrepancies, findings, recent operations
@@ -241,6 +242,9 @@ PARSERS: dict[str, Callable[[list[str]], Command]] = {
 
 def parse_command(text: str) -> Command:
     """Read the text after `/tokens`; an unknown or missing subcommand answers with the usage."""
+    if _CONTROL.search(text):
+        # Slack never sends these, PostgreSQL cannot store NUL, and they hide in echoed text.
+        raise UsageError("The command contains an invisible control character; please type it again.")
     words = text.split()
     if not words:
         return HelpCommand(problem="You didn't say what to do.")
