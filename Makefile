@@ -18,4 +18,5 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check bot core tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -38,7 +38,7 @@ def fleet_slack(
     fleet: tuple[str, dict[str, uuid.UUID]], fake_slack: FakeSlack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SlackClient]:
     """A bot of its own on the crafted fleet, paging two rows at a time so paging is exercised."""
-    env = bot_env(fleet[0], fake_slack.api_url, TOKENS_PAGE_SIZE="2")
+    env = bot_env(fleet[0], fake_slack.api_url, TOKENS_PAGE_SIZE="2", TOKENS_RATE_LIMIT_PER_MINUTE="1000")
     process = BotProcess(env, tmp_path_factory.mktemp("fleet-bot") / "bot.log")
     yield SlackClient(process.url, SIGNING_SECRET, fake_slack.url)
     process.stop()

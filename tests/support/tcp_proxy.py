@@ -15,18 +15,18 @@ class TcpProxy:
     away, as it does when PostgreSQL is stopped or restarted.
     """
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, listen_port: int = 0) -> None:
         self.target = (target_host, target_port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", listen_port))
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._cut = False
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
     @classmethod
-    def for_url(cls, url: str) -> TcpProxy:
+    def for_url(cls, url: str, listen_port: int = 0) -> TcpProxy:
         parts = urlsplit(url)
-        return cls(parts.hostname or "127.0.0.1", parts.port or 5432).start()
+        return cls(parts.hostname or "127.0.0.1", parts.port or 5432, listen_port).start()
 
     @property
     def port(self) -> int:

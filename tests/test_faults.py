@@ -1,0 +1,94 @@
+"""Slow work under pressure: a statement timeout ends a stuck query, SIGTERM lets a command in flight finish."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from sqlalchemy import Engine, text
+
+from bot.handlers import reply_to_command
+from core.db import make_engine
+from core.errors import QueryTimeoutError
+from core.service import TokensService
+from core.settings import Settings
+from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
+from tests.support.fake_slack import FakeSlack
+from tests.support.ledger import add_usage, add_user
+from tests.support.slack_http import SlackClient
+from tests.test_check_slack import reply_text
+
+
+def _wait_until_blocked(engine: Engine, application_name: str = "tokens-bot") -> None:
+    """Until a bot connection waits on a lock, so the test knows its command is really in flight."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"
+                    " AND wait_event_type = 'Lock' AND datname = current_database()"
+                ),
+                {"a": application_name},
+            ).scalar()
+        if waiting:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the bot's query never started waiting on the lock")
+
+
+def test_a_slow_query_ends_in_a_friendly_reply(settings: Settings, database_url: str, engine: Engine) -> None:
+    """A check stuck behind a lock is cancelled at TOKENS_STATEMENT_TIMEOUT_MS and answered in plain words."""
+    settings = settings.model_copy(update={"tokens_statement_timeout_ms": 300})
+    slow_engine = make_engine(database_url, pool_size=1, statement_timeout_ms=300)
+    service = TokensService(settings, slow_engine)
+    with engine.begin() as conn:
+        user = add_user(conn, remaining=10)
+    try:
+        with engine.connect() as locker:
+            locker.execute(text("LOCK TABLE token_usage IN ACCESS EXCLUSIVE MODE"))
+            started = time.monotonic()
+            with pytest.raises(QueryTimeoutError):
+                service.check("UADMIN1", user)
+            reply = reply_to_command(service, "UADMIN1", f"check {user}")
+            elapsed = time.monotonic() - started
+            locker.rollback()
+        assert "took longer than 0.3 s" in reply.text and "nothing was read or changed" in reply.text
+        assert elapsed < 2
+        # The timeout is per transaction: the same engine answers normally once the lock is gone.
+        assert service.check("UADMIN1", user).balance.current_remaining == 10
+    finally:
+        slow_engine.dispose()
+
+
+def test_sigterm_lets_a_command_in_flight_finish(
+    database_url: str, engine: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """SIGTERM during a command whose query is blocked: the process waits, sends the reply, exits 0."""
+    with engine.begin() as conn:
+        user = add_user(conn, remaining=31_337, used=5)
+        add_usage(conn, user, tokens=5)
+    fake = FakeSlack().start()
+    bot = BotProcess(
+        bot_env(database_url, fake.api_url, WEB_CONCURRENCY="1"), tmp_path_factory.mktemp("term") / "bot.log"
+    )
+    try:
+        slack = SlackClient(bot.url, SIGNING_SECRET, fake.url)
+        with engine.connect() as locker:
+            locker.execute(text("LOCK TABLE token_usage IN ACCESS EXCLUSIVE MODE"))
+            result, name = slack.command(f"check {user}")
+            assert result.status == 200
+            _wait_until_blocked(engine)
+            bot.process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert bot.process.poll() is None, "the bot exited with a command in flight"
+            locker.rollback()
+        replies = fake.wait_for(
+            lambda c: c.path == f"/response/{name}" and "31,337" in reply_text(c.body), timeout=10
+        )
+        assert replies
+        assert bot.process.wait(timeout=20) == 0
+    finally:
+        bot.stop()
+        fake.stop()
