@@ -51,5 +51,14 @@ def build_service(settings: Settings, url: str) -> TokensService:
     )
     # The replica gets its own small pool: it only ever serves fleet scans, a few at a time.
     read_url = settings.database_read_url
-    read_engine = make_engine(read_url, pool_size=2, application_name="tokens-bot-scans") if read_url else None
+    read_engine = (
+        make_engine(
+            read_url,
+            pool_size=2,
+            application_name="tokens-bot-scans",
+            statement_timeout_ms=settings.tokens_statement_timeout_ms,
+        )
+        if read_url
+        else None
+    )
     return TokensService(settings, engine, read_engine=read_engine)
