@@ -30,7 +30,7 @@ def migrate(engine: Engine, schema: str) -> None:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         config = alembic_config(schema)
         config.attributes["connection"] = conn
-        command.upgrade(config, "heads")
+        command.upgrade(config, "head")
 
 
 def current_revision(engine: Engine, schema: str) -> str | None:
