@@ -25,9 +25,9 @@ from core.fleet_models import (
     TopReport,
     TopRow,
 )
-from core.models import Balance, Page, UserRef
+from core.models import Page, UserRef
 from core.product import CONSUMPTION, ProductShape
-from core.reconciliation import choose_initial_grant
+from core.reconciliation import balance_from_sums
 from core.settings import Settings
 
 # Users, not ledger rows, are paged: the first-grant key sorts as (created_at, id) like the check's
@@ -228,26 +228,7 @@ def read_discrepancies(
 
 def discrepancy_row(conn: Connection, settings: Settings, row: Any) -> DiscrepancyRow:
     """A scanned row as the check's Balance, diagnosed by the check's own findings in this snapshot."""
-    grant = choose_initial_grant(
-        explicit=None,
-        tier=row["tier"],
-        first_admin_grant=row["first_grant"],
-        assumed_grant_logged=row["assumed_grant_logged"],
-        tier_grants=settings.tokens_tier_grants,
-    )
-    balance = Balance(
-        current_used=int(row["current_used"]),
-        calculated_used=int(row["calculated_used"]),
-        current_cost=Decimal(row["current_cost"]),
-        calculated_cost=Decimal(row["calculated_cost"]),
-        current_remaining=int(row["current_remaining"]),
-        expected_remaining=int(row["expected_remaining"]),
-        initial_grant=grant,
-        admin_grants=int(row["admin_grants"]),
-        admin_deductions=int(row["admin_deductions"]),
-        ledger_rows=int(row["ledger_rows"]),
-        failed_rows=int(row["failed_rows"]),
-    )
+    balance = balance_from_sums(row, settings, gross_grants=int(row["all_grants"]))
     signals = read_ledger_signals(conn, settings, row["user_id"])
     return DiscrepancyRow(
         user=UserRef(user_id=row["user_id"], email=row["email"]),

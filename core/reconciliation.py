@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, RowMapping, text
 
 from core.models import Balance, Finding, FindingKind, GrantSource, InitialGrant, Verdict
 from core.product import CONSUMPTION, ProductShape
@@ -67,6 +67,19 @@ def compute_balance(
         .mappings()
         .one()
     )
+    return balance_from_sums(
+        row, settings, gross_grants=int(row["admin_grants"]), explicit_initial_grant=explicit_initial_grant
+    )
+
+
+def balance_from_sums(
+    row: RowMapping,
+    settings: Settings,
+    *,
+    gross_grants: int,
+    explicit_initial_grant: int | None = None,
+) -> Balance:
+    """The Balance of one user from the ledger sums a query produced; the check and the scan share it."""
     grant = choose_initial_grant(
         explicit=explicit_initial_grant,
         tier=row["tier"],
@@ -75,7 +88,7 @@ def compute_balance(
         tier_grants=settings.tokens_tier_grants,
     )
     # Never counted twice: an admin_grant row that is the initial grant is not also an extra grant.
-    admin_grants = int(row["admin_grants"]) - (grant.tokens if grant.logged else 0)
+    admin_grants = gross_grants - (grant.tokens if grant.logged else 0)
     calculated_used = int(row["calculated_used"])
     admin_deductions = int(row["admin_deductions"])
     return Balance(
