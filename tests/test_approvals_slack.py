@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 
 from tests.support.fake_slack import FakeSlack, Recorded
 from tests.support.ledger import add_usage, add_user, remaining, spend
-from tests.support.slack_http import SlackClient, buttons, reply_text
+from tests.support.slack_http import SlackClient, ask, buttons, reply_text
 
 CHANNEL = "CAPPROVALS"
 
@@ -20,13 +20,6 @@ CHANNEL = "CAPPROVALS"
 @pytest.fixture(autouse=True)
 def names(fake_slack: FakeSlack) -> None:
     fake_slack.users.update({"UADMIN1": {"name": "Ada Admin"}, "UADMIN2": {"name": "Bea Approver"}})
-
-
-def ask(slack: SlackClient, fake_slack: FakeSlack, command: str, user: str = "UADMIN1") -> dict[str, Any]:
-    result, name = slack.command(command, user=user)
-    assert result.status == 200, result.body
-    [body] = fake_slack.responses(name)
-    return body
 
 
 def click(

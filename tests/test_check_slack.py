@@ -12,19 +12,7 @@ from sqlalchemy import Engine
 from tests.support.bot_process import SIGNING_SECRET, BotProcess
 from tests.support.fake_slack import FakeSlack
 from tests.support.ledger import add_usage, add_user
-from tests.support.slack_http import SlackClient
-
-
-def reply_text(body: dict[str, object]) -> str:
-    """Everything a person would read in a reply: the fallback and every block's text."""
-    return body["text"] + "\n" + json.dumps(body.get("blocks", []), ensure_ascii=False)  # type: ignore[operator]
-
-
-def ask(slack: SlackClient, fake_slack: FakeSlack, text: str, user: str = "UADMIN1") -> dict[str, object]:
-    result, name = slack.command(text, user=user)
-    assert result.status == 200, result.body
-    [body] = fake_slack.responses(name)
-    return body
+from tests.support.slack_http import SlackClient, ask, reply_text
 
 
 def test_check_reply_shows_verdict_discrepancies_findings_and_pages(

@@ -16,8 +16,7 @@ from core.settings import Settings
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.fake_slack import FakeSlack
 from tests.support.ledger import add_usage, add_user
-from tests.support.slack_http import SlackClient
-from tests.test_check_slack import reply_text
+from tests.support.slack_http import SlackClient, reply_text
 
 
 def _wait_until_blocked(engine: Engine, application_name: str = "tokens-bot") -> None:

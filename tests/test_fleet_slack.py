@@ -19,8 +19,7 @@ from core.settings import Settings
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.fake_slack import FakeSlack
 from tests.support.fleet_data import craft_fleet, product_database
-from tests.support.slack_http import SlackClient
-from tests.test_check_slack import reply_text
+from tests.support.slack_http import SlackClient, ask, reply_text
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +41,6 @@ def fleet_slack(
     process = BotProcess(env, tmp_path_factory.mktemp("fleet-bot") / "bot.log")
     yield SlackClient(process.url, SIGNING_SECRET, fake_slack.url)
     process.stop()
-
-
-def ask(slack: SlackClient, fake_slack: FakeSlack, command: str) -> dict[str, Any]:
-    result, name = slack.command(command)
-    assert result.status == 200, result.body
-    [body] = fake_slack.responses(name)
-    return body
 
 
 def buttons(body: dict[str, Any]) -> list[dict[str, Any]]:

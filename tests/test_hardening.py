@@ -21,9 +21,8 @@ from bot.audit import email_digest
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.fake_slack import FakeSlack
 from tests.support.ledger import add_usage, add_user
-from tests.support.slack_http import SlackClient
+from tests.support.slack_http import SlackClient, reply_text
 from tests.support.tcp_proxy import TcpProxy
-from tests.test_check_slack import reply_text
 
 DB_PASSWORD = "db-password-5ecret-0451"
 BOT_TOKEN = "xoxb-1111-2222-hardening-secret-token"
@@ -175,7 +174,9 @@ def test_a_reply_slack_keeps_refusing_is_given_up_within_bounds(guarded: Guarded
     assert "Slack refused a reply for good: HTTP 500" in guarded.process.log()
 
 
-def test_every_command_is_audited_in_json_without_secrets_or_emails(guarded: GuardedBot, engine: Engine) -> None:
+def test_every_command_is_audited_in_json_without_secrets_or_emails(
+    guarded: GuardedBot, engine: Engine
+) -> None:
     """Each command logs one JSON line (user, command, target, outcome, duration); no log line of the
     whole run (outage, retries and replays included) holds a secret or an email in clear."""
     email = "audited-person@example.com"

@@ -13,6 +13,8 @@ from urllib.parse import urlencode
 
 from slack_sdk.signature import SignatureVerifier
 
+from tests.support.fake_slack import FakeSlack
+
 
 @dataclass(frozen=True)
 class HttpResult:
@@ -106,6 +108,14 @@ class SlackClient:
                 return HttpResult(response.status, response.read().decode(), time.perf_counter() - started)
         except urllib.error.HTTPError as error:
             return HttpResult(error.code, error.read().decode(), time.perf_counter() - started)
+
+
+def ask(slack: SlackClient, fake_slack: FakeSlack, text: str, user: str = "UADMIN1") -> dict[str, Any]:
+    """Run `/tokens <text>` as `user` and return the reply the bot posted to the command's response URL."""
+    result, name = slack.command(text, user=user)
+    assert result.status == 200, result.body
+    [body] = fake_slack.responses(name)
+    return body
 
 
 def reply_text(body: dict[str, Any]) -> str:
