@@ -3,47 +3,26 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 
 from core.db import make_engine
-from core.demo import create_product_tables
 from core.embedded import start_embedded
-from core.migrate import migrate
-from core.settings import Settings, to_sqlalchemy_url
+from core.settings import Settings
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
+from tests.support.databases import scratch_database
 from tests.support.fake_slack import FakeSlack
 from tests.support.slack_http import SlackClient
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = "tokens_bot"
 
 
 def _server_url() -> str:
     """The PostgreSQL server under test: DATABASE_URL when set, else the embedded one."""
     return os.environ.get("DATABASE_URL") or start_embedded(ROOT / ".tokens-bot" / "test-pg")
-
-
-def create_database(server_url: str, name: str) -> str:
-    """Create an empty database on the server and return its plain postgresql:// URL."""
-    admin = create_engine(to_sqlalchemy_url(server_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = make_url(to_sqlalchemy_url(server_url)).set(database=name)
-    return url.render_as_string(hide_password=False).replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-def drop_database(server_url: str, name: str) -> None:
-    admin = create_engine(to_sqlalchemy_url(server_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -54,15 +33,8 @@ def server_url() -> str:
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
     """A database of its own for this test session, holding the product tables and the bot's schema."""
-    name = f"tokens_bot_test_{uuid.uuid4().hex[:10]}"
-    url = create_database(server_url, name)
-    engine = make_engine(url, pool_size=1)
-    with engine.begin() as conn:
-        create_product_tables(conn)
-    migrate(engine, SCHEMA)
-    engine.dispose()
-    yield url
-    drop_database(server_url, name)
+    with scratch_database(server_url, "tokens_bot_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -17,11 +17,10 @@ from sqlalchemy import Connection, Engine, text
 from core.db import make_engine
 from core.demo import REFERENCE_TIME, DemoSummary, load_demo_data
 from core.errors import ProductDataExistsError
-from core.migrate import migrate
 from core.models import CheckReport, FindingKind, Verdict
 from core.service import TokensService
 from core.settings import Settings
-from tests.conftest import SCHEMA, create_database, drop_database
+from tests.support.databases import scratch_database
 
 CONSUMPTION_ACTIONS = {
     "assessment_scoring",
@@ -77,15 +76,12 @@ class Demo:
 @contextmanager
 def fresh_database(server_url: str) -> Iterator[Engine]:
     """An empty database with the bot's schema, dropped afterwards, so demo rows never meet other tests'."""
-    name = f"tokens_bot_demo_{uuid.uuid4().hex[:10]}"
-    url = create_database(server_url, name)
-    engine = make_engine(url, pool_size=1)
-    try:
-        migrate(engine, SCHEMA)
-        yield engine
-    finally:
-        engine.dispose()
-        drop_database(server_url, name)
+    with scratch_database(server_url, "tokens_bot_demo", product_tables=False) as url:
+        engine = make_engine(url, pool_size=1)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def load(engine: Engine, *, force: bool = False) -> DemoSummary:

@@ -14,13 +14,14 @@ from core.fleet_models import DiscrepancyRow
 from core.models import FindingKind
 from core.service import TokensService
 from core.settings import Settings
-from tests.support.fleet_data import craft_fleet, days_ago, product_database
+from tests.support.databases import scratch_database
+from tests.support.fleet_data import craft_fleet, days_ago
 from tests.support.ledger import add_usage, add_user
 
 
 @pytest.fixture(scope="module")
 def fleet_url(server_url: str) -> Iterator[str]:
-    with product_database(server_url) as url:
+    with scratch_database(server_url, "tokens_fleet") as url:
         yield url
 
 
@@ -196,7 +197,7 @@ def test_no_phantoms_while_another_connection_writes(
 
 def test_grace_window_defers_users_mid_write(fleet_url: str, server_url: str) -> None:
     """A ledger row newer than the grace window whose balance is not written yet is deferred, not reported."""
-    with product_database(server_url, "tokens_grace") as url:
+    with scratch_database(server_url, "tokens_grace") as url:
         engine = make_engine(url, pool_size=1)
         with engine.begin() as conn:
             user = add_user(conn, remaining=10_000, used=0)
@@ -213,7 +214,7 @@ def test_grace_window_defers_users_mid_write(fleet_url: str, server_url: str) ->
 
 def test_read_replica_serves_scans_and_primary_serves_checks(fleet_url: str, server_url: str) -> None:
     """With DATABASE_READ_URL set, lists come from the replica only; checks still read the primary."""
-    with product_database(server_url, "tokens_replica") as replica_url:
+    with scratch_database(server_url, "tokens_replica") as replica_url:
         replica = make_engine(replica_url, pool_size=1)
         with replica.begin() as conn:
             only_there = add_user(conn, remaining=42, used=7, email="replica-only@fleet.example")

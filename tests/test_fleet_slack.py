@@ -17,14 +17,15 @@ from bot.render.common import message
 from core.db import make_engine
 from core.settings import Settings
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
+from tests.support.databases import scratch_database
 from tests.support.fake_slack import FakeSlack
-from tests.support.fleet_data import craft_fleet, product_database
+from tests.support.fleet_data import craft_fleet
 from tests.support.slack_http import SlackClient, ask, reply_text
 
 
 @pytest.fixture(scope="module")
 def fleet(server_url: str) -> Iterator[tuple[str, dict[str, uuid.UUID]]]:
-    with product_database(server_url) as url:
+    with scratch_database(server_url, "tokens_fleet") as url:
         engine = make_engine(url, pool_size=1)
         with engine.begin() as conn:
             users = craft_fleet(conn)

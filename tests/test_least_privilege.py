@@ -16,8 +16,8 @@ from sqlalchemy.exc import ProgrammingError
 from core.db import make_engine
 from core.demo import create_product_tables
 from core.settings import to_sqlalchemy_url
-from tests.conftest import create_database, drop_database
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
+from tests.support.databases import create_database, drop_database
 from tests.support.fake_slack import FakeSlack
 from tests.support.fleet_data import craft_fleet
 from tests.support.slack_http import SlackClient, buttons, reply_text

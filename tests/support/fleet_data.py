@@ -3,33 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection
 
-from core.db import make_engine
-from core.demo import create_product_tables
-from core.migrate import migrate
-from tests.conftest import SCHEMA, create_database, drop_database
 from tests.support.ledger import add_usage, add_user
-
-
-@contextmanager
-def product_database(server_url: str, prefix: str = "tokens_fleet") -> Iterator[str]:
-    """An empty, migrated database with the product tables: fleet scans see only what a test puts there."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    url = create_database(server_url, name)
-    engine = make_engine(url, pool_size=1)
-    with engine.begin() as conn:
-        create_product_tables(conn)
-    migrate(engine, SCHEMA)
-    engine.dispose()
-    try:
-        yield url
-    finally:
-        drop_database(server_url, name)
 
 
 def days_ago(days: float) -> datetime:
