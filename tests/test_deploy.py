@@ -39,11 +39,23 @@ def test_wheel_in_a_clean_venv_serves_and_passes_the_healthcheck(
     wheels, venv = tmp_path / "wheels", tmp_path / "venv"
     _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheels, ROOT)
     _run(sys.executable, "-m", "venv", "--without-pip", venv)
-    _run(sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "--quiet", *wheels.glob("*.whl"))
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        venv / "bin" / "python",
+        "install",
+        "--quiet",
+        *wheels.glob("*.whl"),
+    )
     # The serving code is the installed copy, not this checkout.
     located = subprocess.run(
         [venv / "bin" / "python", "-c", "import bot, core; print(bot.__file__, core.__file__)"],
-        capture_output=True, text=True, cwd=tmp_path, check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
     )
     assert str(ROOT / "bot") not in located.stdout and str(venv) in located.stdout
 

@@ -23,7 +23,15 @@ def test_redactor_scrubs_every_kind_of_secret() -> None:
         "sign-me-0123456789 xoxb-configured-token xapp-1-other-token p@ss-w0rd"
         " postgres://u:hunter2@h/db https://hooks.slack.com/commands/T1/2/abc Ada.Lovelace@Example.com"
     )
-    for secret in ("sign-me", "configured-token", "other-token", "p@ss-w0rd", "hunter2", "commands/T1", "Lovelace"):
+    for secret in (
+        "sign-me",
+        "configured-token",
+        "other-token",
+        "p@ss-w0rd",
+        "hunter2",
+        "commands/T1",
+        "Lovelace",
+    ):
         assert secret not in text
     assert text.count(REDACTED) == 6
     assert email_digest("ada.lovelace@example.com") in text
@@ -35,7 +43,9 @@ def test_json_lines_stay_valid_with_redacted_tracebacks() -> None:
     try:
         raise RuntimeError('failed for "ops@example.com" with s3cret-value\\')
     except RuntimeError:
-        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom %s", ("s3cret-value",), sys.exc_info())
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "boom %s", ("s3cret-value",), sys.exc_info()
+        )
     entry = json.loads(formatter.format(record))
     assert entry["message"] == f"boom {REDACTED}" and entry["level"] == "error"
     assert "s3cret-value" not in entry["exception"] and "ops@example.com" not in entry["exception"]
