@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench
+.PHONY: run test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
