@@ -23,8 +23,12 @@ def build_app(
 
     Over HTTP every request's signature is verified, always: there is no setting to turn it off, and a
     replayed signature is refused too. Socket Mode has no signatures; the app token authenticates the
-    connection instead. Listeners run on `executor` (TOKENS_REPLY_THREADS threads when not given): a
-    listener acks at once but holds its thread while it computes and sends the reply.
+    connection instead.
+
+    Listeners run in the thread that received the request (`process_before_response`): they ack there
+    and hand the reply's work to `executor` (TOKENS_REPLY_THREADS threads when not given). So an ack
+    never waits for a free reply thread, and under a burst Slack gets every ack in time while the
+    replies queue.
     """
     settings = service.settings
     app = App(
@@ -33,11 +37,11 @@ def build_app(
         request_verification_enabled=not socket_mode,
         # No auth.test round trip at start: every gunicorn worker would make one.
         token_verification_enabled=False,
-        listener_executor=executor or ThreadPoolExecutor(settings.tokens_reply_threads),
+        process_before_response=True,
     )
     guards.install(app, settings)
     delivery.install(app, settings)
-    listeners.register(app, service)
+    listeners.register(app, service, executor or ThreadPoolExecutor(settings.tokens_reply_threads))
 
     @app.error
     def tell_the_user(error: Exception, body: dict[str, Any], respond: Any) -> BoltResponse | None:

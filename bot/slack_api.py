@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable
+from http.client import HTTPException
 from typing import Protocol
+from urllib.error import URLError
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web import SlackResponse
 
 from bot.render.common import Reply
@@ -19,6 +22,17 @@ log = logging.getLogger(__name__)
 
 # Slack asks for Retry-After seconds on 429; a longer wait is worse than giving up on one message update.
 _MAX_DELAY = 30.0
+
+# Failures below the Web API: the SDK's own (a bad URL or proxy), urllib's, timeouts, refused or dropped
+# connections (all OSError), and a broken HTTP exchange. HTTPError is an OSError too, but the SDK turns
+# every HTTP answer into a SlackApiError first.
+_TRANSPORT_ERRORS = (SlackRequestError, OSError, HTTPException)
+
+
+def _surely_unsent(exc: BaseException) -> bool:
+    """Whether the request cannot have reached Slack: the connection was refused or the name unresolved."""
+    reason = exc.reason if isinstance(exc, URLError) else exc
+    return isinstance(reason, ConnectionRefusedError | socket.gaierror)
 
 
 class SlackPort(Protocol):
@@ -64,7 +78,8 @@ class WebSlack:
         return Person(slack_id=user_id, name=str(name), email=profile.get("email"))
 
     def post(self, channel: str, reply: Reply, *, thread_ts: str | None = None) -> str | None:
-        # A 5xx may have posted the message after all; only a 429 is surely safe to send again.
+        # A 5xx or a timeout may have posted the message after all; only a 429 (or a refused connection)
+        # is surely safe to send again.
         response = self._call(
             "chat.postMessage",
             lambda: self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, **reply.as_kwargs()),
@@ -87,6 +102,7 @@ class WebSlack:
     def _call(
         self, method: str, send: Callable[[], SlackResponse], *, idempotent: bool
     ) -> SlackResponse | None:
+        """One Web API call, retried within bounds where safe; None when it failed for good, never raised."""
         attempt = 0
         while True:
             try:
@@ -100,6 +116,18 @@ class WebSlack:
                 delay = self._delay(exc.response, attempt)
                 attempt += 1
                 log.info("Slack %s answered HTTP %s; retry %d in %.2fs", method, status, attempt, delay)
+                time.sleep(delay)
+            except _TRANSPORT_ERRORS as exc:
+                # A timeout or dropped connection may come after Slack acted on the request: only calls
+                # that are safe to repeat, or that surely never left, are sent again.
+                if not (idempotent or _surely_unsent(exc)) or attempt >= self.retries:
+                    log.warning("Slack %s failed for good (%s): %s", method, type(exc).__name__, exc)
+                    return None
+                delay = min(self.base_delay * 2**attempt, _MAX_DELAY)
+                attempt += 1
+                log.info(
+                    "Slack %s failed (%s); retry %d in %.2fs", method, type(exc).__name__, attempt, delay
+                )
                 time.sleep(delay)
 
     def _delay(self, response: SlackResponse, attempt: int) -> float:

@@ -8,13 +8,13 @@ but the first find the request already decided.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, RowMapping, text
 
 from core.errors import (
@@ -26,15 +26,11 @@ from core.errors import (
     StaleCorrectionError,
     UsageError,
 )
-from core.models import Balance, InitialGrant, UserRef
+from core.models import Balance, Frozen, InitialGrant, UserRef
 from core.product import ProductShape
 from core.reconciliation import compute_balance
 from core.settings import Settings
 from core.users import find_user
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
 
 
 class RequestKind(StrEnum):
@@ -51,7 +47,7 @@ class RequestStatus(StrEnum):
     STALE = "stale"
 
 
-class Person(_Frozen):
+class Person(Frozen):
     """A Slack user as the audit trail names them; `email` is only known when Slack told us."""
 
     slack_id: str
@@ -66,14 +62,14 @@ class Person(_Frozen):
 SYSTEM = Person(slack_id="tokens-bot", name="tokens-bot")
 
 
-class LedgerSnapshot(_Frozen):
+class LedgerSnapshot(Frozen):
     """How far a user's ledger had got when a correction was computed: any new row makes it stale."""
 
     rows: int
     last_at: datetime | None
 
 
-class Correction(_Frozen):
+class Correction(Frozen):
     """The guide's Step 5 for one user: the profile's values before, and the ledger-derived values after."""
 
     initial_grant: InitialGrant
@@ -87,7 +83,7 @@ class Correction(_Frozen):
     cost: Decimal
 
 
-class ApprovalRequest(_Frozen):
+class ApprovalRequest(Frozen):
     """One grant, deduction or correction, from asking to its decision."""
 
     id: int
@@ -127,7 +123,7 @@ class Outcome(StrEnum):
     STALE = "stale"
 
 
-class Decision(_Frozen):
+class Decision(Frozen):
     """What one click changed: the outcome it caused and the request as it now stands."""
 
     outcome: Outcome
@@ -135,7 +131,7 @@ class Decision(_Frozen):
     actor: Person
 
 
-class ReconcileReport(_Frozen):
+class ReconcileReport(Frozen):
     """The guide's Step 4 for one user, and the ledger position a proposed correction must still match."""
 
     user: UserRef
@@ -265,15 +261,25 @@ def check_limits(settings: Settings, delta: int, remaining: int) -> None:
 
 
 def approve(
-    conn: Connection, shape: ProductShape, settings: Settings, actor: Person, request_id: int, now: datetime
+    conn: Connection,
+    shape: ProductShape,
+    settings: Settings,
+    actor: Person,
+    request_id: int,
+    clock: Callable[[], datetime],
 ) -> Decision:
-    """Apply a request: ledger row, balance and the request's new state commit together or not at all."""
+    """Apply a request: ledger row, balance and the request's new state commit together or not at all.
+
+    The clock is read once the request is locked: a click that waited behind another one's lock is
+    judged (expiry, decided_at, approved_at) at the moment it actually decides.
+    """
     if actor.slack_id not in settings.approvers:
         raise NotAllowedError(
             "Only tokens-bot approvers can approve requests. Ask an admin to add your Slack ID to"
             " TOKENS_APPROVERS."
         )
-    request = _locked(conn, settings, request_id)
+    request = _read_request(conn, settings, request_id, for_update=True)
+    now = clock()
     _require_pending(request)
     if actor.slack_id == request.requester.slack_id:
         raise RequestRefusedError(
@@ -299,12 +305,18 @@ def approve(
 
 
 def reject(
-    conn: Connection, settings: Settings, actor: Person, request_id: int, reason: str | None, now: datetime
+    conn: Connection,
+    settings: Settings,
+    actor: Person,
+    request_id: int,
+    reason: str | None,
+    clock: Callable[[], datetime],
 ) -> Decision:
     """Close a request without applying it; the reason (or that none was given) is recorded."""
     if actor.slack_id not in settings.approvers:
         raise NotAllowedError("Only tokens-bot approvers can reject requests.")
-    request = _locked(conn, settings, request_id)
+    request = _read_request(conn, settings, request_id, for_update=True)
+    now = clock()
     _require_pending(request)
     if actor.slack_id == request.requester.slack_id:
         raise RequestRefusedError(
@@ -317,9 +329,12 @@ def reject(
     return _close(conn, settings, request, Outcome.REJECTED, actor, now, why)
 
 
-def cancel(conn: Connection, settings: Settings, actor: Person, request_id: int, now: datetime) -> Decision:
+def cancel(
+    conn: Connection, settings: Settings, actor: Person, request_id: int, clock: Callable[[], datetime]
+) -> Decision:
     """The requester withdraws their own pending request."""
-    request = _locked(conn, settings, request_id)
+    request = _read_request(conn, settings, request_id, for_update=True)
+    now = clock()
     if actor.slack_id != request.requester.slack_id:
         raise RequestRefusedError(
             f"Only {request.requester.name}, who asked for request #{request.id}, can cancel it."
@@ -356,16 +371,7 @@ def pending_requests(conn: Connection, settings: Settings, now: datetime) -> lis
 
 
 def get_request(conn: Connection, settings: Settings, request_id: int) -> ApprovalRequest:
-    row = (
-        conn.execute(text(f"SELECT * FROM {_table(settings)} WHERE id = :id"), {"id": request_id})
-        .mappings()
-        .one_or_none()
-    )
-    if row is None:
-        raise RequestNotFoundError(
-            f"There is no request #{request_id}. `/tokens requests` lists the open ones."
-        )
-    return _from_row(row)
+    return _read_request(conn, settings, request_id, for_update=False)
 
 
 def attach_message(conn: Connection, settings: Settings, request_id: int, channel: str, ts: str) -> None:
@@ -648,10 +654,13 @@ def _audit(
     )
 
 
-def _locked(conn: Connection, settings: Settings, request_id: int) -> ApprovalRequest:
-    """The request row, locked until commit: the line every concurrent click for it queues in."""
+def _read_request(
+    conn: Connection, settings: Settings, request_id: int, *, for_update: bool
+) -> ApprovalRequest:
+    """The request row; `for_update` locks it until commit: the line every concurrent click for it queues in."""
+    lock = " FOR UPDATE" if for_update else ""
     row = (
-        conn.execute(text(f"SELECT * FROM {_table(settings)} WHERE id = :id FOR UPDATE"), {"id": request_id})
+        conn.execute(text(f"SELECT * FROM {_table(settings)} WHERE id = :id{lock}"), {"id": request_id})
         .mappings()
         .one_or_none()
     )

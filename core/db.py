@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Literal
 
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from core.settings import to_sqlalchemy_url
@@ -18,6 +18,12 @@ Isolation = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 CONNECT_TIMEOUT_SECONDS = 2
 # The execution option carrying an engine's statement timeout into every unit of work.
 _STATEMENT_TIMEOUT = "tokens_statement_timeout_ms"
+# Sets every transaction-local setting in one round trip, whatever their number: one statement text,
+# so psycopg prepares it once per connection.
+_SET_LOCAL = text(
+    "SELECT count(set_config(name, value, true))"
+    " FROM unnest(CAST(:names AS text[]), CAST(:values AS text[])) AS s(name, value)"
+)
 
 
 def make_engine(
@@ -59,20 +65,26 @@ def make_engine(
 
 @contextmanager
 def unit_of_work(
-    engine: Engine, *, read_only: bool = False, isolation: Isolation = "READ COMMITTED"
+    engine: Engine,
+    *,
+    read_only: bool = False,
+    isolation: Isolation = "READ COMMITTED",
+    local: Mapping[str, str] | None = None,
 ) -> Iterator[Connection]:
     """Open one transaction for one use case; leaving the block without error commits, an error rolls back.
 
-    Read-only use cases run REPEATABLE READ so every query of one reply sees the same snapshot. The
-    engine's statement timeout is set with SET LOCAL, which holds for this transaction only and so also
-    works through a transaction pooler (Supabase's port 6543).
+    Read-only use cases run REPEATABLE READ so every query of one reply sees the same snapshot; the
+    driver opens them with a single `BEGIN ... READ ONLY`. The engine's statement timeout and the
+    `local` settings hold for this transaction only (SET LOCAL semantics), so they also work through a
+    transaction pooler (Supabase's port 6543); they are set together, in one round trip.
     """
     with engine.connect() as conn:
-        conn = conn.execution_options(isolation_level=isolation)
+        conn = conn.execution_options(isolation_level=isolation, postgresql_readonly=read_only)
         with conn.begin():
-            if read_only:
-                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            settings = dict(local or {})
             timeout = conn.get_execution_options().get(_STATEMENT_TIMEOUT)
             if timeout:
-                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout)}")
+                settings["statement_timeout"] = str(int(timeout))
+            if settings:
+                conn.execute(_SET_LOCAL, {"names": list(settings), "values": list(settings.values())})
             yield conn

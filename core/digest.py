@@ -64,8 +64,7 @@ def build_digest(
             SELECT count(*) FILTER (WHERE NOT n.deferred) AS discrepant,
                    count(*) FILTER (WHERE n.deferred) AS deferred,
                    count(*) FILTER (WHERE NOT n.deferred AND NOT EXISTS
-                       (SELECT 1 FROM "{schema}".digest_discrepancies b
-                        WHERE b.digest_id = :p AND b.user_id = n.user_id)) AS new,
+                       (SELECT 1 FROM before b WHERE b.user_id = n.user_id)) AS new,
                    (SELECT count(*) FROM before b WHERE NOT EXISTS
                        (SELECT 1 FROM now x WHERE x.user_id = b.user_id)) AS resolved
             FROM now n
@@ -106,7 +105,10 @@ def build_digest(
 def _largest(
     primary: Connection, schema: str, digest_id: int, previous_id: int | None, *, seen: bool, limit: int
 ) -> list[UUID]:
-    """The largest discrepancies of this digest that the previous one did (`seen`) or did not report."""
+    """The largest discrepancies of this digest that the previous one did (`seen`) or did not report.
+
+    A user the previous digest only deferred was not reported to anyone, so is still new.
+    """
     rows = primary.execute(
         text(
             f"""
@@ -114,7 +116,7 @@ def _largest(
             WHERE n.digest_id = :d AND NOT n.deferred
               AND {"" if seen else "NOT"} EXISTS (
                   SELECT 1 FROM "{schema}".digest_discrepancies b
-                  WHERE b.digest_id = :p AND b.user_id = n.user_id)
+                  WHERE b.digest_id = :p AND b.user_id = n.user_id AND NOT b.deferred)
             ORDER BY n.worst DESC, n.user_id LIMIT :limit
             """
         ),

@@ -52,6 +52,8 @@ SELECT count(*) AS consumption_rows,
        coalesce(sum(cost_estimate - priced_cents) FILTER (WHERE drifted), 0) AS drifted_cents
 FROM flagged
 """
+# Parsed once: building a TextClause costs a regex pass over the SQL, on every check otherwise.
+_LEDGER_SIGNALS = text(_LEDGER_SIGNALS_SQL).bindparams(bindparam("prices", type_=JSONB))
 
 
 def prices_json(prices: dict[str, ModelPrice]) -> dict[str, dict[str, str]]:
@@ -61,10 +63,9 @@ def prices_json(prices: dict[str, ModelPrice]) -> dict[str, dict[str, str]]:
 
 def read_ledger_signals(conn: Connection, settings: Settings, user_id: UUID) -> dict[str, Any]:
     """One pass over a user's consumption rows that counts every signal the findings need."""
-    statement = text(_LEDGER_SIGNALS_SQL).bindparams(bindparam("prices", type_=JSONB))
     return dict(
         conn.execute(
-            statement,
+            _LEDGER_SIGNALS,
             {
                 "user_id": user_id,
                 "prices": prices_json(settings.tokens_model_prices),

@@ -26,15 +26,21 @@ from core.fleet_models import (
     TopRow,
 )
 from core.models import Page, UserRef
-from core.product import CONSUMPTION, ProductShape
+from core.product import CONSUMPTION, WRITTEN_BY_BOT, ProductShape
 from core.reconciliation import balance_from_sums
 from core.settings import Settings
 
 # Users, not ledger rows, are paged: the first-grant key sorts as (created_at, id) like the check's
 # `ORDER BY created_at, id LIMIT 1`, which lets the whole scan stay one parallel hash aggregation
 # (an ordered aggregate such as array_agg(... ORDER BY) would force a serial sort of the ledger).
-_GRANT_KEY = "to_char(t.created_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISSUS') || t.id::text"
-_GRANT_KEY_LENGTH = 20 + 36
+# The id is zero-padded to a fixed width whatever its type: a UUID's text (36 characters) sorts as the
+# uuid does, and a non-negative integer id's padded digits sort as the number does. The C collation
+# keeps the comparison bytewise, so no locale can reorder the key or let the token suffix decide it.
+_ID_WIDTH = 40
+_GRANT_KEY = (
+    f"to_char(t.created_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISSUS') || lpad(t.id::text, {_ID_WIDTH}, '0')"
+)
+_GRANT_KEY_LENGTH = 20 + _ID_WIDTH
 
 
 def _discrepancy_cte(shape: ProductShape, settings: Settings, *, chosen_users: bool = False) -> str:
@@ -45,11 +51,12 @@ def _discrepancy_cte(shape: ProductShape, settings: Settings, *, chosen_users: b
     tier = f'p."{shape.tier_column}"' if shape.tier_column else "NULL::text"
     only = "AND {}.user_id = ANY(:ids)" if chosen_users else ""
     grant = "t.success AND t.action_type = 'admin_grant'"
-    # Whether each configured tier amount was logged as an admin_grant: one boolean per amount keeps
-    # the aggregation parallel (PostgreSQL 15 cannot combine partial array_agg results).
+    # Whether each configured tier amount was logged as an admin_grant by the product (tokens-bot's own
+    # grants are approved extras, as in the check): one boolean per amount keeps the aggregation
+    # parallel (PostgreSQL 15 cannot combine partial array_agg results).
     amounts = sorted(set(settings.tokens_tier_grants.values()))
     logged = "".join(
-        f",\n               bool_or({grant} AND t.tokens_used = {int(a)}) AS logged_{i}"
+        f",\n               bool_or({grant} AND t.tokens_used = {int(a)} AND NOT {WRITTEN_BY_BOT}) AS logged_{i}"
         for i, a in enumerate(amounts)
     )
     tier_logged = (
@@ -65,7 +72,8 @@ def _discrepancy_cte(shape: ProductShape, settings: Settings, *, chosen_users: b
     ),
     ledger AS (
         SELECT t.user_id,
-               max(t.created_at) AS last_at,
+               coalesce(sum(t.tokens_used) FILTER (WHERE t.created_at > now() - make_interval(secs => :grace)),
+                        0) AS recent_tokens,
                count(*) AS ledger_rows,
                count(*) FILTER (WHERE NOT t.success) AS failed_rows,
                coalesce(sum(t.tokens_used) FILTER (WHERE t.success AND {CONSUMPTION}), 0) AS calculated_used,
@@ -73,8 +81,8 @@ def _discrepancy_cte(shape: ProductShape, settings: Settings, *, chosen_users: b
                coalesce(sum(t.tokens_used) FILTER (WHERE {grant}), 0) AS all_grants,
                coalesce(sum(t.tokens_used) FILTER (WHERE t.success AND t.action_type = 'admin_deduct'), 0)
                    AS admin_deductions,
-               substr(min({_GRANT_KEY} || t.tokens_used) FILTER (WHERE {grant}), {_GRANT_KEY_LENGTH + 1})::bigint
-                   AS first_grant{logged}
+               substr(min(({_GRANT_KEY} || t.tokens_used) COLLATE "C") FILTER (WHERE {grant}),
+                      {_GRANT_KEY_LENGTH + 1})::bigint AS first_grant{logged}
         FROM token_usage t
         WHERE true {only.format("t")}
         GROUP BY t.user_id
@@ -94,10 +102,11 @@ def _discrepancy_cte(shape: ProductShape, settings: Settings, *, chosen_users: b
                l.first_grant,
                coalesce(tg.amount, l.first_grant, 0) AS initial_grant,
                -- As choose_initial_grant: a tier amount counts as logged when an admin_grant of that
-               -- amount exists; a first admin_grant is logged by definition.
+               -- amount exists that tokens-bot did not write; a first admin_grant (the bot's too) is
+               -- logged by definition, so it is counted once either way.
                CASE WHEN tg.amount IS NOT NULL THEN coalesce({tier_logged}, false)
                     ELSE l.first_grant IS NOT NULL END AS assumed_grant_logged,
-               coalesce(l.last_at > now() - make_interval(secs => :grace), false) AS deferred
+               coalesce(l.recent_tokens, 0) AS recent_tokens
         FROM user_profiles p
         LEFT JOIN ledger l ON l.user_id = p.user_id
         LEFT JOIN tiers tg ON tg.tier = {tier}
@@ -114,12 +123,15 @@ def _discrepancy_cte(shape: ProductShape, settings: Settings, *, chosen_users: b
         ) g
     ),
     flagged AS (
-        SELECT j.*,
-               greatest(abs(j.current_used - j.calculated_used),
-                        abs(j.current_remaining - j.expected_remaining)) AS worst
+        -- A write still in progress (ledger row in, balance not yet) can explain at most the tokens of
+        -- the rows inside the grace window: only a discrepancy within that allowance is deferred.
+        SELECT j.*, w.worst, w.worst - j.recent_tokens <= :minimum AS deferred
         FROM judged j
-        WHERE greatest(abs(j.current_used - j.calculated_used),
-                       abs(j.current_remaining - j.expected_remaining)) > :minimum
+        CROSS JOIN LATERAL (
+            SELECT greatest(abs(j.current_used - j.calculated_used),
+                            abs(j.current_remaining - j.expected_remaining)) AS worst
+        ) w
+        WHERE w.worst > :minimum
     )"""
 
 

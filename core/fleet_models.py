@@ -5,16 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict
-
-from core.models import Balance, Finding, Page, UserRef
+from core.models import Balance, Finding, Frozen, Page, UserRef
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class LowBalanceRow(_Frozen):
+class LowBalanceRow(Frozen):
     user: UserRef
     remaining: int
     used: int
@@ -36,7 +30,7 @@ class LowBalanceRow(_Frozen):
         return (Decimal(self.remaining) * self.burn_window_days / self.recent_used).quantize(Decimal("0.1"))
 
 
-class LowBalanceReport(_Frozen):
+class LowBalanceReport(Frozen):
     threshold: int
     total: int
     negative: int
@@ -46,7 +40,7 @@ class LowBalanceReport(_Frozen):
     page: Page
 
 
-class DiscrepancyRow(_Frozen):
+class DiscrepancyRow(Frozen):
     """One user's balance as the scan computed it, and the check's findings that explain it."""
 
     user: UserRef
@@ -58,25 +52,26 @@ class DiscrepancyRow(_Frozen):
         return max(abs(self.balance.used_discrepancy), abs(self.balance.remaining_discrepancy))
 
 
-class DiscrepancyReport(_Frozen):
+class DiscrepancyReport(Frozen):
     minimum: int
     total: int
     deferred: int
-    """Users left out because a ledger row newer than the grace window may still be mid-write."""
+    """Users left out because the tokens of their rows inside the grace window, which may still be
+    mid-write, could explain their whole discrepancy."""
     grace_seconds: int
     rows: list[DiscrepancyRow]
     offset: int
     page: Page
 
 
-class TopRow(_Frozen):
+class TopRow(Frozen):
     user: UserRef
     used: int
     cost: Decimal
     remaining: int
 
 
-class TopReport(_Frozen):
+class TopReport(Frozen):
     requested: int
     users: int
     """Every profile ranked; the list is the first `requested` of them."""
@@ -85,7 +80,7 @@ class TopReport(_Frozen):
     page: Page
 
 
-class FleetTotals(_Frozen):
+class FleetTotals(Frozen):
     users: int
     remaining: int
     used: int
@@ -93,7 +88,7 @@ class FleetTotals(_Frozen):
     negative: int
 
 
-class DigestReport(_Frozen):
+class DigestReport(Frozen):
     """A daily digest: what is low, what drifted since the previous digest in this channel, and totals."""
 
     channel: str
@@ -111,7 +106,7 @@ class DigestReport(_Frozen):
     unresolved_rows: list[DiscrepancyRow]
 
 
-class IndexCheck(_Frozen):
+class IndexCheck(Frozen):
     table: str
     columns: list[str]
     why: str
@@ -120,7 +115,7 @@ class IndexCheck(_Frozen):
     create_sql: str
 
 
-class DoctorReport(_Frozen):
+class DoctorReport(Frozen):
     database: str
     server_version: str
     url_port: int | None

@@ -10,7 +10,9 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 
-class _Frozen(BaseModel):
+class Frozen(BaseModel):
+    """Results are values: immutable once the core returns them, so no renderer can alter a decision."""
+
     model_config = ConfigDict(frozen=True)
 
 
@@ -38,7 +40,7 @@ class FindingKind(StrEnum):
     NEGATIVE_BALANCE = "negative_balance"
 
 
-class UserRef(_Frozen):
+class UserRef(Frozen):
     user_id: UUID
     email: str | None = None
 
@@ -47,7 +49,7 @@ class UserRef(_Frozen):
         return self.email or str(self.user_id)
 
 
-class InitialGrant(_Frozen):
+class InitialGrant(Frozen):
     tokens: int
     source: GrantSource
     description: str
@@ -55,7 +57,7 @@ class InitialGrant(_Frozen):
     """True when one admin_grant row in the ledger is this grant (and so not an extra grant)."""
 
 
-class Balance(_Frozen):
+class Balance(Frozen):
     """The profile's cached values beside what the ledger says they should be."""
 
     current_used: int
@@ -83,14 +85,14 @@ class Balance(_Frozen):
         return self.current_remaining - self.expected_remaining
 
 
-class Finding(_Frozen):
+class Finding(Frozen):
     kind: FindingKind
     tokens: int
     rows: int = 0
     summary: str
 
 
-class BreakdownRow(_Frozen):
+class BreakdownRow(Frozen):
     action_type: str
     model_used: str | None
     operations: int
@@ -101,7 +103,7 @@ class BreakdownRow(_Frozen):
     last_use: datetime
 
 
-class Operation(_Frozen):
+class Operation(Frozen):
     id: UUID
     created_at: datetime
     action_type: str
@@ -112,7 +114,7 @@ class Operation(_Frozen):
     error_message: str | None
 
 
-class Page(_Frozen):
+class Page(Frozen):
     number: int
     count: int
 
@@ -125,7 +127,7 @@ class Page(_Frozen):
         return self.number < self.count
 
 
-class CheckReport(_Frozen):
+class CheckReport(Frozen):
     """One user's `/tokens check`: balance, verdict, findings, breakdown and one page of operations."""
 
     user: UserRef

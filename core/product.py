@@ -10,6 +10,12 @@ from core.settings import EmailSource, Settings
 
 CONSUMPTION = "action_type NOT IN ('admin_grant', 'admin_deduct')"
 
+# A ledger row tokens-bot wrote itself on approval (core.approvals records both keys): an approved extra
+# grant, so never the initial grant, even when it equals a tier or an explicitly given amount. Written
+# with unqualified columns, like CONSUMPTION, for queries over token_usage alone; false when metadata is
+# NULL.
+WRITTEN_BY_BOT = "coalesce(metadata->>'source' = 'slack' AND metadata->>'request_id' IS NOT NULL, false)"
+
 
 @dataclass(frozen=True)
 class ProductShape:

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, RowMapping, text
+from sqlalchemy import Connection, RowMapping, TextClause, text
 
 from core.models import Balance, Finding, FindingKind, GrantSource, InitialGrant, Verdict
-from core.product import CONSUMPTION, ProductShape
+from core.product import CONSUMPTION, WRITTEN_BY_BOT, ProductShape
 from core.settings import Settings
 
 
-def _balance_sql(shape: ProductShape) -> str:
+@lru_cache
+def _balance_sql(shape: ProductShape) -> TextClause:
+    """Built and parsed once per product shape."""
     tier = f'p."{shape.tier_column}"' if shape.tier_column else "NULL::text"
-    return f"""
+    return text(f"""
     SELECT p.vibe_assistant_tokens_used AS current_used,
            p.vibe_assistant_total_cost AS current_cost,
            p.vibe_assistant_tokens_remaining AS current_remaining,
@@ -36,15 +39,18 @@ def _balance_sql(shape: ProductShape) -> str:
                    AS admin_grants,
                coalesce(sum(tokens_used) FILTER (WHERE success AND action_type = 'admin_deduct'), 0)
                    AS admin_deductions,
-               coalesce(bool_or(success AND action_type = 'admin_grant' AND tokens_used = assumed.amount),
+               coalesce(bool_or(success AND action_type = 'admin_grant' AND tokens_used = assumed.amount
+                                AND NOT {WRITTEN_BY_BOT}),
                         false) AS assumed_grant_logged,
+               -- The first-admin-grant fallback takes any grant, the bot's too: whichever row it is,
+               -- it is counted exactly once, as the initial grant and not as an extra one.
                (SELECT g.tokens_used FROM token_usage g
                  WHERE g.user_id = p.user_id AND g.action_type = 'admin_grant' AND g.success
                  ORDER BY g.created_at, g.id LIMIT 1) AS first_grant
         FROM token_usage t WHERE t.user_id = p.user_id
     ) l
     WHERE p.user_id = :user_id
-    """
+    """)
 
 
 def compute_balance(
@@ -57,7 +63,7 @@ def compute_balance(
     """Compare the profile's cached values with the ledger, choosing the initial grant as DESIGN.md says."""
     row = (
         conn.execute(
-            text(_balance_sql(shape)),
+            _balance_sql(shape),
             {
                 "user_id": user_id,
                 "explicit": explicit_initial_grant,
@@ -117,7 +123,8 @@ def choose_initial_grant(
     """An operator's explicit value wins, then the membership tier, then the first logged admin grant.
 
     When the explicit or tier amount also appears as a logged admin_grant, that row is taken to be
-    the initial grant (the product often logs it), so it is not counted a second time.
+    the initial grant (the product often logs it), so it is not counted a second time. Grants tokens-bot
+    applied itself never count as that row (see WRITTEN_BY_BOT): they are approved extra grants.
     """
     same = "; a logged admin_grant of the same amount is taken to be it"
     if explicit is not None:

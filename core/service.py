@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from psycopg.errors import QueryCanceled
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from core import approvals, fleet
@@ -81,15 +81,15 @@ class TokensService:
 
     def approve(self, actor: Person, request_id: int) -> Decision:
         with self._writing() as conn:
-            return approvals.approve(conn, self.shape(conn), self.settings, actor, request_id, self.clock())
+            return approvals.approve(conn, self.shape(conn), self.settings, actor, request_id, self.clock)
 
     def reject(self, actor: Person, request_id: int, reason: str | None = None) -> Decision:
         with self._writing() as conn:
-            return approvals.reject(conn, self.settings, actor, request_id, reason, self.clock())
+            return approvals.reject(conn, self.settings, actor, request_id, reason, self.clock)
 
     def cancel(self, actor: Person, request_id: int) -> Decision:
         with self._writing() as conn:
-            return approvals.cancel(conn, self.settings, actor, request_id, self.clock())
+            return approvals.cancel(conn, self.settings, actor, request_id, self.clock)
 
     def expire_due(self) -> list[ApprovalRequest]:
         with self._writing() as conn:
@@ -159,10 +159,12 @@ class TokensService:
     @contextmanager
     def _reading(self, engine: Engine | None = None) -> Iterator[Connection]:
         try:
-            with unit_of_work(engine or self.engine, read_only=True, isolation="REPEATABLE READ") as conn:
-                conn.execute(
-                    text("SELECT set_config('work_mem', :mem, true)"), {"mem": self.settings.tokens_work_mem}
-                )
+            with unit_of_work(
+                engine or self.engine,
+                read_only=True,
+                isolation="REPEATABLE READ",
+                local={"work_mem": self.settings.tokens_work_mem},
+            ) as conn:
                 yield conn
         except OperationalError as exc:
             raise self._database_error(exc, "nothing was read or changed") from exc

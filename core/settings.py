@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -24,6 +24,9 @@ class ModelPrice(BaseModel):
 
 class EmailSource(BaseModel):
     """Where users' emails live: `schema.table.column`, joined on `id_column = user_id`."""
+
+    # Frozen, so hashable: queries built from a ProductShape holding it are cached per shape.
+    model_config = ConfigDict(frozen=True)
 
     schema_name: str
     table: str
@@ -112,7 +115,9 @@ class Settings(BaseSettings):
     tokens_rate_limit_per_minute: int = Field(default=30, ge=1)
     # How long one Slack Web API or response_url call may take before it counts as failed (and is retried).
     tokens_slack_timeout_seconds: int = Field(default=5, ge=1, le=60)
-    # Threads per process that run listeners: each acks at once, then computes and sends its reply.
+    # Threads per process that compute and send replies; listeners ack in the request's own thread, so
+    # acks never wait for these. Keep TOKENS_DB_POOL_SIZE at least as large: a reply thread beyond the
+    # pool gets an overflow connection, opened and closed again per reply.
     tokens_reply_threads: int = Field(default=16, ge=1, le=256)
 
     @field_validator("tokens_admins", "tokens_approvers", "tokens_viewers", mode="before")

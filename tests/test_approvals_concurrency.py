@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, text
 
-from core.approvals import Person
+from core.approvals import Outcome, Person
 from core.models import Balance
 from core.reconciliation import compute_balance
 from core.service import TokensService
@@ -115,3 +117,47 @@ def test_concurrent_adjustments_and_usage_keep_the_balance_equal_to_the_formula(
         balance: Balance = compute_balance(conn, service.shape(conn), settings, user)
     assert balance.current_remaining == 1_000_000 + sum(deltas) - sum(spends)
     assert balance.remaining_discrepancy == 0 and balance.used_discrepancy == 0
+
+
+def test_a_click_queued_behind_the_request_lock_is_judged_by_the_clock_when_it_decides(
+    settings: Settings, engine: Engine
+) -> None:
+    """An approve that waited on the request's lock past its expiry finds it expired, not applied."""
+    with engine.begin() as conn:
+        user = add_user(conn, remaining=10_000)
+    now = [datetime.now(UTC)]
+    service = TokensService(
+        settings.model_copy(update={"tokens_approvals_channel": "CAPPROVALS"}), engine, clock=lambda: now[0]
+    )
+    asker = Person(slack_id="UADMIN1", name="Ada", email="ada@staff.example")
+    approver = Person(slack_id="UADMIN2", name="Bea", email="bea@staff.example")
+    request = service.request_adjustment(asker, user, 1_000, "queued click")
+    with ThreadPoolExecutor(1) as pool, engine.connect() as holder:
+        holder.execute(
+            text("SELECT 1 FROM tokens_bot.approval_requests WHERE id = :id FOR UPDATE"), {"id": request.id}
+        )
+        holder_pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        click = pool.submit(service.approve, approver, request.id)
+        deadline = time.monotonic() + 10
+        while not _blocked_by(engine, holder_pid):
+            assert time.monotonic() < deadline, "the approve never queued on the request lock"
+            time.sleep(0.02)
+        now[0] = request.expires_at + timedelta(seconds=1)
+        holder.commit()
+        decision = click.result(timeout=10)
+    assert decision.outcome is Outcome.EXPIRED and decision.request.decided_at == now[0]
+    with engine.connect() as conn:
+        assert remaining(conn, user) == 10_000
+
+
+def _blocked_by(engine: Engine, pid: int) -> bool:
+    """Whether some session waits on a lock the backend `pid` holds."""
+    with engine.connect() as conn:
+        return bool(
+            conn.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid)))"
+                ),
+                {"pid": pid},
+            ).scalar_one()
+        )

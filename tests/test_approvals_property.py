@@ -30,6 +30,8 @@ from tests.support.ledger import BASE_TIME, add_usage, add_user, remaining, spen
 ASKER = Person(slack_id="UADMIN1", name="Ada", email="ada@staff.example")
 APPROVER = Person(slack_id="UADMIN2", name="Bea", email="bea@staff.example")
 MAX_ADJUSTMENT = 50_000
+# A tier amount an adjustment can reach: an approved grant of it must never pass for the initial grant.
+TIER_GRANT = 40_000
 
 
 @dataclass
@@ -37,7 +39,7 @@ class UserModel:
     remaining: int
     drift: int  # profile remaining minus the ledger formula: what a correction removes
     ledger_rows: int
-    setup_row: uuid.UUID
+    setup_row: uuid.UUID | None
 
 
 @dataclass
@@ -53,7 +55,11 @@ class RequestModel:
 
 def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
     settings = base.model_copy(
-        update={"tokens_approvals_channel": "CAPPROVALS", "tokens_max_adjustment": MAX_ADJUSTMENT}
+        update={
+            "tokens_approvals_channel": "CAPPROVALS",
+            "tokens_max_adjustment": MAX_ADJUSTMENT,
+            "tokens_tier_grants": {"monthly": TIER_GRANT},
+        }
     )
 
     class Approvals(RuleBasedStateMachine):
@@ -75,6 +81,14 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
                     conn, user, tokens=grant, action="admin_grant", model=None, metadata={"by": "signup"}
                 )
             self.model[user] = UserModel(remaining=grant, drift=0, ledger_rows=1, setup_row=row)
+            return user
+
+        @rule(target=users)
+        def new_member(self) -> uuid.UUID:
+            """A monthly member whose tier grant the product never logged: the tier gives the initial grant."""
+            with engine.begin() as conn:
+                user = add_user(conn, remaining=TIER_GRANT, tier="monthly")
+            self.model[user] = UserModel(remaining=TIER_GRANT, drift=0, ledger_rows=0, setup_row=None)
             return user
 
         @rule(user=users, tokens=st.integers(1, 80_000))
@@ -107,7 +121,7 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
             self.model[user].remaining -= tokens
             self.model[user].drift -= tokens
 
-        @rule(target=requests, user=users, delta=st.integers(-70_000, 70_000))
+        @rule(target=requests, user=users, delta=st.one_of(st.integers(-70_000, 70_000), st.just(TIER_GRANT)))
         def ask(self, user: uuid.UUID, delta: int) -> object:
             current = self.model[user].remaining
             if delta == 0 or abs(delta) > MAX_ADJUSTMENT or current + delta < 0:

@@ -38,15 +38,24 @@ initial AS (
         WHEN p.membership_tier IS NOT NULL AND CAST(:tiers AS jsonb) ? p.membership_tier
             THEN (CAST(:tiers AS jsonb) ->> p.membership_tier)::bigint
         ELSE coalesce((SELECT tokens_used FROM first_grant), 0)
-    END AS amount
+    END AS amount,
+    CAST(:explicit AS bigint) IS NOT NULL
+        OR (p.membership_tier IS NOT NULL AND CAST(:tiers AS jsonb) ? p.membership_tier) AS assumed
     FROM user_profiles p WHERE p.user_id = :u
 )
 SELECT coalesce(s.used, 0) AS used,
        round(coalesce(s.cents, 0) / 100, 2) AS cost,
        i.amount AS initial,
-       coalesce(s.grants, 0) - CASE WHEN EXISTS (
-           SELECT 1 FROM token_usage WHERE user_id = :u AND success AND action_type = 'admin_grant'
-             AND tokens_used = i.amount) THEN i.amount ELSE 0 END AS extra_grants,
+       -- The first admin_grant, when it is the initial grant, is not also an extra grant; an assumed
+       -- (explicit or tier) amount is taken out once when the product logged a grant of it. A grant
+       -- tokens-bot approved (source slack, with its request id) is never that logged grant.
+       coalesce(s.grants, 0) - CASE
+           WHEN NOT i.assumed THEN coalesce((SELECT tokens_used FROM first_grant), 0)
+           WHEN EXISTS (
+               SELECT 1 FROM token_usage WHERE user_id = :u AND success AND action_type = 'admin_grant'
+                 AND tokens_used = i.amount
+                 AND NOT (metadata ->> 'source' = 'slack' AND metadata ? 'request_id')) THEN i.amount
+           ELSE 0 END AS extra_grants,
        coalesce(s.deducts, 0) AS deducts
 FROM sums s, initial i
 """
@@ -54,10 +63,12 @@ FROM sums s, initial i
 rows = st.lists(
     st.tuples(
         st.sampled_from(["chat_conversation", "image_generation", "admin_grant", "admin_deduct"]),
-        st.integers(min_value=0, max_value=700_000),
+        # Tier amounts drawn often enough to meet the initial-grant rule, logged or approved.
+        st.one_of(st.integers(min_value=0, max_value=700_000), st.sampled_from([600_000, 5_000_000])),
         st.booleans(),
         st.decimals(min_value=0, max_value=500, places=4, allow_nan=False, allow_infinity=False),
         st.integers(min_value=0, max_value=100_000),
+        st.booleans(),  # written by tokens-bot on approval, with its metadata
     ),
     max_size=25,
 )
@@ -67,7 +78,7 @@ rows = st.lists(
 @given(
     ledger=rows,
     tier=st.sampled_from([None, "annual", "monthly", "lifetime"]),
-    explicit=st.one_of(st.none(), st.integers(min_value=0, max_value=10_000_000)),
+    explicit=st.one_of(st.none(), st.integers(min_value=0, max_value=10_000_000), st.just(600_000)),
     current_remaining=st.integers(min_value=-1_000_000, max_value=10_000_000),
     current_used=st.integers(min_value=0, max_value=10_000_000),
     current_cost=st.decimals(min_value=0, max_value=10_000, places=2, allow_nan=False, allow_infinity=False),
@@ -75,7 +86,7 @@ rows = st.lists(
 def test_balance_matches_an_independent_sql_computation(
     settings: Settings,
     engine: Engine,
-    ledger: list[tuple[str, int, bool, Decimal, int]],
+    ledger: list[tuple[str, int, bool, Decimal, int, bool]],
     tier: str | None,
     explicit: int | None,
     current_remaining: int,
@@ -85,9 +96,16 @@ def test_balance_matches_an_independent_sql_computation(
     """Used, cost, expected remaining and every discrepancy equal the plain formula, whatever the ledger."""
     with engine.begin() as conn:
         user = add_user(conn, remaining=current_remaining, used=current_used, cost=current_cost, tier=tier)
-        for action, tokens, success, cents, seconds in ledger:
+        for number, (action, tokens, success, cents, seconds, by_bot) in enumerate(ledger):
             add_usage(
-                conn, user, action=action, tokens=tokens, success=success, cost_cents=cents, seconds=seconds
+                conn,
+                user,
+                action=action,
+                tokens=tokens,
+                success=success,
+                cost_cents=cents,
+                seconds=seconds,
+                metadata={"source": "slack", "request_id": number} if by_bot else None,
             )
         truth = (
             conn.execute(

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine
 
+from core.approvals import Person
 from core.errors import EmailLookupUnavailableError, NotAllowedError, UserNotFoundError
 from core.models import FindingKind, GrantSource, Verdict
 from core.service import TokensService
@@ -214,6 +215,30 @@ def test_a_logged_tier_grant_is_never_counted_twice_wherever_it_stands(
     assert report.balance.initial_grant.logged
     assert (report.balance.admin_grants, report.balance.expected_remaining) == (25_000, 624_000)
     assert report.verdict is Verdict.RECONCILED
+
+
+def test_an_approved_grant_of_the_tier_amount_is_an_extra_grant_not_the_initial_one(
+    settings: Settings, engine: Engine
+) -> None:
+    """A +600,000 tokens-bot applied to a monthly user whose first cycle was never logged still reconciles."""
+    with engine.begin() as conn:
+        user = add_user(conn, remaining=500_000, used=100_000, tier="monthly")
+        add_usage(conn, user, tokens=100_000)
+    service = TokensService(settings.model_copy(update={"tokens_approvals_channel": "CAPPROVALS"}), engine)
+    asker = Person(slack_id="UADMIN1", name="Ada", email="ada@staff.example")
+    approver = Person(slack_id="UADMIN2", name="Bea", email="bea@staff.example")
+    request = service.request_adjustment(asker, user, 600_000, "second monthly cycle")
+    assert service.approve(approver, request.id).request.balance_after == 1_100_000
+    report = service.check("UADMIN1", user)
+    b = report.balance
+    assert (b.initial_grant.source, b.initial_grant.tokens, b.initial_grant.logged) == (
+        GrantSource.TIER,
+        600_000,
+        False,
+    )
+    assert (b.admin_grants, b.expected_remaining, b.remaining_discrepancy) == (600_000, 1_100_000, 0)
+    assert report.findings == [] and report.verdict is Verdict.RECONCILED
+    assert not service.reconcile("UADMIN1", user).needs_correction
 
 
 def test_findings_without_a_balance_gap_still_make_the_verdict(

@@ -15,7 +15,7 @@ from core.models import FindingKind
 from core.service import TokensService
 from core.settings import Settings
 from tests.support.databases import scratch_database
-from tests.support.fleet_data import craft_fleet, days_ago
+from tests.support.fleet_data import craft_approved_grants, craft_fleet, days_ago
 from tests.support.ledger import add_usage, add_user
 
 
@@ -35,7 +35,7 @@ def fleet_engine(fleet_url: str) -> Iterator[Engine]:
 @pytest.fixture(scope="module")
 def users(fleet_engine: Engine) -> dict[str, uuid.UUID]:
     with fleet_engine.begin() as conn:
-        return craft_fleet(conn)
+        return {**craft_fleet(conn), **craft_approved_grants(conn)}
 
 
 def fleet_settings(url: str, **overrides: object) -> Settings:
@@ -234,3 +234,74 @@ def test_read_replica_serves_scans_and_primary_serves_checks(fleet_url: str, ser
             service.check("UADMIN1", only_there)
         primary.dispose()
         replica.dispose()
+
+
+def test_approved_grants_of_a_tier_amount_are_extra_grants_in_the_scan(
+    service: TokensService, users: dict[str, uuid.UUID]
+) -> None:
+    """A grant tokens-bot approved is never taken for the tier grant, so those users are not listed."""
+    listed = {row.user.user_id for row in all_discrepancies(service, 0)}
+    assert not listed & {users["approved_tier"], users["approved_beside_logged"]}
+
+
+def test_grace_window_lists_an_older_discrepancy_larger_than_the_recent_tokens(
+    fleet_url: str, server_url: str
+) -> None:
+    """Recent rows excuse only their own tokens: a larger, older drift is listed; one they explain is deferred."""
+    with scratch_database(server_url, "tokens_grace") as url:
+        engine = make_engine(url, pool_size=1)
+        with engine.begin() as conn:
+            mid_write = add_user(conn, remaining=10_000, used=0)
+            add_usage(conn, mid_write, tokens=10_000, action="admin_grant", model=None)
+            add_usage(conn, mid_write, tokens=500, at=days_ago(0))
+            drifted = add_user(conn, remaining=60_000, used=0)
+            add_usage(conn, drifted, tokens=10_000, action="admin_grant", model=None)
+            add_usage(conn, drifted, tokens=500, at=days_ago(0))
+        report = TokensService(fleet_settings(url), engine).discrepancies("UADMIN1")
+        assert (report.total, report.deferred) == (1, 1)
+        [row] = report.rows
+        assert row.user.user_id == drifted and row.balance.remaining_discrepancy == 50_500
+        engine.dispose()
+
+
+def test_the_first_grant_does_not_depend_on_the_ledger_id_type(fleet_url: str, server_url: str) -> None:
+    """With integer ledger ids the scan's first admin_grant is the check's: earliest, then lowest id (9 < 10)."""
+    with scratch_database(server_url, "tokens_int_ids") as url:
+        engine = make_engine(url, pool_size=1)
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE token_usage DROP COLUMN id"))
+            conn.execute(text("ALTER TABLE token_usage ADD COLUMN id bigint PRIMARY KEY"))
+            user = add_user(conn, remaining=0, used=0)
+            for row_id, tokens in ((10, 600_000), (9, 7_000), (11, 1_000)):
+                conn.execute(
+                    text(
+                        "INSERT INTO token_usage (id, user_id, action_type, tokens_used, created_at)"
+                        " VALUES (:id, :u, 'admin_grant', :t, '2026-01-01T00:00:00Z')"
+                    ),
+                    {"id": row_id, "u": user, "t": tokens},
+                )
+        service = TokensService(fleet_settings(url), engine)
+        [row] = service.discrepancies("UADMIN1", 0).rows
+        assert (row.balance.initial_grant.tokens, row.balance.admin_grants) == (7_000, 601_000)
+        assert row.balance == service.reconcile("UADMIN1", user).balance
+        engine.dispose()
+
+
+def test_digest_counts_a_user_it_only_deferred_last_time_as_new(fleet_url: str, server_url: str) -> None:
+    """A user deferred by one digest (mid-write) and discrepant in the next is new there, not unresolved."""
+    with scratch_database(server_url, "tokens_digest") as url:
+        engine = make_engine(url, pool_size=1)
+        with engine.begin() as conn:
+            user = add_user(conn, remaining=10_000, used=0)
+            add_usage(conn, user, tokens=10_000, action="admin_grant", model=None)
+            add_usage(conn, user, tokens=5_000, at=days_ago(0))
+        first = TokensService(fleet_settings(url, tokens_scan_grace_seconds=3_600), engine).digest(
+            "CDIGEST", lambda report: "1.0"
+        )
+        assert (first.discrepant, first.deferred, first.new) == (0, 1, 0)
+        second = TokensService(fleet_settings(url, tokens_scan_grace_seconds=0), engine).digest(
+            "CDIGEST", lambda report: "2.0"
+        )
+        assert (second.discrepant, second.deferred, second.new, second.unresolved) == (1, 0, 1, 0)
+        assert [r.user.user_id for r in second.new_rows] == [user] and second.unresolved_rows == []
+        engine.dispose()

@@ -13,13 +13,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from bot.audit import email_digest
+from bot.render.common import message
+from bot.slack_api import WebSlack
+from core.settings import Settings
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
-from tests.support.fake_slack import FakeSlack
+from tests.support.fake_slack import FakeSlack, Recorded
 from tests.support.ledger import add_usage, add_user
 from tests.support.slack_http import SlackClient, reply_text
 from tests.support.tcp_proxy import TcpProxy
@@ -199,3 +203,46 @@ def test_every_command_is_audited_in_json_without_secrets_or_emails(
     assert all(isinstance(entry, dict) for entry in guarded.log_entries())  # every line is JSON
     for secret in (SIGNING_SECRET, BOT_TOKEN, DB_PASSWORD, email, "missing-person@example.com"):
         assert secret not in log
+
+
+def test_an_approval_message_slack_never_answers_is_reported_and_never_posted_twice(
+    guarded: GuardedBot, engine: Engine
+) -> None:
+    """chat.postMessage timing out after the request committed: one pending request, one post attempt (it may
+    have been posted, so it is not sent again), and the requester is pointed at `/tokens requests`."""
+    with engine.begin() as conn:
+        user = add_user(conn, remaining=10_000)
+
+    def to_channel(call: Recorded) -> bool:
+        return call.method == "chat.postMessage" and call.body.get("channel") == "CAPPROVALS"
+
+    before = len([c for c in guarded.fake.calls if to_channel(c)])
+    guarded.fake.stall("chat.postMessage", 2.5)
+    reply = reply_text(ask(guarded, f"adjust {user} +5000 refund for the outage", "UADMIN1"))
+    assert "posting to the approvals channel failed" in reply and "/tokens requests" in reply
+    guarded.fake.wait_for(to_channel, count=before + 1)
+    time.sleep(1.5)
+    assert len([c for c in guarded.fake.calls if to_channel(c)]) == before + 1
+    with engine.connect() as conn:
+        requests = conn.execute(
+            text("SELECT status, channel FROM tokens_bot.approval_requests WHERE user_id = :u"), {"u": user}
+        ).all()
+    assert [tuple(r) for r in requests] == [("pending", None)]
+
+
+def test_the_slack_port_retries_a_timed_out_update_but_never_a_timed_out_post(settings: Settings) -> None:
+    """Transport failures never raise out of the port: an update (idempotent) is sent again, a post is not."""
+    fake = FakeSlack().start()
+    try:
+        tuned = settings.model_copy(update={"tokens_slack_retries": 2, "tokens_slack_retry_seconds": 0.05})
+        slack = WebSlack(WebClient(token="xoxb-test", base_url=fake.api_url, timeout=1), tuned)
+        fake.stall("chat.update", 1.5)
+        assert slack.update("CAPPROVALS", "1.0", message("updated")) is True
+        fake.stall("chat.postMessage", 1.5)
+        assert slack.post("CAPPROVALS", message("posted")) is None
+        fake.wait_for(lambda c: c.method == "chat.update", count=2)
+        fake.wait_for(lambda c: c.method == "chat.postMessage")
+        time.sleep(0.5)
+        assert [c.method for c in fake.calls] == ["chat.update", "chat.update", "chat.postMessage"]
+    finally:
+        fake.stop()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor
 
 from slack_bolt import Respond
 
-from bot.render.common import Reply, message
+from bot.render.common import Reply, message, render_unexpected_error
+
+log = logging.getLogger(__name__)
 
 # Slack users see nothing between their command and our reply; past this, say that work is under way.
 WORKING_NOTE_AFTER_SECONDS = 1.5
@@ -47,3 +51,20 @@ def respond_in_time(
         state["done"] = True
         replace = in_place or state["noted"]
         respond(response_type="ephemeral", replace_original=replace, **reply.as_kwargs())
+
+
+def reply_later(replies: Executor, respond: Respond, work: Callable[[], None]) -> None:
+    """Run `work` (compute and send a reply) on `replies`, after the listener has acked.
+
+    The work outlives the request, so Bolt's error handler no longer sees its failures: one that
+    escapes is logged and the user told, as that handler would.
+    """
+
+    def run() -> None:
+        try:
+            work()
+        except Exception as error:
+            log.error("unhandled error in a listener", exc_info=error)
+            respond(response_type="ephemeral", **render_unexpected_error().as_kwargs())
+
+    replies.submit(run)

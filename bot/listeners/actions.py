@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import Executor
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot.handlers import ACTION_HANDLERS, SLOW_ACTIONS, ActionReply, reply_to_action
-from bot.listeners._progress import respond_in_time
+from bot.listeners._progress import reply_later, respond_in_time
 from bot.slack_api import WebSlack
 from core.service import TokensService
 
 
-def register(app: App, service: TokensService) -> None:
+def register(app: App, service: TokensService, replies: Executor) -> None:
     def button_callback(
         ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
     ) -> None:
         ack()
+        reply_later(replies, respond, lambda: answer(body, action, respond, client))
 
+    def answer(body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient) -> None:
         def run() -> ActionReply:
             return reply_to_action(
                 service,
@@ -32,11 +35,11 @@ def register(app: App, service: TokensService) -> None:
         if action["action_id"] in SLOW_ACTIONS:
             respond_in_time(respond, lambda: run().reply, in_place=True)
             return
-        answer = run()
-        if answer.replace_original:
-            respond(replace_original=True, **answer.reply.as_kwargs())
+        done = run()
+        if done.replace_original:
+            respond(replace_original=True, **done.reply.as_kwargs())
         else:
-            respond(response_type="ephemeral", replace_original=False, **answer.reply.as_kwargs())
+            respond(response_type="ephemeral", replace_original=False, **done.reply.as_kwargs())
 
     ids = "|".join(re.escape(action_id) for action_id in ACTION_HANDLERS)
     app.action(re.compile(f"^({ids})$"))(button_callback)

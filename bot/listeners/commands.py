@@ -2,30 +2,38 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot.handlers import reply_to_command
-from bot.listeners._progress import respond_in_time
+from bot.listeners._progress import reply_later, respond_in_time
 from bot.slack_api import WebSlack
 from core.service import TokensService
 
 SLASH_COMMAND = "/tokens"
 
 
-def register(app: App, service: TokensService) -> None:
+def register(app: App, service: TokensService, replies: Executor) -> None:
     def tokens_command_callback(
         ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient
     ) -> None:
         ack()
-        respond_in_time(
+        reply_later(
+            replies,
             respond,
-            lambda: reply_to_command(
-                service, command["user_id"], command.get("text") or "", slack=WebSlack(client, service.settings)
+            lambda: respond_in_time(
+                respond,
+                lambda: reply_to_command(
+                    service,
+                    command["user_id"],
+                    command.get("text") or "",
+                    slack=WebSlack(client, service.settings),
+                ),
+                in_place=False,
             ),
-            in_place=False,
         )
 
     app.command(SLASH_COMMAND)(tokens_command_callback)

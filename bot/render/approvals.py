@@ -13,7 +13,18 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.render.common import MAX_BLOCKS, Reply, actions, button, context, dollars, section, signed, tokens
+from bot.render.common import (
+    MAX_BLOCKS,
+    Reply,
+    actions,
+    button,
+    clip,
+    context,
+    dollars,
+    section,
+    signed,
+    tokens,
+)
 from core.approvals import (
     ApprovalRequest,
     Decision,
@@ -30,6 +41,8 @@ REJECT_ACTION = "approval_reject"
 CANCEL_ACTION = "approval_cancel"
 PROPOSE_ACTION = "reconcile_propose"
 RECOMPUTE_ACTION = "reconcile_recompute"
+# Room enough for any real reason, leaving the rest of a 3,000-character context line for the names.
+MAX_REASON_SHOWN = 2000
 
 
 def who(person: Person) -> str:
@@ -74,7 +87,9 @@ def outcome_line(request: ApprovalRequest) -> str:
             f" → {tokens(request.balance_after or 0)}. {asked}"
         )
     if request.status is RequestStatus.REJECTED:
-        return f":x: *Rejected* by {by} at {at}: {request.decision_reason}. {asked}"
+        # The reason is the one free text here: clipped on its own, so both names always stay readable.
+        reason = clip(request.decision_reason or "", MAX_REASON_SHOWN)
+        return f":x: *Rejected* by {by} at {at}: {reason}. {asked}"
     if request.status is RequestStatus.CANCELLED:
         return f":heavy_minus_sign: *Cancelled* by {by} at {at}. {asked}"
     if request.status is RequestStatus.EXPIRED:

@@ -18,7 +18,7 @@ _VERDICT_TITLE = {
     Verdict.MINOR: ":large_yellow_circle: Minor drift",
     Verdict.PROBLEM: ":red_circle: Problem",
 }
-_FINDING_TITLE = {
+FINDING_TITLES = {
     FindingKind.FAILED_CHARGED: "Failed operations charged",
     FindingKind.DUPLICATES: "Likely duplicate entries",
     FindingKind.UNLOGGED_GRANT: "Grant never logged",
@@ -78,7 +78,7 @@ def _findings(report: CheckReport) -> str:
     if not report.findings:
         return "*Findings*\nNothing suspicious in the ledger."
     lines = [
-        f"• *{_FINDING_TITLE[f.kind]}* — {tokens(f.tokens)} tokens. {f.summary}" for f in report.findings
+        f"• *{FINDING_TITLES[f.kind]}* — {tokens(f.tokens)} tokens. {f.summary}" for f in report.findings
     ]
     return "*Findings*\n" + "\n".join(lines)
 

@@ -18,9 +18,11 @@ from slack_sdk.models.blocks import (
 
 from core.commands import USAGE
 
-# Slack rejects a message with more than 50 blocks and a section text over 3,000 characters.
+# Slack rejects a message with more than 50 blocks, and a section text or context element over 3,000
+# characters.
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
+MAX_CONTEXT_TEXT = 3000
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,14 @@ def section(markdown: str) -> SectionBlock:
 
 
 def context(markdown: str) -> ContextBlock:
-    return ContextBlock(elements=[MarkdownTextObject(text=markdown)])
+    """A markdown context line, clipped like a section: one long reason must not make Slack refuse the
+    whole message (chat.update would answer invalid_blocks and the buttons would stay)."""
+    return ContextBlock(elements=[MarkdownTextObject(text=clip(markdown, MAX_CONTEXT_TEXT))])
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, marked with an ellipsis where it was cut."""
+    return text if len(text) <= limit else text[: limit - 2].rstrip() + " …"
 
 
 def button(

@@ -9,8 +9,9 @@ from uuid import UUID
 
 from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock, MarkdownTextObject, SectionBlock
 
-from bot.render.check import _FINDING_TITLE as FINDING_TITLE
+from bot.render.check import FINDING_TITLES
 from bot.render.common import Reply, actions, button, context, dollars, section, signed, tokens
+from core.approvals import when
 from core.fleet_models import (
     DigestReport,
     DiscrepancyReport,
@@ -95,7 +96,7 @@ def render_lowbalance(report: LowBalanceReport) -> Reply:
 def _causes(row: DiscrepancyRow) -> str:
     if not row.findings:
         return "no likely cause found in the ledger; open the check"
-    return ", ".join(f"{FINDING_TITLE[f.kind]} ({tokens(f.tokens)})" for f in row.findings)
+    return ", ".join(f"{FINDING_TITLES[f.kind]} ({tokens(f.tokens)})" for f in row.findings)
 
 
 def _discrepancy_line(position: int, row: DiscrepancyRow) -> str:
@@ -161,13 +162,13 @@ def render_digest(report: DigestReport) -> Reply:
     """One channel message: totals, the lowest balances, and what drifted since the previous digest."""
     t = report.totals
     since = (
-        f"changes since the previous digest of {report.previous_at:%Y-%m-%d %H:%M} UTC"
+        f"changes since the previous digest of {when(report.previous_at)}"
         if report.previous_at
         else "the first digest in this channel, so every discrepancy is new"
     )
     blocks: list[Block] = [
         HeaderBlock(text="tokens-bot daily digest"),
-        context(f"{report.generated_at:%Y-%m-%d %H:%M} UTC · {since}"),
+        context(f"{when(report.generated_at)} · {since}"),
         SectionBlock(
             fields=[
                 MarkdownTextObject(text=f"*Users*\n{tokens(t.users)}"),

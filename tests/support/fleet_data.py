@@ -81,3 +81,28 @@ def craft_fleet(conn: Connection) -> dict[str, uuid.UUID]:
     add_usage(conn, u, tokens=5_000, seconds=5)
     add_usage(conn, u, tokens=1_000, action="admin_deduct", model=None, seconds=6)
     return users
+
+
+def craft_approved_grants(conn: Connection) -> dict[str, uuid.UUID]:
+    """Users holding grants tokens-bot approved of exactly a tier amount; every one reconciles (0/0).
+
+    approved_tier: monthly, first cycle never logged, then an approved +600,000 (an extra grant).
+    approved_beside_logged: monthly, an approved +600,000 first, then the product's logged 600,000
+    (the initial grant), so both count once.
+    """
+    users: dict[str, uuid.UUID] = {}
+    approved = {"source": "slack", "request_id": 9_001, "reason": "second monthly cycle"}
+
+    u = users["approved_tier"] = add_user(
+        conn, email="approved_tier@fleet.example", tier="monthly", remaining=2 * 600_000 - 20_000, used=20_000
+    )
+    add_usage(conn, u, tokens=20_000, seconds=5)
+    add_usage(conn, u, tokens=600_000, action="admin_grant", model=None, metadata=approved, seconds=10)
+
+    u = users["approved_beside_logged"] = add_user(
+        conn, email="approved_beside@fleet.example", tier="monthly", remaining=2 * 600_000 - 1_000, used=1_000
+    )
+    add_usage(conn, u, tokens=600_000, action="admin_grant", model=None, metadata=approved, seconds=0)
+    add_usage(conn, u, tokens=600_000, action="admin_grant", model=None, seconds=10)
+    add_usage(conn, u, tokens=1_000, seconds=20)
+    return users

@@ -1,0 +1,82 @@
+"""Renderers on hand-built results: what Slack would refuse, and what a reader could misread."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+from bot.render.approvals import render_request
+from bot.render.common import MAX_CONTEXT_TEXT
+from bot.render.fleet import render_digest
+from core.approvals import ApprovalRequest, Person, RequestKind, RequestStatus
+from core.fleet_models import DigestReport, FleetTotals, LowBalanceReport
+from core.models import Page, UserRef
+
+ADA = Person(slack_id="UADMIN1", name="Ada Admin")
+BEA = Person(slack_id="UADMIN2", name="Bea Approver")
+
+
+def context_texts(blocks: list[dict[str, Any]]) -> list[str]:
+    return [e["text"] for b in blocks if b["type"] == "context" for e in b["elements"]]
+
+
+def test_a_huge_reject_reason_is_clipped_in_the_message_and_both_names_stay() -> None:
+    """A 10,000-character reject reason still fits Slack's 3,000-character context element; names survive."""
+    at = datetime(2026, 5, 3, 9, 30, tzinfo=UTC)
+    request = ApprovalRequest(
+        id=7,
+        kind=RequestKind.ADJUSTMENT,
+        status=RequestStatus.REJECTED,
+        user=UserRef(user_id=uuid.uuid4(), email="x@example.com"),
+        delta=5_000,
+        reason="refund",
+        remaining_at_request=1_000,
+        correction=None,
+        requester=ADA,
+        requested_at=at,
+        expires_at=at + timedelta(hours=24),
+        decider=BEA,
+        decided_at=at,
+        decision_reason="no " * 3_500,
+        balance_before=None,
+        balance_after=None,
+        ledger_row_id=None,
+        channel="CAPPROVALS",
+        message_ts="1.0",
+    )
+    [line] = context_texts(render_request(request).as_kwargs()["blocks"])
+    assert len(line) <= MAX_CONTEXT_TEXT
+    assert "Rejected" in line and "Bea Approver" in line and "Requested by Ada Admin" in line and "…" in line
+
+
+def test_digest_times_are_shown_in_utc_whatever_the_session_time_zone() -> None:
+    """A digest generated at 11:30 +02:00 says 09:30 UTC, and so does the previous digest's time."""
+    plus_two = timezone(timedelta(hours=2))
+    low = LowBalanceReport(
+        threshold=10_000,
+        total=0,
+        negative=0,
+        burn_window_days=7,
+        rows=[],
+        offset=0,
+        page=Page(number=1, count=1),
+    )
+    report = DigestReport(
+        channel="CDIGEST",
+        generated_at=datetime(2026, 5, 3, 11, 30, tzinfo=plus_two),
+        previous_at=datetime(2026, 5, 2, 1, 15, tzinfo=plus_two),
+        totals=FleetTotals(users=0, remaining=0, used=0, cost=Decimal(0), negative=0),
+        low=low,
+        minimum=100,
+        discrepant=0,
+        deferred=0,
+        new=0,
+        unresolved=0,
+        resolved=0,
+        new_rows=[],
+        unresolved_rows=[],
+    )
+    header = context_texts(render_digest(report).as_kwargs()["blocks"])[0]
+    assert header.startswith("2026-05-03 09:30 UTC") and "2026-05-01 23:15 UTC" in header
