@@ -100,7 +100,7 @@ def run_console(
     buttons: list[dict[str, Any]] = []
 
     def show(reply: Reply) -> None:
-        text, shown = blocks_as_text([b.to_dict() for b in reply.blocks], first=len(buttons) + 1)
+        text, shown = blocks_as_text(reply.as_kwargs()["blocks"], first=len(buttons) + 1)
         buttons.extend(shown)
         print(text, file=stream, flush=True)
 

@@ -84,15 +84,17 @@ def retry_handlers(settings: Settings) -> list[RetryHandler]:
 
 
 def web_client(settings: Settings) -> WebClient:
-    """The app's Web API client: SLACK_API_URL, a timeout, and the SDK's retry of refused connections.
+    """The app's Web API client: SLACK_API_URL, a timeout, and no retries of its own.
 
-    429 and 5xx answers are left to the caller (bot.slack_api), which alone knows whether a call is
-    safe to repeat: a chat.postMessage answered 500 may have been posted.
+    Every retry is left to the caller (bot.slack_api), which alone knows whether a call is safe to
+    repeat: a chat.postMessage whose connection dropped, or that was answered 500, may have been posted.
+    The SDK's default would re-send after a dropped connection.
     """
     return WebClient(
         token=settings.slack_bot_token,
         base_url=settings.slack_api_url,
         timeout=settings.tokens_slack_timeout_seconds,
+        retry_handlers=[],
     )
 
 
@@ -143,7 +145,9 @@ class RetryingRespond(Respond):
             )
         response = self.client.send_dict(message)
         if response.status_code != 200:
-            log.warning("Slack refused a reply for good: HTTP %s %s", response.status_code, response.body[:200])
+            log.warning(
+                "Slack refused a reply for good: HTTP %s %s", response.status_code, response.body[:200]
+            )
         return response
 
 

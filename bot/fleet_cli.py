@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from slack_sdk import WebClient
-
 from bot.bootstrap import build_service, prepare_database
 from bot.console import blocks_as_text
+from bot.delivery import web_client
 from bot.render.common import Reply
 from bot.render.fleet import render_digest
 from bot.slack_api import WebSlack
@@ -40,8 +39,7 @@ def digest(settings: Settings, channel: str, *, dry_run: bool) -> int:
         if dry_run:
             print(_as_text(reply))
             return None
-        client = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
-        ts = WebSlack(client, settings).post(channel, reply)
+        ts = WebSlack(web_client(settings), settings).post(channel, reply)
         if ts is None:
             raise DigestNotPostedError(f"Slack did not accept the digest for {channel}; see the log above.")
         return ts
@@ -55,7 +53,7 @@ def digest(settings: Settings, channel: str, *, dry_run: bool) -> int:
 
 
 def _as_text(reply: Reply) -> str:
-    text, _ = blocks_as_text([block.to_dict() for block in reply.blocks])
+    text, _ = blocks_as_text(reply.as_kwargs()["blocks"])
     return text
 
 

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     port: int = 3000
     # HTTP mode under gunicorn: worker processes, and threads per worker (see docs-deploy.md for sizing).
     web_concurrency: int = Field(default=2, ge=1, le=64)
-    gunicorn_threads: int = Field(default=8, ge=1, le=256)
+    gunicorn_threads: int = Field(default=4, ge=1, le=256)
 
     tokens_admins: CommaList = []
     tokens_approvers: CommaList = []
@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     # which spills to disk under PostgreSQL's 4MB default.
     tokens_work_mem: str = Field(default="32MB", pattern=r"^[0-9]+(kB|MB|GB)$")
     # Connections per engine (and as many again as overflow); one per thread doing database work.
-    tokens_db_pool_size: int = Field(default=5, ge=1, le=100)
+    tokens_db_pool_size: int = Field(default=4, ge=1, le=100)
     # Every transaction of the bot runs with SET LOCAL statement_timeout: a slow query ends in a
     # friendly reply instead of a request that hangs.
     tokens_statement_timeout_ms: int = Field(default=15_000, ge=100)
@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     # Threads per process that compute and send replies; listeners ack in the request's own thread, so
     # acks never wait for these. Keep TOKENS_DB_POOL_SIZE at least as large: a reply thread beyond the
     # pool gets an overflow connection, opened and closed again per reply.
-    tokens_reply_threads: int = Field(default=16, ge=1, le=256)
+    tokens_reply_threads: int = Field(default=4, ge=1, le=256)
 
     @field_validator("tokens_admins", "tokens_approvers", "tokens_viewers", mode="before")
     @classmethod

@@ -80,3 +80,79 @@ def test_digest_times_are_shown_in_utc_whatever_the_session_time_zone() -> None:
     )
     header = context_texts(render_digest(report).as_kwargs()["blocks"])[0]
     assert header.startswith("2026-05-03 09:30 UTC") and "2026-05-01 23:15 UTC" in header
+
+
+def test_the_check_reply_built_as_json_is_block_kit_that_slack_sdk_accepts() -> None:
+    """The check reply skips slack_sdk's objects for speed: every block must still parse back through
+    slack_sdk and pass its validators unchanged, also with texts far past Slack's limits."""
+    from slack_sdk.models.blocks import Block
+
+    from bot.render.check import render_check
+    from core.models import (
+        Balance,
+        BreakdownRow,
+        CheckReport,
+        Finding,
+        FindingKind,
+        GrantSource,
+        InitialGrant,
+        Operation,
+        Verdict,
+    )
+
+    at = datetime(2026, 5, 3, 9, 30, tzinfo=UTC)
+    long_email = "a" * 400 + "@example.com"
+    report = CheckReport(
+        user=UserRef(user_id=uuid.uuid4(), email=long_email),
+        balance=Balance(
+            current_used=10**12,
+            calculated_used=5,
+            current_cost=Decimal("12345678.90"),
+            calculated_cost=Decimal("0.01"),
+            current_remaining=-(10**12),
+            expected_remaining=7,
+            initial_grant=InitialGrant(tokens=5_000_000, source=GrantSource.TIER, description="x" * 5_000),
+            admin_grants=1,
+            admin_deductions=2,
+            ledger_rows=60,
+            failed_rows=3,
+        ),
+        verdict=Verdict.PROBLEM,
+        findings=[Finding(kind=k, tokens=10**9, rows=3, summary="y" * 2_000) for k in FindingKind],
+        breakdown=[
+            BreakdownRow(
+                action_type=f"action_{i}" * 10,
+                model_used="gpt-4",
+                operations=10**6,
+                failed_operations=1,
+                tokens=10**12,
+                cost=Decimal("1234.5678"),
+                first_use=at,
+                last_use=at,
+            )
+            for i in range(60)
+        ],
+        operations=[
+            Operation(
+                id=uuid.uuid4(),
+                created_at=at,
+                action_type="chat",
+                model_used=None,
+                tokens_used=10**9,
+                cost_estimate=Decimal("12.5"),
+                success=False,
+                error_message="`boom`" * 100,
+            )
+            for _ in range(10)
+        ],
+        operations_total=60,
+        page=Page(number=2, count=5),
+    )
+    blocks = render_check(report).as_kwargs()["blocks"]
+    assert [b["type"] for b in blocks] == [
+        "header", "context", "section", "divider", "section", "section", "section", "actions"
+    ]  # fmt: skip
+    for block in blocks:
+        parsed = Block.parse(block)
+        assert parsed is not None
+        assert parsed.to_dict() == block  # to_dict() runs slack_sdk's validators, raising past a limit

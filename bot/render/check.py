@@ -5,9 +5,22 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock, MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import Block
 
-from bot.render.common import Reply, actions, button, context, dollars, section, signed, tokens
+from bot.render.common import (
+    DIVIDER,
+    JsonBlock,
+    Reply,
+    actions,
+    button,
+    context_json,
+    dollars,
+    fields_json,
+    header_json,
+    section_json,
+    signed,
+    tokens,
+)
 from core.models import CheckReport, FindingKind, Operation, Verdict
 
 CHECK_PAGE_ACTION = "check_page"
@@ -34,14 +47,17 @@ def check_page_value(report: CheckReport, page: int) -> str:
 
 
 def render_check(report: CheckReport) -> Reply:
-    blocks: list[Block] = [
-        HeaderBlock(text=f"{_VERDICT_TITLE[report.verdict]}: {report.user.label}"[:150]),
-        context(f"User `{report.user.user_id}` · initial grant: {report.balance.initial_grant.description}"),
+    """The check reply, its blocks built as JSON: it is rendered on every check (see common.JsonBlock)."""
+    blocks: list[Block | JsonBlock] = [
+        header_json(f"{_VERDICT_TITLE[report.verdict]}: {report.user.label}"),
+        context_json(
+            f"User `{report.user.user_id}` · initial grant: {report.balance.initial_grant.description}"
+        ),
         _discrepancies(report),
-        DividerBlock(),
-        section(_findings(report)),
-        section(_breakdown(report)),
-        section(_operations(report)),
+        DIVIDER,
+        section_json(_findings(report)),
+        section_json(_breakdown(report)),
+        section_json(_operations(report)),
     ]
     paging = []
     if report.page.has_previous:
@@ -59,7 +75,7 @@ def render_check(report: CheckReport) -> Reply:
     return Reply(text=_fallback(report), blocks=blocks)
 
 
-def _discrepancies(report: CheckReport) -> SectionBlock:
+def _discrepancies(report: CheckReport) -> JsonBlock:
     b = report.balance
     fields = [
         f"*Used*\nprofile {tokens(b.current_used)} · ledger {tokens(b.calculated_used)}\n"
@@ -71,7 +87,7 @@ def _discrepancies(report: CheckReport) -> SectionBlock:
         f"*Ledger*\n{tokens(b.ledger_rows)} rows, {tokens(b.failed_rows)} failed\n"
         f"grants +{tokens(b.admin_grants)} · deductions -{tokens(b.admin_deductions)}",
     ]
-    return SectionBlock(fields=[MarkdownTextObject(text=f) for f in fields])
+    return fields_json(fields)
 
 
 def _findings(report: CheckReport) -> str:
