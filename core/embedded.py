@@ -14,8 +14,13 @@ def start_embedded(data_dir: Path) -> str:
 
     The server outlives this process only while another process still uses it; pgserver counts users.
     """
-    # pgserver asks platformdirs for a runtime dir on import; without XDG_RUNTIME_DIR that only warns.
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.resolve().parent))
+    # pgserver asks platformdirs for a runtime dir on import, which warns unless one exists, owned by
+    # us with mode 0700; give it one beside the data rather than depend on the login session's.
+    if "XDG_RUNTIME_DIR" not in os.environ:
+        runtime = data_dir.resolve().parent / "run"
+        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        runtime.chmod(0o700)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     import pgserver  # imported here: it is only needed when no DATABASE_URL is set
 
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -27,8 +27,20 @@ def _prepared_after_repeats(engine: Engine, repeats: int = 12) -> int:
         return int(conn.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar_one())
 
 
-def _with(url: str, **changes: object) -> str:
-    return make_url(url).set(**changes).render_as_string(hide_password=False)  # type: ignore[arg-type]
+def _with_query(url: str, **query: str) -> str:
+    """`url` with query parameters added, keeping the ones it has (the embedded server's socket `host`)."""
+    return make_url(url).update_query_dict(query).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def tcp_url(database_url: str) -> Iterator[str]:
+    """The test database over TCP, whether the server listens on TCP or (embedded) on a socket only.
+
+    `sslmode` applies to TCP alone: libpq never negotiates TLS on a Unix socket.
+    """
+    proxy = TcpProxy.for_url(database_url)
+    yield proxy.url_through(database_url)
+    proxy.stop()
 
 
 @pytest.fixture
@@ -55,8 +67,8 @@ def test_pooler_port_and_prepare_threshold_none_disable_prepared_statements(
     database_url: str, pooler_port_proxy: TcpProxy
 ) -> None:
     """An engine for a :6543 URL, or one with `?prepare_threshold=none`, never prepares a statement."""
-    pooler_url = _with(database_url, port=SUPABASE_POOLER_PORT)
-    explicit_url = _with(database_url, query={"prepare_threshold": "none"})
+    pooler_url = pooler_port_proxy.url_through(database_url)
+    explicit_url = _with_query(database_url, prepare_threshold="none")
     for url in (pooler_url, explicit_url):
         engine = make_engine(url, pool_size=1)
         try:
@@ -66,9 +78,9 @@ def test_pooler_port_and_prepare_threshold_none_disable_prepared_statements(
 
 
 @pytest.mark.parametrize("sslmode", ["disable", "prefer", "allow"])
-def test_sslmode_in_the_url_is_honoured(database_url: str, sslmode: str) -> None:
+def test_sslmode_in_the_url_is_honoured(tcp_url: str, sslmode: str) -> None:
     """A DATABASE_URL carrying `sslmode` connects; the session is encrypted exactly when the server offers it."""
-    engine = make_engine(_with(database_url, query={"sslmode": sslmode}), pool_size=1)
+    engine = make_engine(_with_query(tcp_url, sslmode=sslmode), pool_size=1)
     try:
         with engine.connect() as conn:
             server_ssl = conn.execute(text("SHOW ssl")).scalar_one() == "on"
@@ -80,12 +92,12 @@ def test_sslmode_in_the_url_is_honoured(database_url: str, sslmode: str) -> None
         engine.dispose()
 
 
-def test_sslmode_require_refuses_a_server_without_tls(database_url: str, engine: Engine) -> None:
+def test_sslmode_require_refuses_a_server_without_tls(tcp_url: str, engine: Engine) -> None:
     """`sslmode=require` (Supabase's direct connection) never falls back to plain text."""
     with engine.connect() as conn:
         if conn.execute(text("SHOW ssl")).scalar_one() == "on":
             pytest.skip("this server offers TLS; the refusal needs one that does not")
-    strict = make_engine(_with(database_url, query={"sslmode": "require"}), pool_size=1)
+    strict = make_engine(_with_query(tcp_url, sslmode="require"), pool_size=1)
     try:
         with pytest.raises(OperationalError, match="SSL"), strict.connect():
             pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 
 class TcpProxy:
@@ -15,8 +15,8 @@ class TcpProxy:
     away, as it does when PostgreSQL is stopped or restarted.
     """
 
-    def __init__(self, target_host: str, target_port: int, listen_port: int = 0) -> None:
-        self.target = (target_host, target_port)
+    def __init__(self, target: tuple[str, int] | str, listen_port: int = 0) -> None:
+        self.target = target
         self._listener = socket.create_server(("127.0.0.1", listen_port))
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -25,19 +25,24 @@ class TcpProxy:
 
     @classmethod
     def for_url(cls, url: str, listen_port: int = 0) -> TcpProxy:
+        """A proxy to the server `url` names: over TCP, or its Unix socket (the embedded server has only that)."""
         parts = urlsplit(url)
-        return cls(parts.hostname or "127.0.0.1", parts.port or 5432, listen_port).start()
+        socket_dir = parse_qs(parts.query).get("host", [""])[0]
+        if socket_dir.startswith("/"):
+            return cls(f"{socket_dir}/.s.PGSQL.{parts.port or 5432}", listen_port).start()
+        return cls((parts.hostname or "127.0.0.1", parts.port or 5432), listen_port).start()
 
     @property
     def port(self) -> int:
         return int(self._listener.getsockname()[1])
 
     def url_through(self, url: str) -> str:
-        """`url` with its host and port replaced by this proxy's."""
+        """`url` with its host and port replaced by this proxy's (and no socket directory left in it)."""
         parts = urlsplit(url)
         credentials = parts.netloc.rpartition("@")[0]
         netloc = f"{credentials}@127.0.0.1:{self.port}" if credentials else f"127.0.0.1:{self.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "host"])
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
 
     def start(self) -> TcpProxy:
         self._thread.start()
@@ -71,7 +76,7 @@ class TcpProxy:
                     client.close()
                     continue
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = self._connect()
             except OSError:
                 client.close()
                 continue
@@ -84,6 +89,14 @@ class TcpProxy:
                 self._open.update((client, upstream))
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _connect(self) -> socket.socket:
+        if isinstance(self.target, str):
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.settimeout(5)
+            upstream.connect(self.target)
+            return upstream
+        return socket.create_connection(self.target, timeout=5)
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
