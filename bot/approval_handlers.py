@@ -146,15 +146,10 @@ def _publish(
     try:
         if request.channel and request.message_ts:
             slack.update(request.channel, request.message_ts, render_request(request))
-        if (
-            decision is not None
-            and decision.outcome is Outcome.APPLIED
-            and request.channel
-            and request.message_ts
-        ):
-            grant = request.correction.explicit_initial_grant if request.correction else None
-            report = service.reconcile(decision.actor.slack_id, request.user.user_id, initial_grant=grant)
-            slack.post(request.channel, render_reconcile(report), thread_ts=request.message_ts)
+            if decision is not None and decision.outcome is Outcome.APPLIED:
+                grant = request.correction.explicit_initial_grant if request.correction else None
+                report = service.reconcile(decision.actor.slack_id, request.user.user_id, initial_grant=grant)
+                slack.post(request.channel, render_reconcile(report), thread_ts=request.message_ts)
         if decision is None or decision.actor.slack_id != request.requester.slack_id:
             slack.notify(request.requester.slack_id, render_requester_notice(request))
     except Exception:

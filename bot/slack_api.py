@@ -123,7 +123,7 @@ class WebSlack:
                 if not (idempotent or _surely_unsent(exc)) or attempt >= self.retries:
                     log.warning("Slack %s failed for good (%s): %s", method, type(exc).__name__, exc)
                     return None
-                delay = min(self.base_delay * 2**attempt, _MAX_DELAY)
+                delay = self._backoff(attempt)
                 attempt += 1
                 log.info(
                     "Slack %s failed (%s); retry %d in %.2fs", method, type(exc).__name__, attempt, delay
@@ -133,8 +133,14 @@ class WebSlack:
     def _delay(self, response: SlackResponse, attempt: int) -> float:
         """Slack's Retry-After when it gives one, else exponential backoff from the configured base."""
         retry_after = response.headers.get("Retry-After") or response.headers.get("retry-after")
+        if retry_after is None:
+            return self._backoff(attempt)
         try:
-            delay = float(retry_after) if retry_after is not None else self.base_delay * 2**attempt
+            return min(float(retry_after), _MAX_DELAY)
         except ValueError:
-            delay = self.base_delay * 2**attempt
-        return min(delay, _MAX_DELAY)
+            return self._backoff(attempt)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff from the configured base, never past _MAX_DELAY."""
+        delay: float = min(self.base_delay * 2**attempt, _MAX_DELAY)
+        return delay

@@ -348,18 +348,15 @@ def cancel(
 
 def expire_due(conn: Connection, settings: Settings, now: datetime) -> list[ApprovalRequest]:
     """Close every overdue pending request; rows another replica is deciding right now are skipped."""
-    ids = conn.execute(
+    rows = conn.execute(
         text(
-            f"SELECT id FROM {_table(settings)} WHERE status = 'pending' AND expires_at <= :now"
+            f"SELECT * FROM {_table(settings)} WHERE status = 'pending' AND expires_at <= :now"
             " ORDER BY id FOR UPDATE SKIP LOCKED"
         ),
         {"now": now},
-    ).scalars()
-    expired = []
-    for request_id in list(ids):
-        request = get_request(conn, settings, int(request_id))
-        expired.append(_close(conn, settings, request, Outcome.EXPIRED, SYSTEM, now).request)
-    return expired
+    ).mappings()
+    overdue = [_from_row(row) for row in rows]
+    return [_close(conn, settings, request, Outcome.EXPIRED, SYSTEM, now).request for request in overdue]
 
 
 def pending_requests(conn: Connection, settings: Settings, now: datetime) -> list[ApprovalRequest]:
@@ -425,14 +422,9 @@ def _apply_adjustment(
     check_limits(settings, request.delta, before)
     after = before + request.delta
     metadata = {
-        "source": "slack",
-        "request_id": request.id,
+        **_approval_trail(request, actor, now),
         "reason": request.reason,
         "delta": request.delta,
-        "requested_by": request.requester.audit(),
-        "approved_by": actor.audit(),
-        "requested_at": request.requested_at.isoformat(),
-        "approved_at": now.isoformat(),
         "balance_before": before,
         "balance_after": after,
     }
@@ -503,12 +495,7 @@ def _apply_correction(
         {"r": correction.remaining, "used": correction.used, "c": correction.cost, "u": request.user.user_id},
     )
     details = {
-        "source": "slack",
-        "request_id": request.id,
-        "requested_by": request.requester.audit(),
-        "approved_by": actor.audit(),
-        "requested_at": request.requested_at.isoformat(),
-        "approved_at": now.isoformat(),
+        **_approval_trail(request, actor, now),
         "initial_grant": correction.initial_grant.model_dump(mode="json"),
         "ledger": correction.snapshot.model_dump(mode="json"),
         "before": image,
@@ -528,6 +515,19 @@ def _apply_correction(
         details=details,
         applied=(b.current_remaining, correction.remaining, None),
     )
+
+
+def _approval_trail(request: ApprovalRequest, actor: Person, now: datetime) -> dict[str, Any]:
+    """Who asked, who approved and when, on every applied request; `source` and `request_id` are also
+    what marks a ledger row as written by tokens-bot (core.product.WRITTEN_BY_BOT)."""
+    return {
+        "source": "slack",
+        "request_id": request.id,
+        "requested_by": request.requester.audit(),
+        "approved_by": actor.audit(),
+        "requested_at": request.requested_at.isoformat(),
+        "approved_at": now.isoformat(),
+    }
 
 
 _STATUS = {

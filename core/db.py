@@ -14,6 +14,8 @@ from core.settings import to_sqlalchemy_url
 Isolation = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 
 
+# Supabase's transaction pooler (Supavisor/pgbouncer) listens here.
+TRANSACTION_POOLER_PORT = 6543
 # Under Slack's 3 s so a command during an outage is told so in time; libpq's minimum is 2.
 CONNECT_TIMEOUT_SECONDS = 2
 # The execution option carrying an engine's statement timeout into every unit of work.
@@ -48,7 +50,7 @@ def make_engine(
         "keepalives_interval": 10,
         "keepalives_count": 3,
     }
-    if sa_url.port == 6543 or sa_url.query.get("prepare_threshold") == "none":
+    if sa_url.port == TRANSACTION_POOLER_PORT or sa_url.query.get("prepare_threshold") == "none":
         # A transaction pooler (Supabase on 6543, pgbouncer) cannot keep prepared statements.
         connect_args["prepare_threshold"] = None
         sa_url = sa_url.difference_update_query(["prepare_threshold"])

@@ -37,6 +37,7 @@ def build_digest(
         text(f'SELECT id, created_at FROM "{schema}".digests WHERE channel = :c ORDER BY id DESC LIMIT 1'),
         {"c": channel},
     ).first()
+    previous_id = previous.id if previous else None
     generated_at = reader.execute(text("SELECT now()")).scalar_one()
     low = low_balances(reader, shape, settings, threshold=settings.tokens_lowbalance_threshold, page=1)
     minimum = settings.tokens_scan_threshold
@@ -70,7 +71,7 @@ def build_digest(
             FROM now n
             """
             ),
-            {"d": digest_id, "p": previous.id if previous else None},
+            {"d": digest_id, "p": previous_id},
         )
         .mappings()
         .one()
@@ -80,8 +81,7 @@ def build_digest(
         {"n": counts["discrepant"], "d": digest_id},
     )
     new_ids, unresolved_ids = (
-        _largest(primary, schema, digest_id, previous.id if previous else None, seen=seen, limit=shown)
-        for seen in (False, True)
+        _largest(primary, schema, digest_id, previous_id, seen=seen, limit=shown) for seen in (False, True)
     )
     discrepant, new = int(counts["discrepant"]), int(counts["new"])
     report = DigestReport(

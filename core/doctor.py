@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
+from core.db import TRANSACTION_POOLER_PORT
 from core.fleet_models import DoctorReport, IndexCheck
 from core.migrate import current_revision
 from core.settings import Settings, to_sqlalchemy_url
-
-TRANSACTION_POOLER_PORT = 6543
 
 
 @dataclass(frozen=True)

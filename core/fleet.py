@@ -48,7 +48,7 @@ def _discrepancy_cte(shape: ProductShape, settings: Settings, *, chosen_users: b
 
     `chosen_users` narrows both tables to `:ids`, for re-reading a few users the digest picked.
     """
-    tier = f'p."{shape.tier_column}"' if shape.tier_column else "NULL::text"
+    tier = shape.tier_sql
     only = "AND {}.user_id = ANY(:ids)" if chosen_users else ""
     grant = "t.success AND t.action_type = 'admin_grant'"
     # Whether each configured tier amount was logged as an admin_grant by the product (tokens-bot's own
@@ -146,6 +146,11 @@ def _email_join(shape: ProductShape, alias: str) -> tuple[str, str]:
     )
 
 
+def _requested_offset(page: int, size: int) -> int:
+    """The first row of the page asked for, before any clamping to the rows there are."""
+    return (max(page, 1) - 1) * size
+
+
 def _page_at(offset: int, total: int, size: int) -> Page:
     """The page a (clamped) row offset falls on, out of the pages `total` rows fill."""
     return Page(number=offset // size + 1, count=max(1, math.ceil(total / size)))
@@ -191,7 +196,7 @@ def scan_discrepancies(
     {email_join}
     ORDER BY pg.worst DESC, pg.user_id
     """
-    params = {**_scan_params(settings, minimum), "size": size, "offset": (max(page, 1) - 1) * size}
+    params = {**_scan_params(settings, minimum), "size": size, "offset": _requested_offset(page, size)}
     rows = conn.execute(_statement(sql), params).mappings().all()
     first = rows[0]
     total = int(first["matched_total"])
@@ -284,7 +289,7 @@ def low_balances(
     sql = _LOW_BALANCE_SQL.format(
         email=email, email_join=email_join, consumption=CONSUMPTION.replace("action_type", "t.action_type")
     )
-    params = {"threshold": threshold, "size": size, "offset": (max(page, 1) - 1) * size, "window": window}
+    params = {"threshold": threshold, "size": size, "offset": _requested_offset(page, size), "window": window}
     rows = conn.execute(text(sql), params).mappings().all()
     first = rows[0]
     total = int(first["total"])
@@ -324,7 +329,7 @@ def top_users(conn: Connection, shape: ProductShape, settings: Settings, *, n: i
     users = int(conn.execute(text("SELECT count(*) FROM user_profiles")).scalar_one())
     shown = min(n, users)
     size = settings.tokens_page_size
-    offset = min((max(page, 1) - 1) * size, max(shown - 1, 0) // size * size)
+    offset = min(_requested_offset(page, size), max(shown - 1, 0) // size * size)
     email, email_join = _email_join(shape, "p")
     rows = conn.execute(
         text(_TOP_SQL.format(email=email, email_join=email_join)),

@@ -26,6 +26,11 @@ class ProductShape:
     email_source: EmailSource | None
 
     @property
+    def tier_sql(self) -> str:
+        """The tier of profile `p` as a SQL expression: NULL where the product has no tier column."""
+        return f'p."{self.tier_column}"' if self.tier_column else "NULL::text"
+
+    @property
     def email_table(self) -> str:
         """The quoted, schema-qualified email table; identifiers were validated by the settings."""
         assert self.email_source is not None

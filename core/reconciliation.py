@@ -18,7 +18,7 @@ from core.settings import Settings
 @lru_cache
 def _balance_sql(shape: ProductShape) -> TextClause:
     """Built and parsed once per product shape."""
-    tier = f'p."{shape.tier_column}"' if shape.tier_column else "NULL::text"
+    tier = shape.tier_sql
     return text(f"""
     SELECT p.vibe_assistant_tokens_used AS current_used,
            p.vibe_assistant_total_cost AS current_cost,

@@ -15,6 +15,7 @@ from slack_sdk.models.blocks import (
 
 from bot.render.common import (
     MAX_BLOCKS,
+    MAX_HEADER_TEXT,
     Reply,
     actions,
     button,
@@ -164,7 +165,7 @@ def render_reconcile(report: ReconcileReport) -> Reply:
         else ":wrench: Differs from the ledger"
     )
     blocks: list[Block] = [
-        HeaderBlock(text=f"{header}: {report.user.label}"[:150]),
+        HeaderBlock(text=f"{header}: {report.user.label}"[:MAX_HEADER_TEXT]),
         context(f"User `{report.user.user_id}` · initial grant: {b.initial_grant.description}"),
         SectionBlock(
             fields=[

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 
 from slack_sdk.models.blocks import Block
 
@@ -11,12 +10,12 @@ from bot.render.common import (
     DIVIDER,
     JsonBlock,
     Reply,
-    actions,
-    button,
     context_json,
     dollars,
+    dollars_to_the_cent,
     fields_json,
     header_json,
+    page_buttons,
     section_json,
     signed,
     tokens,
@@ -24,7 +23,6 @@ from bot.render.common import (
 from core.models import CheckReport, FindingKind, Operation, Verdict
 
 CHECK_PAGE_ACTION = "check_page"
-_CENT = Decimal("0.01")
 
 _VERDICT_TITLE = {
     Verdict.RECONCILED: ":white_check_mark: Reconciled",
@@ -59,19 +57,7 @@ def render_check(report: CheckReport) -> Reply:
         section_json(_breakdown(report)),
         section_json(_operations(report)),
     ]
-    paging = []
-    if report.page.has_previous:
-        paging.append(
-            button(
-                ":arrow_left: Previous", CHECK_PAGE_ACTION, check_page_value(report, report.page.number - 1)
-            )
-        )
-    if report.page.has_next:
-        paging.append(
-            button("Next :arrow_right:", CHECK_PAGE_ACTION, check_page_value(report, report.page.number + 1))
-        )
-    if paging:
-        blocks.append(actions(*paging))
+    blocks += page_buttons(report.page, CHECK_PAGE_ACTION, lambda number: check_page_value(report, number))
     return Reply(text=_fallback(report), blocks=blocks)
 
 
@@ -104,7 +90,7 @@ def _breakdown(report: CheckReport) -> str:
         return "*Usage by action and model*\nNo ledger rows."
     rows = [
         f"{r.action_type[:28]:<28} {(r.model_used or '-')[:12]:<12} {r.operations:>6,} {r.failed_operations:>5,}"
-        f" {r.tokens:>13,} {dollars(r.cost.quantize(_CENT)):>10}"
+        f" {r.tokens:>13,} {dollars_to_the_cent(r.cost):>10}"
         for r in report.breakdown
     ]
     header = f"{'action':<28} {'model':<12} {'ops':>6} {'fail':>5} {'tokens':>13} {'cost':>10}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -18,6 +18,7 @@ from slack_sdk.models.blocks import (
 )
 
 from core.commands import USAGE
+from core.models import Page
 
 # Slack rejects a message with more than 50 blocks, a section text or context element over 3,000
 # characters, a section field over 2,000 or more than 10 fields, and a header over 150.
@@ -35,6 +36,7 @@ MAX_HEADER_TEXT = 150
 # validators.
 JsonBlock = dict[str, Any]
 DIVIDER: JsonBlock = {"type": "divider"}
+_CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,16 @@ def actions(*buttons: ButtonElement) -> ActionsBlock:
     return ActionsBlock(elements=list(buttons))
 
 
+def page_buttons(page: Page, action_id: str, value_for: Callable[[int], str]) -> list[Block]:
+    """Previous and Next, where there is such a page, each carrying `value_for(that page's number)`."""
+    buttons = []
+    if page.has_previous:
+        buttons.append(button(":arrow_left: Previous", action_id, value_for(page.number - 1)))
+    if page.has_next:
+        buttons.append(button("Next :arrow_right:", action_id, value_for(page.number + 1)))
+    return [actions(*buttons)] if buttons else []
+
+
 def tokens(amount: int) -> str:
     return f"{amount:,}"
 
@@ -121,6 +133,11 @@ def signed(amount: int) -> str:
 def dollars(amount: Decimal) -> str:
     sign = "-" if amount < 0 else ""
     return f"{sign}${abs(amount):,}"
+
+
+def dollars_to_the_cent(amount: Decimal) -> str:
+    """`dollars` for sums whose scale is finer than a cent, where the extra digits are only noise."""
+    return dollars(amount.quantize(_CENT))
 
 
 def message(text: str) -> Reply:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
-from typing import Any
 from uuid import UUID
 
 from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock, MarkdownTextObject, SectionBlock
 
 from bot.render.check import FINDING_TITLES
-from bot.render.common import Reply, actions, button, context, dollars, section, signed, tokens
+from bot.render.common import (
+    Reply,
+    button,
+    context,
+    dollars,
+    dollars_to_the_cent,
+    page_buttons,
+    section,
+    signed,
+    tokens,
+)
 from core.approvals import when
 from core.fleet_models import (
     DigestReport,
@@ -20,13 +28,12 @@ from core.fleet_models import (
     LowBalanceRow,
     TopReport,
 )
-from core.models import Page, UserRef
+from core.models import UserRef
 
 LOWBALANCE_PAGE_ACTION = "lowbalance_page"
 DISCREPANCIES_PAGE_ACTION = "discrepancies_page"
 TOP_PAGE_ACTION = "top_page"
 OPEN_CHECK_ACTION = "open_check"
-_CENT = Decimal("0.01")
 
 
 def open_check_value(user_id: UUID) -> str:
@@ -39,17 +46,6 @@ def _row(text: str, user: UserRef) -> SectionBlock:
         text=MarkdownTextObject(text=text),
         accessory=button("Check", OPEN_CHECK_ACTION, open_check_value(user.user_id)),
     )
-
-
-def _paging(page: Page, action_id: str, value: dict[str, Any]) -> list[Block]:
-    buttons = []
-    if page.has_previous:
-        buttons.append(
-            button(":arrow_left: Previous", action_id, json.dumps({**value, "p": page.number - 1}))
-        )
-    if page.has_next:
-        buttons.append(button("Next :arrow_right:", action_id, json.dumps({**value, "p": page.number + 1})))
-    return [actions(*buttons)] if buttons else []
 
 
 def _matched(count: int, noun: str = "user") -> str:
@@ -87,7 +83,9 @@ def render_lowbalance(report: LowBalanceReport) -> Reply:
     if not report.rows:
         blocks.append(section(f"No user has fewer than {tokens(report.threshold)} tokens."))
     blocks += [_row(_low_line(report.offset + i + 1, row), row.user) for i, row in enumerate(report.rows)]
-    blocks += _paging(report.page, LOWBALANCE_PAGE_ACTION, {"t": report.threshold})
+    blocks += page_buttons(
+        report.page, LOWBALANCE_PAGE_ACTION, lambda p: json.dumps({"t": report.threshold, "p": p})
+    )
     return Reply(
         text=f"Low balances: {report.total:,} users under {report.threshold:,} tokens", blocks=blocks
     )
@@ -130,7 +128,9 @@ def render_discrepancies(report: DiscrepancyReport) -> Reply:
     blocks += [
         _row(_discrepancy_line(report.offset + i + 1, row), row.user) for i, row in enumerate(report.rows)
     ]
-    blocks += _paging(report.page, DISCREPANCIES_PAGE_ACTION, {"m": report.minimum})
+    blocks += page_buttons(
+        report.page, DISCREPANCIES_PAGE_ACTION, lambda p: json.dumps({"m": report.minimum, "p": p})
+    )
     return Reply(text=f"Discrepancies: {report.total:,} users over {report.minimum:,} tokens", blocks=blocks)
 
 
@@ -148,13 +148,15 @@ def render_top(report: TopReport) -> Reply:
     blocks += [
         _row(
             f"*{report.offset + i + 1}.* {row.user.label}\n"
-            f"used *{tokens(row.used)}* · cost {dollars(row.cost.quantize(_CENT))}"
+            f"used *{tokens(row.used)}* · cost {dollars_to_the_cent(row.cost)}"
             f" · remaining {tokens(row.remaining)}",
             row.user,
         )
         for i, row in enumerate(report.rows)
     ]
-    blocks += _paging(report.page, TOP_PAGE_ACTION, {"n": report.requested})
+    blocks += page_buttons(
+        report.page, TOP_PAGE_ACTION, lambda p: json.dumps({"n": report.requested, "p": p})
+    )
     return Reply(text=f"Top {shown:,} users by lifetime usage", blocks=blocks)
 
 
@@ -174,7 +176,7 @@ def render_digest(report: DigestReport) -> Reply:
                 MarkdownTextObject(text=f"*Users*\n{tokens(t.users)}"),
                 MarkdownTextObject(text=f"*Tokens remaining*\n{tokens(t.remaining)}"),
                 MarkdownTextObject(text=f"*Tokens used*\n{tokens(t.used)}"),
-                MarkdownTextObject(text=f"*Cost*\n{dollars(t.cost.quantize(_CENT))}"),
+                MarkdownTextObject(text=f"*Cost*\n{dollars_to_the_cent(t.cost)}"),
                 MarkdownTextObject(text=f"*Negative balances*\n{tokens(t.negative)}"),
             ]
         ),
