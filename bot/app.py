@@ -7,11 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import App, BoltResponse
+from slack_bolt.error import BoltError
+from slack_sdk.errors import SlackClientError
 
 from bot import delivery, guards, listeners
 from bot.delivery import web_client
 from bot.render.common import render_unexpected_error
 from core.service import TokensService
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +34,7 @@ def build_app(
     replies queue.
     """
     settings = service.settings
-    app = App(
-        client=web_client(settings),
-        signing_secret=settings.slack_signing_secret or "",
-        request_verification_enabled=not socket_mode,
-        # No auth.test round trip at start: every gunicorn worker would make one.
-        token_verification_enabled=False,
-        process_before_response=True,
-    )
+    app = _bolt_app(settings, socket_mode=socket_mode)
     guards.install(app, settings)
     delivery.install(app, settings)
     listeners.register(app, service, executor or ThreadPoolExecutor(settings.tokens_reply_threads))
@@ -51,3 +47,23 @@ def build_app(
         return None
 
     return app
+
+
+def _bolt_app(settings: Settings, *, socket_mode: bool) -> App:
+    """Bolt verifies the bot token (auth.test) once, here, before the first request arrives.
+
+    Left to the first requests instead, every concurrent one calls auth.test at once and any failure
+    becomes an HTTP 500 to Slack. If Slack cannot be reached now, the bot still starts and Bolt
+    verifies lazily on the first request, as it does without verification.
+    """
+    options: dict[str, Any] = {
+        "client": web_client(settings),
+        "signing_secret": settings.slack_signing_secret or "",
+        "request_verification_enabled": not socket_mode,
+        "process_before_response": True,
+    }
+    try:
+        return App(**options, token_verification_enabled=True)
+    except (BoltError, SlackClientError, OSError) as exc:
+        log.warning("could not verify the bot token with Slack at start (%s); will verify on first use", exc)
+        return App(**options, token_verification_enabled=False)
