@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from slack_bolt import App, BoltResponse
+from slack_bolt import App, BoltContext, BoltResponse
 from slack_bolt.error import BoltError
 from slack_sdk.errors import SlackClientError
 
@@ -35,18 +36,35 @@ def build_app(
     """
     settings = service.settings
     app = _bolt_app(settings, socket_mode=socket_mode)
+    app.use(_mark_verified)
     guards.install(app, settings)
     delivery.install(app, settings)
     listeners.register(app, service, executor or ThreadPoolExecutor(settings.tokens_reply_threads))
 
     @app.error
-    def tell_the_user(error: Exception, body: dict[str, Any], respond: Any) -> BoltResponse | None:
+    def tell_the_user(error: Exception, context: BoltContext, respond: Any) -> BoltResponse | None:
+        """Log, and apologise to the user, but only on a request that proved it came from Slack.
+
+        Bolt calls this for failures anywhere, its own signature check included, and builds `respond`
+        from the body's response_url before verifying anything: answering an unverified request would
+        POST to whatever URL its sender chose.
+        """
         log.error("unhandled error in a listener", exc_info=error)
-        if body.get("response_url"):
+        if context.get(VERIFIED) and context.response_url:
             respond(response_type="ephemeral", **render_unexpected_error().as_kwargs())
         return None
 
     return app
+
+
+# Set on a request's context once it is past Bolt's signature check (Socket Mode has none to pass).
+VERIFIED = "tokens_bot_verified"
+
+
+def _mark_verified(context: BoltContext, next: Callable[[], BoltResponse]) -> BoltResponse:
+    """The first of the app's middleware: Bolt runs it only after its own, signature check included."""
+    context[VERIFIED] = True
+    return next()
 
 
 def _bolt_app(settings: Settings, *, socket_mode: bool) -> App:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
-from uuid import UUID
 
+from bot.buttons import ProposeCorrection, Recompute, RequestButton
 from bot.render.approvals import (
     render_created,
     render_decision,
@@ -20,7 +18,6 @@ from bot.render.common import Reply
 from bot.slack_api import Interaction, SlackPort
 from core.approvals import ApprovalRequest, Decision, LedgerSnapshot, Outcome, Person
 from core.commands import AdjustCommand, CancelCommand, ReconcileCommand, RejectCommand, RequestsCommand
-from core.errors import UsageError
 from core.service import TokensService
 
 log = logging.getLogger(__name__)
@@ -59,61 +56,38 @@ def cancel_by_command(service: TokensService, actor: str, command: CancelCommand
     return _deciding(service, actor, lambda person: service.cancel(person, command.request_id))
 
 
-# Button handlers read their value inside the Interaction, so even a damaged button is answered to the
-# clicker alone and never replaces the shared approval message.
+# Button handlers get their value validated (bot.buttons), and answer the clicker alone: an Interaction's
+# reply never replaces the shared approval message.
 
 
-def approve_button(service: TokensService, actor: str, value: dict[str, Any]) -> Interaction:
-    return _deciding(service, actor, lambda person: service.approve(person, _request_id(value)))
+def approve_button(service: TokensService, actor: str, value: RequestButton) -> Interaction:
+    return _deciding(service, actor, lambda person: service.approve(person, value.r))
 
 
-def reject_button(service: TokensService, actor: str, value: dict[str, Any]) -> Interaction:
-    return _deciding(service, actor, lambda person: service.reject(person, _request_id(value)))
+def reject_button(service: TokensService, actor: str, value: RequestButton) -> Interaction:
+    return _deciding(service, actor, lambda person: service.reject(person, value.r))
 
 
-def cancel_button(service: TokensService, actor: str, value: dict[str, Any]) -> Interaction:
-    return _deciding(service, actor, lambda person: service.cancel(person, _request_id(value)))
+def cancel_button(service: TokensService, actor: str, value: RequestButton) -> Interaction:
+    return _deciding(service, actor, lambda person: service.cancel(person, value.r))
 
 
-def propose_button(service: TokensService, actor: str, value: dict[str, Any]) -> Interaction:
+def propose_button(service: TokensService, actor: str, value: ProposeCorrection) -> Interaction:
     def run(slack: SlackPort) -> Reply:
-        user_id, grant = _user_and_grant(value)
-        try:
-            seen = LedgerSnapshot(
-                rows=int(value["n"]), last_at=value["t"] and datetime.fromisoformat(value["t"])
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UsageError("That button's data is damaged; run `/tokens reconcile` again.") from exc
-        request = service.propose_correction(slack.person(actor), user_id, grant, seen)
+        seen = LedgerSnapshot(rows=value.n, last_at=value.t)
+        request = service.propose_correction(slack.person(actor), value.u, value.g, seen)
         return _announce(service, slack, request)
 
     return run
 
 
-def recompute_button(service: TokensService, actor: str, value: dict[str, Any]) -> Interaction:
+def recompute_button(service: TokensService, actor: str, value: Recompute) -> Interaction:
     """A fresh reconciliation for the clicker alone: the shared message it came from stays as it is."""
 
     def run(slack: SlackPort) -> Reply:
-        user_id, grant = _user_and_grant(value)
-        return render_reconcile(service.reconcile(actor, user_id, initial_grant=grant))
+        return render_reconcile(service.reconcile(actor, value.u, initial_grant=value.g))
 
     return run
-
-
-def _request_id(value: dict[str, Any]) -> int:
-    try:
-        return int(value["r"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(
-            "That button's data is damaged; `/tokens requests` lists the open requests."
-        ) from exc
-
-
-def _user_and_grant(value: dict[str, Any]) -> tuple[UUID, int | None]:
-    try:
-        return UUID(value["u"]), None if value.get("g") is None else int(value["g"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError("That button's data is damaged; run `/tokens reconcile` again.") from exc
 
 
 def _announce(service: TokensService, slack: SlackPort, request: ApprovalRequest) -> Reply:

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
+from bot import buttons
 from core.commands import PARSERS, parse_command
 from core.errors import TokensBotError
 from core.settings import Settings
@@ -142,12 +143,10 @@ class Audited:
 
     @classmethod
     def action(cls, slack_user: str, action_id: str, value: str) -> Audited:
-        try:
-            payload = json.loads(value)
-            user = UUID(str(payload["u"])) if isinstance(payload, dict) and "u" in payload else None
-        except (ValueError, TypeError):
-            user = None
-        return cls("action", action_id[:64], slack_user, _target(user))
+        """Whom the button names, if its value names anyone validly; a damaged value never raises here."""
+        user = buttons.user_of(value)
+        target = None if user is None else (email_digest(user) if "@" in user else user)
+        return cls("action", action_id[:64], slack_user, target)
 
     def record(self, outcome: str, started: float, error: type[BaseException] | None = None) -> None:
         """Log the outcome (`ok`, `refused`, `rate_limited`, `failed`) and how long the answer took."""

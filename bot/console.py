@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from bot.handlers import reply_to_action, reply_to_command
-from bot.render.common import Reply
+from bot.render.common import Reply, unescape
 from core.approvals import Person
 from core.service import TokensService
 
@@ -52,7 +52,8 @@ def blocks_as_text(blocks: list[dict[str, Any]], *, first: int = 1) -> tuple[str
 
 
 def _plain(markdown: str) -> str:
-    return _EMOJI.sub("", markdown).replace("```", "").replace("*", "").strip()
+    """mrkdwn as a terminal shows it: no emoji codes, fences or bold marks, and escaped data as typed."""
+    return unescape(_EMOJI.sub("", markdown).replace("```", "").replace("*", "").strip())
 
 
 class ConsoleSlack:

@@ -87,9 +87,13 @@ def format_doctor(name: str, report: DoctorReport) -> str:
         )
         lines.append(f"pooler: yes — {report.pooler}; {prepared}")
     else:
+        where = (
+            f"URL port {report.url_port}, server port {report.server_port}"
+            if report.url_port or report.server_port
+            else "a local socket"
+        )
         lines.append(
-            f"pooler: none seen (URL port {report.url_port}, server port {report.server_port});"
-            f" prepared statements {'off' if report.prepared_statements_off else 'on'}"
+            f"pooler: none seen ({where}); prepared statements {'off' if report.prepared_statements_off else 'on'}"
         )
     lines.append("rows (planner estimates):")
     lines += [
@@ -105,4 +109,9 @@ def format_doctor(name: str, report: DoctorReport) -> str:
             lines.append(f"  MISSING  {where} — {check.why}\n           {check.create_sql}")
     if not report.in_recovery:
         lines.append(f"bot schema revision: {report.bot_schema_revision or 'not migrated'}")
+    lines.append("product schema, where it differs from the guide's, and what tokens-bot does about it:")
+    lines += [f"  {n.subject}: {n.found} — {n.meaning}" for n in report.schema_notes] or ["  as the guide"]
+    if report.odd_rows:
+        lines.append("rows read by those rules (whole fleet):")
+        lines += [f"  {count.rows:>12,}  {count.what}" for count in report.odd_rows]
     return "\n".join(lines)

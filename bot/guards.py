@@ -74,6 +74,11 @@ def _header(request: BoltRequest, name: str) -> str:
     return values[0]
 
 
+def _seconds(timestamp: str) -> float:
+    """A verified request's timestamp; 0 (an already expired one) for anything that is not a number."""
+    return float(timestamp) if timestamp.isascii() and timestamp.isdigit() else 0.0
+
+
 def install(app: App, settings: Settings) -> None:
     """Add the guards as global middleware; Bolt runs them after it has verified the signature."""
     replays = ReplayCache()
@@ -87,7 +92,7 @@ def install(app: App, settings: Settings) -> None:
         # Socket Mode requests carry no signature; the app token authenticates their connection.
         signature = _header(req, "x-slack-signature")
         timestamp = _header(req, "x-slack-request-timestamp")
-        if signature and not replays.first_time(signature, float(timestamp or 0)):
+        if signature and not replays.first_time(signature, _seconds(timestamp)):
             log.warning("refused a replayed Slack request (a signature seen before)")
             return BoltResponse(status=401, body="")
         return next()

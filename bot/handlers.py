@@ -2,33 +2,34 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
-from uuid import UUID
 
 from bot import approval_handlers as approvals
+from bot import buttons
 from bot.audit import Audited
-from bot.render.approvals import (
+from bot.buttons import (
     APPROVE_ACTION,
     CANCEL_ACTION,
-    PROPOSE_ACTION,
-    RECOMPUTE_ACTION,
-    REJECT_ACTION,
-)
-from bot.render.check import CHECK_PAGE_ACTION, render_check
-from bot.render.common import Reply, message, render_help, render_unexpected_error
-from bot.render.fleet import (
+    CHECK_PAGE_ACTION,
     DISCREPANCIES_PAGE_ACTION,
     LOWBALANCE_PAGE_ACTION,
     OPEN_CHECK_ACTION,
+    PROPOSE_ACTION,
+    RECOMPUTE_ACTION,
+    REJECT_ACTION,
     TOP_PAGE_ACTION,
-    render_discrepancies,
-    render_lowbalance,
-    render_top,
+    CheckPage,
+    DamagedButtonError,
+    DiscrepanciesPage,
+    LowBalancePage,
+    TopPage,
 )
+from bot.render.check import render_check
+from bot.render.common import Reply, escape, message, render_help, render_unexpected_error, unescape
+from bot.render.fleet import render_discrepancies, render_lowbalance, render_top
 from bot.slack_api import Interaction, SlackPort
 from core.commands import (
     AdjustCommand,
@@ -50,8 +51,10 @@ from core.service import TokensService
 log = logging.getLogger(__name__)
 
 # A handler returns its reply, or an Interaction when it needs Slack (people's names, posting, updating).
+# A command handler gets its parsed command, an action handler its button's validated payload
+# (bot.buttons.PAYLOADS names the model for each action id).
 CommandHandler = Callable[[TokensService, str, Any], Reply | Interaction]
-ActionHandler = Callable[[TokensService, str, dict[str, Any]], Reply | Interaction]
+ActionHandler = Callable[[TokensService, str, Any], Reply | Interaction]
 
 
 class ActionReply(NamedTuple):
@@ -70,8 +73,8 @@ def _check(service: TokensService, actor: str, command: CheckCommand) -> Reply:
     return render_check(service.check(actor, command.user))
 
 
-def _check_page(service: TokensService, actor: str, value: dict[str, Any]) -> Reply:
-    report = service.check(actor, UUID(value["u"]), page=int(value["p"]), initial_grant=value.get("g"))
+def _check_page(service: TokensService, actor: str, value: CheckPage) -> Reply:
+    report = service.check(actor, value.u, page=value.p, initial_grant=value.g)
     return render_check(report)
 
 
@@ -79,24 +82,24 @@ def _lowbalance(service: TokensService, actor: str, command: LowBalanceCommand) 
     return render_lowbalance(service.lowbalance(actor, command.threshold))
 
 
-def _lowbalance_page(service: TokensService, actor: str, value: dict[str, Any]) -> Reply:
-    return render_lowbalance(service.lowbalance(actor, int(value["t"]), page=int(value["p"])))
+def _lowbalance_page(service: TokensService, actor: str, value: LowBalancePage) -> Reply:
+    return render_lowbalance(service.lowbalance(actor, value.t, page=value.p))
 
 
 def _discrepancies(service: TokensService, actor: str, command: DiscrepanciesCommand) -> Reply:
     return render_discrepancies(service.discrepancies(actor, command.minimum))
 
 
-def _discrepancies_page(service: TokensService, actor: str, value: dict[str, Any]) -> Reply:
-    return render_discrepancies(service.discrepancies(actor, int(value["m"]), page=int(value["p"])))
+def _discrepancies_page(service: TokensService, actor: str, value: DiscrepanciesPage) -> Reply:
+    return render_discrepancies(service.discrepancies(actor, value.m, page=value.p))
 
 
 def _top(service: TokensService, actor: str, command: TopCommand) -> Reply:
     return render_top(service.top(actor, command.n))
 
 
-def _top_page(service: TokensService, actor: str, value: dict[str, Any]) -> Reply:
-    return render_top(service.top(actor, int(value["n"]), page=int(value["p"])))
+def _top_page(service: TokensService, actor: str, value: TopPage) -> Reply:
+    return render_top(service.top(actor, value.n, page=value.p))
 
 
 COMMAND_HANDLERS: dict[type[Command], CommandHandler] = {
@@ -133,10 +136,14 @@ SLOW_ACTIONS = frozenset({LOWBALANCE_PAGE_ACTION, DISCREPANCIES_PAGE_ACTION, TOP
 def reply_to_command(
     service: TokensService, actor: str, text: str, *, slack: SlackPort | None = None
 ) -> Reply:
-    """Answer `/tokens <text>` typed by `actor`; never raises."""
+    """Answer `/tokens <text>` typed by `actor`; never raises.
+
+    Slack sends the text with `&`, `<` and `>` escaped as entities (its markup, such as `<!channel>`,
+    stays raw): undone here, a reason is stored as the person typed it, and escaped again wherever shown.
+    """
 
     def run() -> Reply:
-        command = parse_command(text)
+        command = parse_command(unescape(text))
         return _finish(COMMAND_HANDLERS[type(command)](service, actor, command), slack)
 
     return _safely(run, what=Audited.command(actor, text))
@@ -145,7 +152,11 @@ def reply_to_command(
 def reply_to_action(
     service: TokensService, actor: str, action_id: str, value: str, *, slack: SlackPort | None = None
 ) -> ActionReply:
-    """Answer a button press by `actor`; never raises."""
+    """Answer a button press by `actor`; never raises.
+
+    The value is validated into its payload first: a damaged one is answered to the clicker alone and
+    never replaces the message the button was on (which may be the approval message everyone shares).
+    """
     in_place = True
 
     def run() -> Reply:
@@ -154,9 +165,10 @@ def reply_to_action(
         if handler is None:
             raise UsageError("That button is no longer supported; run the command again.")
         try:
-            payload = json.loads(value)
-        except ValueError as exc:
-            raise UsageError("That button's data is damaged; run the command again.") from exc
+            payload = buttons.read(buttons.PAYLOADS[action_id], value)
+        except DamagedButtonError:
+            in_place = False
+            raise
         answer = handler(service, actor, payload)
         in_place = isinstance(answer, Reply) and action_id not in NEW_MESSAGE_ACTIONS
         return _finish(answer, slack)
@@ -174,13 +186,16 @@ def _finish(answer: Reply | Interaction, slack: SlackPort | None) -> Reply:
 
 
 def _safely(run: Callable[[], Reply], *, what: Audited) -> Reply:
-    """Every answer, refusal and failure is audited; the command's free text never reaches the log."""
+    """Every answer, refusal and failure is audited; the command's free text never reaches the log.
+
+    A refusal's text is escaped whole: core messages echo what was typed and name people and users.
+    """
     started = time.perf_counter()
     try:
         reply = run()
     except TokensBotError as exc:
         what.record("refused", started, type(exc))
-        return message(str(exc))
+        return message(escape(str(exc)))
     except Exception as exc:
         log.exception("unexpected error while answering %s", what)
         what.record("failed", started, type(exc))

@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
-from slack_bolt.adapter.wsgi import SlackRequestHandler
 from sqlalchemy import Engine, text
 
 from bot.app import build_app
 from bot.audit import logging_config
 from bot.bootstrap import build_service
+from bot.slack_gate import SlackGate
 from core.service import TokensService
 from core.settings import Settings
 
@@ -25,12 +25,13 @@ StartResponse = Callable[..., Any]
 
 
 class TokensWsgi:
-    """Routes health checks itself and everything under /slack/events to Bolt."""
+    """Routes health checks itself, and everything else through the signature gate to Bolt."""
 
     def __init__(self, service: TokensService) -> None:
         self.service = service
         self.listeners = ThreadPoolExecutor(service.settings.tokens_reply_threads)
-        self.slack = SlackRequestHandler(build_app(service, executor=self.listeners), path="/slack/events")
+        app = build_app(service, executor=self.listeners)
+        self.slack = SlackGate(app, service.settings.slack_signing_secret or "", path="/slack/events")
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/healthz" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):

@@ -17,6 +17,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, RowMapping, text
 
+from core.columns import COST, REMAINING, USED, Columns
 from core.errors import (
     InvalidAdjustmentError,
     NotAllowedError,
@@ -26,6 +27,7 @@ from core.errors import (
     StaleCorrectionError,
     UsageError,
 )
+from core.ledger_insert import insert_ledger_row, require_fits
 from core.models import Balance, Frozen, InitialGrant, UserRef
 from core.product import ProductShape
 from core.reconciliation import compute_balance
@@ -165,12 +167,10 @@ def request_adjustment(
     reason = reason.strip()
     if not reason:
         raise UsageError("A reason is required: it goes into the ledger row and the audit trail.")
-    ref = find_user(conn, shape, user)
-    remaining = conn.execute(
-        text("SELECT vibe_assistant_tokens_remaining FROM user_profiles WHERE user_id = :u"),
-        {"u": ref.user_id},
-    ).scalar_one()
-    check_limits(settings, delta, int(remaining))
+    cols = Columns.of(shape, settings)
+    ref = find_user(conn, cols, user)
+    remaining = _remaining(conn, cols, ref.user_id, lock=False)
+    check_limits(settings, delta, remaining, cols)
     return _insert_request(
         conn, settings, actor, ref, RequestKind.ADJUSTMENT, reason, int(remaining), now, delta=delta
     )
@@ -180,11 +180,12 @@ def reconcile(
     conn: Connection, shape: ProductShape, settings: Settings, user: UUID | str, initial_grant: int | None
 ) -> ReconcileReport:
     """`/tokens reconcile`: current against ledger-derived values, read in one snapshot."""
-    ref = find_user(conn, shape, user)
+    cols = Columns.of(shape, settings)
+    ref = find_user(conn, cols, user)
     return ReconcileReport(
         user=ref,
         balance=compute_balance(conn, shape, settings, ref.user_id, initial_grant),
-        snapshot=_snapshot(conn, ref.user_id),
+        snapshot=_snapshot(conn, cols, ref.user_id),
         explicit_initial_grant=initial_grant,
     )
 
@@ -194,7 +195,7 @@ def propose_correction(
     shape: ProductShape,
     settings: Settings,
     actor: Person,
-    user_id: UUID,
+    user_id: str,
     initial_grant: int | None,
     seen: LedgerSnapshot,
     now: datetime,
@@ -217,6 +218,7 @@ def propose_correction(
             f"The ledger says {report.user.label} should have {b.expected_remaining:,} tokens; a correction"
             " may not set a balance below zero. Check the initial grant, or grant tokens with /tokens adjust."
         )
+    check_correction_limits(settings, Columns.of(shape, settings), b)
     correction = Correction(
         initial_grant=b.initial_grant,
         explicit_initial_grant=initial_grant,
@@ -242,7 +244,25 @@ def propose_correction(
     )
 
 
-def check_limits(settings: Settings, delta: int, remaining: int) -> None:
+def check_correction_limits(settings: Settings, cols: Columns, b: Balance) -> None:
+    """A correction moves remaining and used by at most TOKENS_MAX_ADJUSTMENT each, like an adjustment,
+    and writes only values the profile's columns can hold."""
+    for what, before, after in (
+        ("remaining", b.current_remaining, b.expected_remaining),
+        ("used", b.current_used, b.calculated_used),
+    ):
+        if abs(after - before) > settings.tokens_max_adjustment:
+            raise InvalidAdjustmentError(
+                f"This correction would move {what} by {after - before:+,} tokens, over the limit of"
+                f" {settings.tokens_max_adjustment:,} per change (TOKENS_MAX_ADJUSTMENT). Check the initial"
+                " grant; a change this large needs the limit raised by whoever runs tokens-bot."
+            )
+    require_fits(cols, REMAINING, b.expected_remaining, "The remaining balance")
+    require_fits(cols, USED, b.calculated_used, "The used total")
+    require_fits(cols, COST, b.calculated_cost, "The total cost")
+
+
+def check_limits(settings: Settings, delta: int, remaining: int, cols: Columns) -> None:
     """The limits DESIGN.md names, checked when asked and again, on current values, when applied."""
     if delta == 0:
         raise InvalidAdjustmentError(
@@ -258,6 +278,7 @@ def check_limits(settings: Settings, delta: int, remaining: int) -> None:
             f"Deducting {-delta:,} tokens would take the balance from {remaining:,} to {remaining + delta:,};"
             f" a balance may not go below zero, so at most {max(remaining, 0):,} can be deducted now."
         )
+    require_fits(cols, REMAINING, remaining + delta, "The balance")
 
 
 def approve(
@@ -287,7 +308,7 @@ def approve(
         )
     if now >= request.expires_at:
         return _close(conn, settings, request, Outcome.EXPIRED, actor, now)
-    target = find_user(conn, shape, request.user.user_id)
+    target = find_user(conn, Columns.of(shape, settings), request.user.user_id)
     if actor.email is None:
         raise RequestRefusedError(
             "Slack did not tell tokens-bot your email address (Slack was unreachable, or the app lacks the"
@@ -301,7 +322,7 @@ def approve(
         )
     if request.correction is not None:
         return _apply_correction(conn, shape, settings, request, request.correction, actor, now)
-    return _apply_adjustment(conn, settings, request, actor, now)
+    return _apply_adjustment(conn, Columns.of(shape, settings), settings, request, actor, now)
 
 
 def reject(
@@ -395,7 +416,7 @@ def _require_requester(settings: Settings, actor: Person) -> None:
 def _require_pending(request: ApprovalRequest) -> None:
     if request.status is RequestStatus.PENDING:
         return
-    by = f"{request.decider.name} (<@{request.decider.slack_id}>)" if request.decider else "tokens-bot"
+    by = request.decider.name if request.decider else "tokens-bot"
     at = when(request.decided_at) if request.decided_at else "an unknown time"
     messages = {
         RequestStatus.APPLIED: f"Request #{request.id} was already approved by {by} at {at}.",
@@ -411,15 +432,16 @@ def _require_pending(request: ApprovalRequest) -> None:
 
 
 def _apply_adjustment(
-    conn: Connection, settings: Settings, request: ApprovalRequest, actor: Person, now: datetime
+    conn: Connection,
+    cols: Columns,
+    settings: Settings,
+    request: ApprovalRequest,
+    actor: Person,
+    now: datetime,
 ) -> Decision:
     assert request.delta is not None
-    remaining = conn.execute(
-        text("SELECT vibe_assistant_tokens_remaining FROM user_profiles WHERE user_id = :u FOR UPDATE"),
-        {"u": request.user.user_id},
-    ).scalar_one()
-    before = int(remaining)
-    check_limits(settings, request.delta, before)
+    before = _remaining(conn, cols, request.user.user_id, lock=True)
+    check_limits(settings, request.delta, before, cols)
     after = before + request.delta
     metadata = {
         **_approval_trail(request, actor, now),
@@ -428,21 +450,22 @@ def _apply_adjustment(
         "balance_before": before,
         "balance_after": after,
     }
-    row_id = conn.execute(
-        text(
-            "INSERT INTO token_usage (user_id, action_type, model_used, tokens_used, cost_estimate, success,"
-            " metadata, created_at) VALUES (:u, :a, NULL, :t, 0, true, CAST(:md AS jsonb), :at) RETURNING id"
-        ),
-        {
-            "u": request.user.user_id,
-            "a": "admin_grant" if request.delta > 0 else "admin_deduct",
-            "t": abs(request.delta),
-            "md": json.dumps(metadata),
-            "at": now,
-        },
-    ).scalar_one()
+    actions = settings.tokens_grant_actions if request.delta > 0 else settings.tokens_deduct_actions
+    row_id = insert_ledger_row(
+        conn,
+        cols,
+        model=settings.tokens_ledger_model,
+        user_id=request.user.user_id,
+        action=actions[0],
+        tokens=abs(request.delta),
+        metadata=metadata,
+        now=now,
+    )
     conn.execute(
-        text("UPDATE user_profiles SET vibe_assistant_tokens_remaining = :r WHERE user_id = :u"),
+        text(
+            f"UPDATE user_profiles p SET {REMAINING} = {_profile_cast(cols, REMAINING, 'r')}"
+            f" WHERE p.user_id = {cols.user_param(cols.profiles)}"
+        ),
         {"r": after, "u": request.user.user_id},
     )
     return _close(
@@ -452,9 +475,22 @@ def _apply_adjustment(
         Outcome.APPLIED,
         actor,
         now,
-        details={**metadata, "ledger_row_id": str(row_id)},
-        applied=(before, after, str(row_id)),
+        details={**metadata, "ledger_row_id": row_id},
+        applied=(before, after, row_id),
     )
+
+
+def _remaining(conn: Connection, cols: Columns, user_id: str, *, lock: bool) -> int:
+    """The profile's remaining balance as the bot reads it (NULL is 0); `lock` holds the row until commit."""
+    sql = (
+        f"SELECT {cols.balance('p', REMAINING)} FROM user_profiles p"
+        f" WHERE p.user_id = {cols.user_param(cols.profiles)}{' FOR UPDATE' if lock else ''}"
+    )
+    return int(conn.execute(text(sql), {"u": user_id}).scalar_one())
+
+
+def _profile_cast(cols: Columns, name: str, param: str) -> str:
+    return f"CAST(:{param} AS {cols.profiles.column(name).type})"
 
 
 def _apply_correction(
@@ -467,8 +503,11 @@ def _apply_correction(
     now: datetime,
 ) -> Decision:
     # The profile lock comes first: a product write already holding it commits before the ledger is read.
+    cols = Columns.of(shape, settings)
     image = conn.execute(
-        text("SELECT to_jsonb(p) FROM user_profiles p WHERE user_id = :u FOR UPDATE"),
+        text(
+            f"SELECT to_jsonb(p) FROM user_profiles p WHERE p.user_id = {cols.user_param(cols.profiles)} FOR UPDATE"
+        ),
         {"u": request.user.user_id},
     ).scalar_one()
     report = reconcile(conn, shape, settings, request.user.user_id, correction.explicit_initial_grant)
@@ -487,11 +526,15 @@ def _apply_correction(
             "now": report.snapshot.model_dump(mode="json"),
         }
         return _close(conn, settings, request, Outcome.STALE, actor, now, details=stale)
+    check_correction_limits(settings, cols, b)
+    targets = {REMAINING: "r", USED: "used", COST: "c"}
+    assignments = ", ".join(
+        f"{name} = {_profile_cast(cols, name, param)}"
+        for name, param in targets.items()
+        if cols.profiles.has(name)
+    )
     conn.execute(
-        text(
-            "UPDATE user_profiles SET vibe_assistant_tokens_remaining = :r, vibe_assistant_tokens_used = :used,"
-            " vibe_assistant_total_cost = :c WHERE user_id = :u"
-        ),
+        text(f"UPDATE user_profiles p SET {assignments} WHERE p.user_id = {cols.user_param(cols.profiles)}"),
         {"r": correction.remaining, "used": correction.used, "c": correction.cost, "u": request.user.user_id},
     )
     details = {
@@ -671,9 +714,12 @@ def _read_request(
     return _from_row(row)
 
 
-def _snapshot(conn: Connection, user_id: UUID) -> LedgerSnapshot:
+def _snapshot(conn: Connection, cols: Columns, user_id: str) -> LedgerSnapshot:
     row = conn.execute(
-        text("SELECT count(*) AS rows, max(created_at) AS last_at FROM token_usage WHERE user_id = :u"),
+        text(
+            f"SELECT count(*) AS rows, max({cols.shown_time('t')}) AS last_at FROM token_usage t"
+            f" WHERE t.user_id = {cols.user_param(cols.ledger)}"
+        ),
         {"u": user_id},
     ).one()
     return LedgerSnapshot(rows=int(row.rows), last_at=row.last_at)
@@ -693,10 +739,10 @@ def _from_row(row: RowMapping) -> ApprovalRequest:
         id=row["id"],
         kind=RequestKind(row["kind"]),
         status=RequestStatus(row["status"]),
-        user=UserRef(user_id=row["user_id"], email=row["user_email"]),
+        user=UserRef(user_id=str(row["user_id"]), email=row["user_email"]),
         delta=row["delta"],
         reason=row["reason"],
-        remaining_at_request=row["remaining_at_request"],
+        remaining_at_request=int(row["remaining_at_request"]),
         correction=Correction.model_validate(row["correction"]) if row["correction"] is not None else None,
         requester=Person(slack_id=row["requested_by"], name=row["requested_by_name"]),
         requested_at=row["requested_at"],
@@ -704,8 +750,8 @@ def _from_row(row: RowMapping) -> ApprovalRequest:
         decider=decider,
         decided_at=row["decided_at"],
         decision_reason=row["decision_reason"],
-        balance_before=row["balance_before"],
-        balance_after=row["balance_after"],
+        balance_before=None if row["balance_before"] is None else int(row["balance_before"]),
+        balance_after=None if row["balance_after"] is None else int(row["balance_after"]),
         ledger_row_id=row["ledger_row_id"],
         channel=row["channel"],
         message_ts=row["message_ts"],

@@ -7,11 +7,13 @@ from uuid import UUID
 
 from sqlalchemy import Connection
 
+from core.columns import Columns
 from core.findings import diagnose, read_ledger_signals
 from core.ledger import recent_operations, usage_breakdown
 from core.models import CheckReport, Page
 from core.product import ProductShape
-from core.reconciliation import compute_balance, judge
+from core.quality import ledger_notes, profile_notes
+from core.reconciliation import judge, read_balance
 from core.settings import Settings
 from core.users import find_user
 
@@ -26,10 +28,11 @@ def check_user(
     initial_grant: int | None = None,
 ) -> CheckReport:
     """Everything the check reply shows, read in the caller's single snapshot."""
-    ref = find_user(conn, shape, user)
-    balance = compute_balance(conn, shape, settings, ref.user_id, initial_grant)
+    cols = Columns.of(shape, settings)
+    ref = find_user(conn, cols, user)
+    balance, sums = read_balance(conn, cols, settings, ref.user_id, initial_grant)
     findings = diagnose(
-        balance, read_ledger_signals(conn, settings, ref.user_id), settings.tokens_tier_grants
+        balance, read_ledger_signals(conn, cols, settings, ref.user_id), settings.tokens_tier_grants
     )
     shown = min(balance.ledger_rows, settings.tokens_recent_operations)
     size = settings.tokens_page_size
@@ -39,11 +42,12 @@ def check_user(
     return CheckReport(
         user=ref,
         balance=balance,
-        verdict=judge(balance, findings, settings.tokens_problem_threshold),
+        verdict=judge(balance, findings, settings.tokens_problem_threshold, partial=shape.hidden_rows),
         findings=findings,
-        breakdown=usage_breakdown(conn, ref.user_id),
-        operations=recent_operations(conn, ref.user_id, offset=offset, limit=min(size, shown - offset)),
+        breakdown=usage_breakdown(conn, cols, ref.user_id),
+        operations=recent_operations(conn, cols, ref.user_id, offset=offset, limit=min(size, shown - offset)),
         operations_total=balance.ledger_rows,
         page=Page(number=number, count=pages),
         explicit_initial_grant=initial_grant,
+        data_quality=ledger_notes(dict(sums)) + profile_notes(balance, shape),
     )

@@ -175,16 +175,21 @@ class _Row:
     tokens_used: int
     input_tokens: int | None
     output_tokens: int | None
-    cost_estimate: Decimal
-    success: bool
+    cost_estimate: Decimal | None
+    success: bool | None
     error_message: str | None
     metadata: dict[str, Any]
     created_at: datetime
 
     @property
+    def kind(self) -> str:
+        """The action type as the core reads it: case and surrounding spaces do not matter."""
+        return self.action_type.strip().lower()
+
+    @property
     def charged(self) -> bool:
-        """Counts toward `calculated_used`: a successful consumption row."""
-        return self.success and self.action_type not in ("admin_grant", "admin_deduct")
+        """Counts toward `calculated_used`: a successful (or NULL-success) consumption row."""
+        return self.success is not False and self.kind not in ("admin_grant", "admin_deduct")
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,8 @@ class _User:
     used: int | None = None
     remaining: int | None = None
     cost: Decimal | None = None
+    # A profile whose balance columns are NULL (the product created it before any balance was set).
+    unset: bool = False
 
     def new_id(self) -> uuid.UUID:
         return uuid.uuid5(DEMO_NAMESPACE, f"usage/{self.email}/{len(self.rows)}")
@@ -223,16 +230,18 @@ class _User:
         return sum(r.tokens_used for r in self.rows if r.charged)
 
     def ledger_cents(self) -> Decimal:
-        return sum((r.cost_estimate for r in self.rows if r.charged), Decimal(0))
+        return sum((r.cost_estimate or Decimal(0) for r in self.rows if r.charged), Decimal(0))
 
     def ledger_remaining(self) -> int:
         """The guide's Step 4 over this user's own rows; the core computes the same from the database."""
-        grants = sum(r.tokens_used for r in self.rows if r.success and r.action_type == "admin_grant")
-        deducts = sum(r.tokens_used for r in self.rows if r.success and r.action_type == "admin_deduct")
+        grants = sum(r.tokens_used for r in self.rows if r.success is not False and r.kind == "admin_grant")
+        deducts = sum(r.tokens_used for r in self.rows if r.success is not False and r.kind == "admin_deduct")
         return self.unlogged_initial + grants - self.ledger_used() - deducts
 
-    def profile(self) -> tuple[int, int, Decimal]:
-        """(remaining, used, cost) as the profile caches them."""
+    def profile(self) -> tuple[int | None, int | None, Decimal | None]:
+        """(remaining, used, cost) as the profile caches them; all None for a profile never set."""
+        if self.unset:
+            return None, None, None
         return (
             self.ledger_remaining() if self.remaining is None else self.remaining,
             self.ledger_used() if self.used is None else self.used,
@@ -262,7 +271,8 @@ class _Builder:
             tokens_used=amount,
             input_tokens=None,
             output_tokens=None,
-            cost_estimate=Decimal("0.0000"),
+            # The product logs grants with no cost at all: a NULL, not a zero.
+            cost_estimate=None,
             success=True,
             error_message=None,
             metadata={"reason": reason, "by": by},
@@ -451,7 +461,9 @@ class _Builder:
         failed_tokens = sum(r.tokens_used for r in failed)
         user.used = user.ledger_used() + failed_tokens
         user.remaining = user.ledger_remaining() - failed_tokens
-        user.cost = dollars(user.ledger_cents() + sum((r.cost_estimate for r in failed), Decimal(0)))
+        user.cost = dollars(
+            user.ledger_cents() + sum((r.cost_estimate or Decimal(0) for r in failed), Decimal(0))
+        )
         return user
 
     def duplicates(self) -> _User:
@@ -540,6 +552,28 @@ class _Builder:
         self.usage(user, specs, signup + timedelta(minutes=5))
         return user
 
+    def messy(self) -> _User:
+        """Consistent once read as README "Your product's schema" says: a row with no success value, one
+        with no cost, one dated by a device with a wrong clock, and a hand-typed ` Admin_Grant`."""
+        signup = REFERENCE_TIME - timedelta(days=60, hours=5)
+        user = self.user(f"messy@{DEMO_DOMAIN}", "annual", signup)
+        self.grant(user, ANNUAL, signup + timedelta(minutes=1), "annual membership")
+        self.usage(user, [self.draw(failure_rate=0) for _ in range(20)], signup + timedelta(minutes=5))
+        self.admin(
+            user, " Admin_Grant", 50_000, signup + timedelta(days=30), "goodwill, typed by hand", "ops:ben"
+        )
+        odd = self.usage(user, [self.draw(failure_rate=0) for _ in range(3)], signup + timedelta(days=31))
+        odd[0].success = None
+        odd[1].cost_estimate = None
+        odd[2].created_at = datetime(2096, 1, 1, 12, tzinfo=UTC)
+        return user
+
+    def not_set(self) -> _User:
+        """A sign-up whose profile row exists with every balance column NULL, and no ledger rows yet."""
+        user = self.user(f"not-set@{DEMO_DOMAIN}", None, REFERENCE_TIME - timedelta(days=2))
+        user.unset = True
+        return user
+
 
 def _build() -> tuple[list[_User], dict[str, _User]]:
     builder = _Builder()
@@ -553,6 +587,8 @@ def _build() -> tuple[list[_User], dict[str, _User]]:
         "cost_drift": builder.cost_drift(),
         "negative_balance": builder.negative(),
         "reconciled": builder.reconciled(),
+        "messy": builder.messy(),
+        "not_set": builder.not_set(),
         "heavy": builder.heavy(),
     }
     return builder.users, showcase

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from itertools import islice
-from uuid import UUID
 
 from sqlalchemy import Connection, text
 
@@ -88,7 +87,7 @@ def build_digest(
         channel=channel,
         generated_at=generated_at,
         previous_at=previous.created_at if previous else None,
-        totals=fleet_totals(reader),
+        totals=fleet_totals(reader, shape, settings),
         low=low,
         minimum=minimum,
         discrepant=discrepant,
@@ -104,7 +103,7 @@ def build_digest(
 
 def _largest(
     primary: Connection, schema: str, digest_id: int, previous_id: int | None, *, seen: bool, limit: int
-) -> list[UUID]:
+) -> list[str]:
     """The largest discrepancies of this digest that the previous one did (`seen`) or did not report.
 
     A user the previous digest only deferred was not reported to anyone, so is still new.

@@ -8,8 +8,10 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
 from core.db import TRANSACTION_POOLER_PORT
+from core.doctor_schema import count_odd_rows, explain_schema
 from core.fleet_models import DoctorReport, IndexCheck
 from core.migrate import current_revision
+from core.product import inspect_product
 from core.settings import Settings, to_sqlalchemy_url
 
 
@@ -47,7 +49,8 @@ NEEDED_INDEXES = (
         "public.user_profiles",
         ("vibe_assistant_tokens_used",),
         "/tokens top reads the highest lifetime usage first",
-        "CREATE INDEX CONCURRENTLY user_profiles_used_idx ON public.user_profiles (vibe_assistant_tokens_used DESC);",
+        "CREATE INDEX CONCURRENTLY user_profiles_used_idx"
+        " ON public.user_profiles (vibe_assistant_tokens_used DESC NULLS LAST);",
     ),
 )
 COUNTED_TABLES = ("public.user_profiles", "public.token_usage", "auth.users")
@@ -80,6 +83,9 @@ def diagnose_database(engine: Engine, url: str, settings: Settings) -> DoctorRep
         )
         estimates = {table: _row_estimate(conn, table) for table in COUNTED_TABLES}
         indexes = [_check_index(conn, needed) for needed in NEEDED_INDEXES]
+        shape = inspect_product(conn, settings)
+        schema_notes = explain_schema(shape, settings)
+        odd_rows = count_odd_rows(conn, shape, settings) if _bot_functions_exist(conn, settings) else []
         prepare_threshold = getattr(conn.connection.driver_connection, "prepare_threshold", None)
     return DoctorReport(
         database=str(facts["db"]),
@@ -92,6 +98,18 @@ def diagnose_database(engine: Engine, url: str, settings: Settings) -> DoctorRep
         row_estimates=estimates,
         indexes=indexes,
         bot_schema_revision=None if facts["recovery"] else current_revision(engine, settings.tokens_schema),
+        schema_notes=schema_notes,
+        odd_rows=odd_rows,
+    )
+
+
+def _bot_functions_exist(conn: Connection, settings: Settings) -> bool:
+    """Metadata kept as text is read with the bot's own function, which the migrations create."""
+    return bool(
+        conn.execute(
+            text("SELECT to_regprocedure(:f) IS NOT NULL"),
+            {"f": f'"{settings.tokens_schema}".jsonb_or_null(text)'},
+        ).scalar_one()
     )
 
 

@@ -57,3 +57,11 @@ class DigestNotPostedError(TokensBotError):
 
 class QueryTimeoutError(TokensBotError):
     """A statement ran past TOKENS_STATEMENT_TIMEOUT_MS and PostgreSQL cancelled it; nothing was changed."""
+
+
+class AmbiguousUserError(TokensBotError):
+    """A name matches more than one user (an email in two letter cases, several profile rows)."""
+
+
+class ProductDataError(TokensBotError):
+    """The product's database holds a value or grants a permission the bot cannot work with."""

@@ -3,42 +3,52 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
-from uuid import UUID
 
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection, TextClause, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 
+from core.columns import Columns
 from core.models import Balance, Finding, FindingKind
-from core.product import CONSUMPTION
 from core.settings import ModelPrice, Settings
 
-_LEDGER_SIGNALS_SQL = f"""
+
+@lru_cache
+def ledger_signals_sql(cols: Columns) -> TextClause:
+    """One pass over a user's usage rows that counts every signal the findings need; built per shape."""
+    t = "t"
+    tokens, ok = cols.tokens(t), cols.success(t)
+    inputs, outputs = cols.part_tokens(t, "input_tokens"), cols.part_tokens(t, "output_tokens")
+    model = cols.text_of(t, "model_used")
+    request_id = cols.meta(t, "request_id")
+    return text(f"""
 WITH prices AS (
     SELECT key AS model, (value->>'input')::numeric AS input, (value->>'output')::numeric AS output
     FROM jsonb_each(:prices)
 ),
 ops AS (
-    SELECT t.tokens_used, t.success, t.cost_estimate, t.created_at, t.input_tokens, t.output_tokens,
-           t.metadata->>'request_id' AS request_id,
-           lag(t.created_at) OVER (
-               PARTITION BY t.success, t.action_type, t.model_used, t.tokens_used, t.input_tokens,
-                            t.output_tokens
-               ORDER BY t.created_at, t.id) AS previous_twin_at,
+    SELECT {tokens} AS tokens_used, {ok} AS success, {cols.cents(t)} AS cost_estimate,
+           {cols.created(t)} AS created_at,
+           {request_id} AS request_id,
+           lag({cols.created(t)}) OVER (
+               PARTITION BY {ok}, {cols.action(t)}, {model}, {tokens}, {inputs}, {outputs}
+               ORDER BY t.created_at NULLS FIRST, t.id) AS previous_twin_at,
            row_number() OVER (
-               PARTITION BY t.success, t.metadata->>'request_id' ORDER BY t.created_at, t.id) AS request_rank,
-           round((t.input_tokens * pr.input + t.output_tokens * pr.output) / 1000, 4) AS priced_cents
+               PARTITION BY {ok}, {request_id} ORDER BY t.created_at NULLS FIRST, t.id) AS request_rank,
+           round(({inputs} * pr.input + {outputs} * pr.output) / 1000, 4) AS priced_cents
     FROM token_usage t
-    LEFT JOIN prices pr ON pr.model = t.model_used
-    WHERE t.user_id = :user_id AND {CONSUMPTION}
+    LEFT JOIN prices pr ON pr.model = {model}
+    WHERE t.user_id = {cols.user_param(cols.ledger)} AND {cols.is_usage(t)}
 ),
 flagged AS (
     SELECT *,
            success AND (
-               (previous_twin_at IS NOT NULL
-                AND created_at - previous_twin_at <= make_interval(secs => :window))
+               -- Infinite times have no distance to subtract: such a row is never a twin by timing.
+               coalesce(isfinite(created_at) AND isfinite(previous_twin_at)
+                        AND created_at - previous_twin_at <= make_interval(secs => :window), false)
                OR (request_id IS NOT NULL AND request_rank > 1)) AS duplicate,
-           success AND priced_cents IS NOT NULL
+           success AND priced_cents IS NOT NULL AND cost_estimate IS NOT NULL
                AND abs(cost_estimate - priced_cents) > priced_cents * :tolerance + 0.0001 AS drifted
     FROM ops
 )
@@ -51,9 +61,7 @@ SELECT count(*) AS consumption_rows,
        coalesce(sum(tokens_used) FILTER (WHERE drifted), 0) AS drifted_tokens,
        coalesce(sum(cost_estimate - priced_cents) FILTER (WHERE drifted), 0) AS drifted_cents
 FROM flagged
-"""
-# Parsed once: building a TextClause costs a regex pass over the SQL, on every check otherwise.
-_LEDGER_SIGNALS = text(_LEDGER_SIGNALS_SQL).bindparams(bindparam("prices", type_=JSONB))
+""").bindparams(bindparam("prices", type_=JSONB))
 
 
 def prices_json(prices: dict[str, ModelPrice]) -> dict[str, dict[str, str]]:
@@ -61,13 +69,13 @@ def prices_json(prices: dict[str, ModelPrice]) -> dict[str, dict[str, str]]:
     return {model: {"input": str(p.input), "output": str(p.output)} for model, p in prices.items()}
 
 
-def read_ledger_signals(conn: Connection, settings: Settings, user_id: UUID) -> dict[str, Any]:
-    """One pass over a user's consumption rows that counts every signal the findings need."""
+def read_ledger_signals(conn: Connection, cols: Columns, settings: Settings, user_id: str) -> dict[str, Any]:
+    """The signals of `ledger_signals_sql` for one user."""
     return dict(
         conn.execute(
-            _LEDGER_SIGNALS,
+            ledger_signals_sql(cols),
             {
-                "user_id": user_id,
+                "u": user_id,
                 "prices": prices_json(settings.tokens_model_prices),
                 "window": settings.tokens_duplicate_window_seconds,
                 "tolerance": settings.tokens_cost_drift_tolerance,

@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
-from uuid import UUID
 
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection, TextClause, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 
+from core.columns import COST, REMAINING, USED, Columns
 from core.findings import diagnose, read_ledger_signals
 from core.fleet_models import (
     DiscrepancyReport,
@@ -26,37 +27,33 @@ from core.fleet_models import (
     TopRow,
 )
 from core.models import Page, UserRef
-from core.product import CONSUMPTION, WRITTEN_BY_BOT, ProductShape
+from core.product import ProductShape
 from core.reconciliation import balance_from_sums
 from core.settings import Settings
 
-# Users, not ledger rows, are paged: the first-grant key sorts as (created_at, id) like the check's
-# `ORDER BY created_at, id LIMIT 1`, which lets the whole scan stay one parallel hash aggregation
-# (an ordered aggregate such as array_agg(... ORDER BY) would force a serial sort of the ledger).
-# The id is zero-padded to a fixed width whatever its type: a UUID's text (36 characters) sorts as the
-# uuid does, and a non-negative integer id's padded digits sort as the number does. The C collation
-# keeps the comparison bytewise, so no locale can reorder the key or let the token suffix decide it.
-_ID_WIDTH = 40
-_GRANT_KEY = (
-    f"to_char(t.created_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISSUS') || lpad(t.id::text, {_ID_WIDTH}, '0')"
-)
-_GRANT_KEY_LENGTH = 20 + _ID_WIDTH
 
-
-def _discrepancy_cte(shape: ProductShape, settings: Settings, *, chosen_users: bool = False) -> str:
+def _discrepancy_cte(cols: Columns, settings: Settings, *, chosen_users: bool = False) -> str:
     """Per user, the check's balance arithmetic (core.reconciliation) over one pass of the ledger.
 
-    `chosen_users` narrows both tables to `:ids`, for re-reading a few users the digest picked.
+    Users, not ledger rows, are paged: the first grant is the smallest `Columns.history_key`, the same
+    row the check takes, and min() keeps the whole scan one parallel hash aggregation (an ordered
+    aggregate would force a serial sort of the ledger). `chosen_users` narrows both tables to `:ids`,
+    for re-reading a few users the digest picked.
     """
-    tier = shape.tier_sql
-    only = "AND {}.user_id = ANY(:ids)" if chosen_users else ""
-    grant = "t.success AND t.action_type = 'admin_grant'"
-    # Whether each configured tier amount was logged as an admin_grant by the product (tokens-bot's own
-    # grants are approved extras, as in the check): one boolean per amount keeps the aggregation
-    # parallel (PostgreSQL 15 cannot combine partial array_agg results).
+    t, p = "t", "p"
+    ok, tokens = cols.success(t), cols.tokens(t)
+    grant = f"{ok} AND {cols.is_grant(t)}"
+    ledger_ids, profile_ids = (
+        f"CAST(:ids AS {table.column('user_id').type}[])" for table in (cols.ledger, cols.profiles)
+    )
+    only_ledger = f"AND t.user_id = ANY({ledger_ids})" if chosen_users else ""
+    only_profiles = f"AND p.user_id = ANY({profile_ids})" if chosen_users else ""
+    # Whether each configured tier amount was logged as a grant by the product (tokens-bot's own grants
+    # are approved extras, as in the check): one boolean per amount keeps the aggregation parallel
+    # (PostgreSQL 15 cannot combine partial array_agg results).
     amounts = sorted(set(settings.tokens_tier_grants.values()))
     logged = "".join(
-        f",\n               bool_or({grant} AND t.tokens_used = {int(a)} AND NOT {WRITTEN_BY_BOT}) AS logged_{i}"
+        f",\n               bool_or({grant} AND {tokens} = {int(a)} AND NOT {cols.written_by_bot(t)}) AS logged_{i}"
         for i, a in enumerate(amounts)
     )
     tier_logged = (
@@ -68,55 +65,50 @@ def _discrepancy_cte(shape: ProductShape, settings: Settings, *, chosen_users: b
     )
     return f"""
     tiers AS (
-        SELECT key AS tier, value::bigint AS amount FROM jsonb_each_text(:tier_grants)
+        SELECT key AS tier, value::numeric AS amount FROM jsonb_each_text(:tier_grants)
     ),
     ledger AS (
         SELECT t.user_id,
-               coalesce(sum(t.tokens_used) FILTER (WHERE t.created_at > now() - make_interval(secs => :grace)),
-                        0) AS recent_tokens,
+               coalesce(sum({tokens}) FILTER (WHERE {cols.is_recent(t, "make_interval(secs => :grace)")}), 0)
+                   AS recent_tokens,
                count(*) AS ledger_rows,
-               count(*) FILTER (WHERE NOT t.success) AS failed_rows,
-               coalesce(sum(t.tokens_used) FILTER (WHERE t.success AND {CONSUMPTION}), 0) AS calculated_used,
-               coalesce(sum(t.cost_estimate) FILTER (WHERE t.success AND {CONSUMPTION}), 0) AS calculated_cents,
-               coalesce(sum(t.tokens_used) FILTER (WHERE {grant}), 0) AS all_grants,
-               coalesce(sum(t.tokens_used) FILTER (WHERE t.success AND t.action_type = 'admin_deduct'), 0)
-                   AS admin_deductions,
-               substr(min(({_GRANT_KEY} || t.tokens_used) COLLATE "C") FILTER (WHERE {grant}),
-                      {_GRANT_KEY_LENGTH + 1})::bigint AS first_grant{logged}
+               count(*) FILTER (WHERE NOT {ok}) AS failed_rows,
+               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {cols.is_usage(t)}), 0) AS calculated_used,
+               coalesce(sum({cols.cents(t)}) FILTER (WHERE {ok} AND {cols.is_usage(t)}), 0) AS calculated_cents,
+               coalesce(sum({tokens}) FILTER (WHERE {grant}), 0) AS all_grants,
+               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {cols.is_deduct(t)}), 0) AS admin_deductions,
+               {cols.tokens_of_key(f"min({cols.history_key(t)}) FILTER (WHERE {grant})")} AS first_grant{logged}
         FROM token_usage t
-        WHERE true {only.format("t")}
+        WHERE true {only_ledger}
         GROUP BY t.user_id
     ),
     balances AS (
-        SELECT p.user_id,
-               p.vibe_assistant_tokens_used AS current_used,
-               p.vibe_assistant_total_cost AS current_cost,
-               p.vibe_assistant_tokens_remaining AS current_remaining,
-               {tier} AS tier,
+        SELECT p.user_id::text AS user_id,
+               {cols.profile_balances(p)},
                coalesce(l.ledger_rows, 0) AS ledger_rows,
                coalesce(l.failed_rows, 0) AS failed_rows,
                coalesce(l.calculated_used, 0) AS calculated_used,
-               round(coalesce(l.calculated_cents, 0) / 100, {shape.cost_scale}) AS calculated_cost,
+               round(coalesce(l.calculated_cents, 0) / 100, {cols.shape.cost_scale}) AS calculated_cost,
                coalesce(l.admin_deductions, 0) AS admin_deductions,
                coalesce(l.all_grants, 0) AS all_grants,
                l.first_grant,
                coalesce(tg.amount, l.first_grant, 0) AS initial_grant,
-               -- As choose_initial_grant: a tier amount counts as logged when an admin_grant of that
-               -- amount exists that tokens-bot did not write; a first admin_grant (the bot's too) is
-               -- logged by definition, so it is counted once either way.
+               -- As choose_initial_grant: a tier amount counts as logged when a grant of that amount
+               -- exists that tokens-bot did not write; a first grant (the bot's too) is logged by
+               -- definition, so it is counted once either way.
                CASE WHEN tg.amount IS NOT NULL THEN coalesce({tier_logged}, false)
                     ELSE l.first_grant IS NOT NULL END AS assumed_grant_logged,
                coalesce(l.recent_tokens, 0) AS recent_tokens
         FROM user_profiles p
-        LEFT JOIN ledger l ON l.user_id = p.user_id
-        LEFT JOIN tiers tg ON tg.tier = {tier}
-        WHERE true {only.format("p")}
+        LEFT JOIN ledger l ON {cols.same_user("l.user_id", cols.ledger, "p.user_id", cols.profiles)}
+        LEFT JOIN tiers tg ON tg.tier = {cols.tier(p)}
+        WHERE true {only_profiles}
     ),
     judged AS (
         SELECT b.*, g.admin_grants,
                b.initial_grant + g.admin_grants - b.calculated_used - b.admin_deductions AS expected_remaining
         FROM balances b
-        -- Never counted twice: an admin_grant row that is the initial grant is not also an extra grant.
+        -- Never counted twice: a grant row that is the initial grant is not also an extra grant.
         CROSS JOIN LATERAL (
             SELECT b.all_grants - CASE WHEN b.assumed_grant_logged THEN b.initial_grant ELSE 0 END
                 AS admin_grants
@@ -135,14 +127,26 @@ def _discrepancy_cte(shape: ProductShape, settings: Settings, *, chosen_users: b
     )"""
 
 
-def _email_join(shape: ProductShape, alias: str) -> tuple[str, str]:
-    """The select expression and join that label a page's rows with emails, where the product has them."""
-    if shape.email_source is None:
+def _email_join(cols: Columns, alias: str) -> tuple[str, str]:
+    """The select expression and join that label a page's rows (user ids as text) with emails.
+
+    Where the email table's id has the profiles' type, the text goes back to that type so the email
+    table's key serves the join; otherwise both sides are compared as text.
+    """
+    shape = cols.shape
+    if shape.email_source is None or shape.email_id_type is None:
         return "NULL::text AS email", ""
     src = shape.email_source
+    email_id = f'e."{src.id_column}"'
+    if shape.email_id_type == cols.profiles.column("user_id").type:
+        same = f"{email_id} = CAST({alias}.user_id AS {shape.email_id_type})"
+    else:
+        same = f"{email_id}::text = {alias}.user_id"
+    # LATERAL with LIMIT 1: an email table with repeated ids must not repeat the user.
     return (
-        f'e."{src.column}" AS email',
-        f'LEFT JOIN {shape.email_table} e ON e."{src.id_column}" = {alias}.user_id',
+        "em.email AS email",
+        f'LEFT JOIN LATERAL (SELECT e."{src.column}"::text AS email FROM {shape.email_table} e'
+        f" WHERE {same} ORDER BY 1 LIMIT 1) em ON true",
     )
 
 
@@ -175,11 +179,12 @@ def scan_discrepancies(
 
     The caller's snapshot (REPEATABLE READ) makes the count, the page and each row's findings agree.
     """
+    cols = Columns.of(shape, settings)
     size = settings.tokens_page_size
-    email, email_join = _email_join(shape, "pg")
+    email, email_join = _email_join(cols, "pg")
     # The page's offset is clamped in SQL against the count, so one statement answers any page.
     sql = f"""
-    WITH {_discrepancy_cte(shape, settings)}
+    WITH {_discrepancy_cte(cols, settings)}
     SELECT c.matched_total, c.deferred_total, c.page_offset, pg.*, {email}
     FROM (
         SELECT count(*) FILTER (WHERE NOT deferred) AS matched_total,
@@ -205,7 +210,7 @@ def scan_discrepancies(
         total=total,
         deferred=int(first["deferred_total"]),
         grace_seconds=settings.tokens_scan_grace_seconds,
-        rows=[discrepancy_row(conn, settings, row) for row in rows if row["user_id"] is not None],
+        rows=[discrepancy_row(conn, cols, settings, row) for row in rows if row["user_id"] is not None],
         offset=int(first["page_offset"]),
         page=_page_at(int(first["page_offset"]), total, size),
     )
@@ -216,7 +221,7 @@ def stream_discrepancies(
 ) -> Iterator[dict[str, Any]]:
     """Every discrepant user, largest first, through a server-side cursor: memory stays one batch."""
     sql = f"""
-    WITH {_discrepancy_cte(shape, settings)}
+    WITH {_discrepancy_cte(Columns.of(shape, settings), settings)}
     SELECT user_id, worst, current_used - calculated_used AS used_discrepancy,
            current_remaining - expected_remaining AS remaining_discrepancy, deferred
     FROM flagged ORDER BY worst DESC, user_id
@@ -228,25 +233,26 @@ def stream_discrepancies(
 
 
 def read_discrepancies(
-    conn: Connection, shape: ProductShape, settings: Settings, user_ids: list[UUID]
+    conn: Connection, shape: ProductShape, settings: Settings, user_ids: list[str]
 ) -> list[DiscrepancyRow]:
     """The scan's balances and the check's findings for chosen users, in the order given."""
     if not user_ids:
         return []
-    email, email_join = _email_join(shape, "f")
+    cols = Columns.of(shape, settings)
+    email, email_join = _email_join(cols, "f")
     sql = f"""
-    WITH {_discrepancy_cte(shape, settings, chosen_users=True)}
+    WITH {_discrepancy_cte(cols, settings, chosen_users=True)}
     SELECT f.*, {email} FROM judged f {email_join}
     """
     params = {**_scan_params(settings, 0), "ids": user_ids}
     found = {row["user_id"]: row for row in conn.execute(_statement(sql), params).mappings()}
-    return [discrepancy_row(conn, settings, found[u]) for u in user_ids if u in found]
+    return [discrepancy_row(conn, cols, settings, found[u]) for u in user_ids if u in found]
 
 
-def discrepancy_row(conn: Connection, settings: Settings, row: Any) -> DiscrepancyRow:
+def discrepancy_row(conn: Connection, cols: Columns, settings: Settings, row: Any) -> DiscrepancyRow:
     """A scanned row as the check's Balance, diagnosed by the check's own findings in this snapshot."""
     balance = balance_from_sums(row, settings, gross_grants=int(row["all_grants"]))
-    signals = read_ledger_signals(conn, settings, row["user_id"])
+    signals = read_ledger_signals(conn, cols, settings, row["user_id"])
     return DiscrepancyRow(
         user=UserRef(user_id=row["user_id"], email=row["email"]),
         balance=balance,
@@ -254,43 +260,51 @@ def discrepancy_row(conn: Connection, settings: Settings, row: Any) -> Discrepan
     )
 
 
-_LOW_BALANCE_SQL = """
-WITH matched AS (
-    SELECT user_id, vibe_assistant_tokens_remaining AS remaining, vibe_assistant_tokens_used AS used
-    FROM user_profiles WHERE vibe_assistant_tokens_remaining < :threshold
-)
-SELECT c.total, c.negative, c.page_offset, pg.*, burn.recent_used, {email}
-FROM (
-    SELECT count(*) AS total, count(*) FILTER (WHERE remaining < 0) AS negative,
-           least(:offset, greatest(count(*) - 1, 0) / :size * :size) AS page_offset
-    FROM matched
-) c
-LEFT JOIN LATERAL (
-    SELECT * FROM matched m ORDER BY m.remaining, m.user_id LIMIT :size OFFSET c.page_offset
-) pg ON true
-LEFT JOIN LATERAL (
-    SELECT coalesce(sum(t.tokens_used), 0) AS recent_used
-    FROM token_usage t
-    WHERE t.user_id = pg.user_id AND t.success AND {consumption}
-      AND t.created_at > now() - make_interval(days => :window)
-) burn ON true
-{email_join}
-ORDER BY pg.remaining, pg.user_id
-"""
+@lru_cache
+def _low_balance_sql(cols: Columns) -> TextClause:
+    p, t = "p", "t"
+    remaining = cols.balance(p, REMAINING)
+    raw = f"p.{REMAINING}"
+    # The raw column narrows first (its index serves `<` and IS NULL), the read value decides.
+    narrow = f"({raw} < :threshold OR {raw} IS NULL) AND" if cols.profiles.has(REMAINING) else ""
+    email, email_join = _email_join(cols, "pg")
+    return text(f"""
+    WITH matched AS (
+        SELECT p.user_id::text AS user_id, {remaining} AS remaining, {cols.balance(p, USED)} AS used,
+               {cols.unset(p, REMAINING)} AS remaining_unset
+        FROM user_profiles p WHERE {narrow} {remaining} < :threshold
+    )
+    SELECT c.total, c.negative, c.page_offset, pg.*, burn.recent_used, {email}
+    FROM (
+        SELECT count(*) AS total, count(*) FILTER (WHERE remaining < 0) AS negative,
+               least(:offset, greatest(count(*) - 1, 0) / :size * :size) AS page_offset
+        FROM matched
+    ) c
+    LEFT JOIN LATERAL (
+        SELECT * FROM matched m ORDER BY m.remaining, m.user_id LIMIT :size OFFSET c.page_offset
+    ) pg ON true
+    LEFT JOIN LATERAL (
+        SELECT coalesce(sum({cols.tokens(t)}), 0) AS recent_used
+        FROM token_usage t
+        WHERE {cols.ledger_user_is("pg.user_id")} AND {cols.success(t)} AND {cols.is_usage(t)}
+          AND {cols.is_recent(t, "make_interval(days => :window)")}
+    ) burn ON true
+    {email_join}
+    ORDER BY pg.remaining, pg.user_id
+    """)
 
 
 def low_balances(
     conn: Connection, shape: ProductShape, settings: Settings, *, threshold: int, page: int
 ) -> LowBalanceReport:
-    """`/tokens lowbalance`: users under the threshold, lowest (so negative) first, with a burn forecast."""
+    """`/tokens lowbalance`: users under the threshold, lowest (so negative) first, with a burn forecast.
+
+    A profile whose balance is not set reads as 0, so it is listed (and marked) under any positive threshold.
+    """
     size = settings.tokens_page_size
     window = settings.tokens_burn_window_days
-    email, email_join = _email_join(shape, "pg")
-    sql = _LOW_BALANCE_SQL.format(
-        email=email, email_join=email_join, consumption=CONSUMPTION.replace("action_type", "t.action_type")
-    )
     params = {"threshold": threshold, "size": size, "offset": _requested_offset(page, size), "window": window}
-    rows = conn.execute(text(sql), params).mappings().all()
+    rows = conn.execute(_low_balance_sql(Columns.of(shape, settings)), params).mappings().all()
     first = rows[0]
     total = int(first["total"])
     return LowBalanceReport(
@@ -302,6 +316,7 @@ def low_balances(
             LowBalanceRow(
                 user=UserRef(user_id=row["user_id"], email=row["email"]),
                 remaining=int(row["remaining"]),
+                remaining_unset=bool(row["remaining_unset"]),
                 used=int(row["used"]),
                 recent_used=int(row["recent_used"]),
                 burn_window_days=window,
@@ -314,14 +329,24 @@ def low_balances(
     )
 
 
-_TOP_SQL = """
-SELECT p.user_id, p.vibe_assistant_tokens_used AS used, p.vibe_assistant_total_cost AS cost,
-       p.vibe_assistant_tokens_remaining AS remaining, {email}
-FROM user_profiles p
-{email_join}
-ORDER BY p.vibe_assistant_tokens_used DESC, p.user_id
-LIMIT :limit OFFSET :offset
-"""
+@lru_cache
+def _top_sql(cols: Columns) -> TextClause:
+    p = "p"
+    email, email_join = _email_join(cols, "pg")
+    # The raw column orders (an index on it serves); a NULL, read as 0, sorts last.
+    order = f"p.{USED} DESC NULLS LAST, " if cols.profiles.has(USED) else ""
+    return text(f"""
+    SELECT pg.*, {email}
+    FROM (
+        SELECT p.user_id::text AS user_id, {cols.balance(p, USED)} AS used, {cols.balance(p, COST)} AS cost,
+               {cols.balance(p, REMAINING)} AS remaining
+        FROM user_profiles p
+        ORDER BY {order}p.user_id
+        LIMIT :limit OFFSET :offset
+    ) pg
+    {email_join}
+    ORDER BY pg.used DESC, pg.user_id
+    """)
 
 
 def top_users(conn: Connection, shape: ProductShape, settings: Settings, *, n: int, page: int) -> TopReport:
@@ -330,10 +355,8 @@ def top_users(conn: Connection, shape: ProductShape, settings: Settings, *, n: i
     shown = min(n, users)
     size = settings.tokens_page_size
     offset = min(_requested_offset(page, size), max(shown - 1, 0) // size * size)
-    email, email_join = _email_join(shape, "p")
     rows = conn.execute(
-        text(_TOP_SQL.format(email=email, email_join=email_join)),
-        {"limit": min(size, shown - offset), "offset": offset},
+        _top_sql(Columns.of(shape, settings)), {"limit": min(size, shown - offset), "offset": offset}
     ).mappings()
     return TopReport(
         requested=n,
@@ -352,16 +375,19 @@ def top_users(conn: Connection, shape: ProductShape, settings: Settings, *, n: i
     )
 
 
-def fleet_totals(conn: Connection) -> FleetTotals:
+def fleet_totals(conn: Connection, shape: ProductShape, settings: Settings) -> FleetTotals:
+    """Sums over every profile, exact whatever their size (numeric, never bigint)."""
+    cols, p = Columns.of(shape, settings), "p"
+    remaining = cols.balance(p, REMAINING)
     row = (
         conn.execute(
             text(
-                "SELECT count(*) AS users,"
-                " coalesce(sum(vibe_assistant_tokens_remaining), 0) AS remaining,"
-                " coalesce(sum(vibe_assistant_tokens_used), 0) AS used,"
-                " coalesce(sum(vibe_assistant_total_cost), 0) AS cost,"
-                " count(*) FILTER (WHERE vibe_assistant_tokens_remaining < 0) AS negative"
-                " FROM user_profiles"
+                f"SELECT count(*) AS users, coalesce(sum({remaining}::numeric), 0) AS remaining,"
+                f" coalesce(sum({cols.balance(p, USED)}::numeric), 0) AS used,"
+                f" coalesce(sum({cols.balance(p, COST)}), 0) AS cost,"
+                f" count(*) FILTER (WHERE {remaining} < 0) AS negative,"
+                f" count(*) FILTER (WHERE {cols.unset(p, REMAINING)}) AS unset"
+                " FROM user_profiles p"
             )
         )
         .mappings()

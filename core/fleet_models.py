@@ -5,12 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from pydantic import Field
+
 from core.models import Balance, Finding, Frozen, Page, UserRef
 
 
 class LowBalanceRow(Frozen):
     user: UserRef
     remaining: int
+    remaining_unset: bool = False
+    """The profile's remaining is NULL, read as 0."""
     used: int
     recent_used: int
     """Successful usage over the burn window; the forecast divides it by the window's days."""
@@ -86,6 +90,8 @@ class FleetTotals(Frozen):
     used: int
     cost: Decimal
     negative: int
+    unset: int = 0
+    """Profiles whose remaining balance is NULL (read as 0)."""
 
 
 class DigestReport(Frozen):
@@ -115,6 +121,19 @@ class IndexCheck(Frozen):
     create_sql: str
 
 
+class SchemaNote(Frozen):
+    """One way the product's schema differs from the guide's, and what tokens-bot does about it."""
+
+    subject: str
+    found: str
+    meaning: str
+
+
+class QualityCount(Frozen):
+    what: str
+    rows: int
+
+
 class DoctorReport(Frozen):
     database: str
     server_version: str
@@ -127,3 +146,5 @@ class DoctorReport(Frozen):
     row_estimates: dict[str, int | None]
     indexes: list[IndexCheck]
     bot_schema_revision: str | None
+    schema_notes: list[SchemaNote] = Field(default_factory=list)
+    odd_rows: list[QualityCount] = Field(default_factory=list)

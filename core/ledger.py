@@ -1,46 +1,65 @@
-"""Reading a user's ledger rows: the guide's Steps 2 and 3."""
+"""Reading a user's ledger rows: the guide's Steps 2 and 3, every column read as core.columns says."""
 
 from __future__ import annotations
 
-from uuid import UUID
+from functools import lru_cache
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, TextClause, text
 
+from core.columns import Columns
 from core.models import BreakdownRow, Operation
 
-_BREAKDOWN_SQL = """
-SELECT action_type, model_used,
-       count(*) AS operations,
-       count(*) FILTER (WHERE NOT success) AS failed_operations,
-       coalesce(sum(tokens_used) FILTER (WHERE success), 0) AS tokens,
-       coalesce(sum(cost_estimate) FILTER (WHERE success), 0) / 100 AS cost,
-       min(created_at) AS first_use,
-       max(created_at) AS last_use
-FROM token_usage
-WHERE user_id = :user_id
-GROUP BY action_type, model_used
-ORDER BY tokens DESC, operations DESC, action_type, model_used
-"""
-# Parsed once: building a TextClause costs a regex pass over the SQL, on every check otherwise.
-_BREAKDOWN = text(_BREAKDOWN_SQL)
 
-_OPERATIONS_SQL = """
-SELECT id, created_at, action_type, model_used, tokens_used, cost_estimate, success, error_message
-FROM token_usage
-WHERE user_id = :user_id
-ORDER BY created_at DESC, id DESC
-LIMIT :limit OFFSET :offset
-"""
-_OPERATIONS = text(_OPERATIONS_SQL)
+@lru_cache
+def _breakdown_sql(cols: Columns) -> TextClause:
+    t = "t"
+    ok = cols.success(t)
+    return text(f"""
+    SELECT action_type, model_used,
+           count(*) AS operations,
+           count(*) FILTER (WHERE NOT ok) AS failed_operations,
+           coalesce(sum(tokens) FILTER (WHERE ok), 0) AS tokens,
+           coalesce(sum(cents) FILTER (WHERE ok), 0) / 100 AS cost,
+           min(shown_at) AS first_use,
+           max(shown_at) AS last_use
+    FROM (
+        SELECT t.action_type::text AS action_type, {cols.text_of(t, "model_used")} AS model_used, {ok} AS ok,
+               {cols.tokens(t)} AS tokens, {cols.cents(t)} AS cents, {cols.shown_time(t)} AS shown_at
+        FROM token_usage t
+        WHERE t.user_id = {cols.user_param(cols.ledger)}
+    ) rows
+    GROUP BY action_type, model_used
+    ORDER BY tokens DESC, operations DESC, action_type NULLS LAST, model_used NULLS LAST
+    """)
 
 
-def usage_breakdown(conn: Connection, user_id: UUID) -> list[BreakdownRow]:
-    """Usage by action type and model; admin rows appear too, as the guide's Step 2 shows them."""
-    rows = conn.execute(_BREAKDOWN, {"user_id": user_id}).mappings()
+@lru_cache
+def _operations_sql(cols: Columns) -> TextClause:
+    t = "t"
+    # A boolean success is shown as stored (NULL as unknown); any other type as the bot reads it.
+    stored = cols.ledger.has("success") and cols.ledger.column("success").base == "boolean"
+    success = "t.success" if stored else cols.success(t)
+    return text(f"""
+    SELECT {cols.row_id(t)} AS id, {cols.shown_time(t)} AS created_at, t.action_type::text AS action_type,
+           {cols.text_of(t, "model_used")} AS model_used, {cols.tokens(t)} AS tokens_used,
+           {cols.cents(t)} AS cost_estimate, {success} AS success,
+           {cols.text_of(t, "error_message")} AS error_message
+    FROM token_usage t
+    WHERE t.user_id = {cols.user_param(cols.ledger)}
+    ORDER BY t.created_at DESC NULLS LAST, t.id DESC
+    LIMIT :limit OFFSET :offset
+    """)
+
+
+def usage_breakdown(conn: Connection, cols: Columns, user_id: str) -> list[BreakdownRow]:
+    """Usage by action type and model; grant and deduction rows appear too, as the guide's Step 2 shows them."""
+    rows = conn.execute(_breakdown_sql(cols), {"u": user_id}).mappings()
     return [BreakdownRow.model_validate(dict(row)) for row in rows]
 
 
-def recent_operations(conn: Connection, user_id: UUID, *, offset: int, limit: int) -> list[Operation]:
-    """A slice of the newest operations, failures and their errors included."""
-    rows = conn.execute(_OPERATIONS, {"user_id": user_id, "limit": limit, "offset": offset}).mappings()
+def recent_operations(
+    conn: Connection, cols: Columns, user_id: str, *, offset: int, limit: int
+) -> list[Operation]:
+    """A slice of the newest operations, failures and their errors included; undated rows come last."""
+    rows = conn.execute(_operations_sql(cols), {"u": user_id, "limit": limit, "offset": offset}).mappings()
     return [Operation.model_validate(dict(row)) for row in rows]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
@@ -41,7 +40,9 @@ class FindingKind(StrEnum):
 
 
 class UserRef(Frozen):
-    user_id: UUID
+    """A product user: the id as text, whatever type the product stores it as (uuid, bigint, text)."""
+
+    user_id: str
     email: str | None = None
 
     @property
@@ -71,6 +72,8 @@ class Balance(Frozen):
     admin_deductions: int
     ledger_rows: int
     failed_rows: int
+    unset: tuple[str, ...] = ()
+    """Profile balance columns that are NULL (or absent): each read as 0, as the product's own code does."""
 
     @property
     def used_discrepancy(self) -> int:
@@ -92,25 +95,50 @@ class Finding(Frozen):
     summary: str
 
 
+class DataQualityKind(StrEnum):
+    """Rows the bot had to interpret; each has one meaning (README "Your product's schema")."""
+
+    NULL_TOKENS = "null_tokens"
+    NULL_COST = "null_cost"
+    NULL_SUCCESS = "null_success"
+    NULL_TIME = "null_time"
+    FUTURE_TIME = "future_time"
+    NULL_ACTION = "null_action"
+    NEAR_MISS_ACTION = "near_miss_action"
+    NEGATIVE_TOKENS = "negative_tokens"
+    ODD_METADATA = "odd_metadata"
+    PROFILE_UNSET = "profile_unset"
+    HIDDEN_ROWS = "hidden_rows"
+
+
+class DataQualityNote(Frozen):
+    kind: DataQualityKind
+    rows: int
+    tokens: int = 0
+    summary: str
+
+
 class BreakdownRow(Frozen):
-    action_type: str
+    action_type: str | None
     model_used: str | None
     operations: int
     failed_operations: int
     tokens: int
     cost: Decimal
-    first_use: datetime
-    last_use: datetime
+    first_use: datetime | None
+    last_use: datetime | None
 
 
 class Operation(Frozen):
-    id: UUID
-    created_at: datetime
-    action_type: str
+    """One ledger row as the product stored it: any column but the id may be NULL (shown as such)."""
+
+    id: str
+    created_at: datetime | None
+    action_type: str | None
     model_used: str | None
-    tokens_used: int
-    cost_estimate: Decimal
-    success: bool
+    tokens_used: int | None
+    cost_estimate: Decimal | None
+    success: bool | None
     error_message: str | None
 
 
@@ -139,3 +167,4 @@ class CheckReport(Frozen):
     operations_total: int
     page: Page
     explicit_initial_grant: int | None = None
+    data_quality: list[DataQualityNote] = []

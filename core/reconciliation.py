@@ -10,62 +10,90 @@ from uuid import UUID
 
 from sqlalchemy import Connection, RowMapping, TextClause, text
 
+from core.columns import Columns
 from core.models import Balance, Finding, FindingKind, GrantSource, InitialGrant, Verdict
-from core.product import CONSUMPTION, WRITTEN_BY_BOT, ProductShape
+from core.product import ProductShape
 from core.settings import Settings
 
 
 @lru_cache
-def _balance_sql(shape: ProductShape) -> TextClause:
-    """Built and parsed once per product shape."""
-    tier = shape.tier_sql
+def _balance_sql(cols: Columns) -> TextClause:
+    """Built and parsed once per product shape: the balance sums and the data-quality counts, one pass."""
+    t, p = "t", "p"
+    ok, usage, grant, deduct, tokens = (
+        cols.success(t),
+        cols.is_usage(t),
+        cols.is_grant(t),
+        cols.is_deduct(t),
+        cols.tokens(t),
+    )
+    null_cost = f"{cols.cents(t)} IS NULL" if cols.ledger.has("cost_estimate") else "false"
+    null_success = "t.success IS NULL" if cols.ledger.has("success") else "false"
     return text(f"""
-    SELECT p.vibe_assistant_tokens_used AS current_used,
-           p.vibe_assistant_total_cost AS current_cost,
-           p.vibe_assistant_tokens_remaining AS current_remaining,
-           {tier} AS tier,
+    SELECT {cols.profile_balances(p)},
            l.*
     FROM user_profiles p
     CROSS JOIN LATERAL (
-        SELECT coalesce(CAST(:explicit AS bigint), CAST(CAST(:tiers AS jsonb) ->> {tier} AS bigint)) AS amount
+        SELECT coalesce(CAST(:explicit AS numeric), CAST(CAST(:tiers AS jsonb) ->> {cols.tier(p)} AS numeric))
+            AS amount
     ) assumed
     CROSS JOIN LATERAL (
         SELECT count(*) AS ledger_rows,
-               count(*) FILTER (WHERE NOT success) AS failed_rows,
-               coalesce(sum(tokens_used) FILTER (WHERE success AND {CONSUMPTION}), 0) AS calculated_used,
-               round(coalesce(sum(cost_estimate) FILTER (WHERE success AND {CONSUMPTION}), 0) / 100,
-                     {shape.cost_scale}) AS calculated_cost,
-               coalesce(sum(tokens_used) FILTER (WHERE success AND action_type = 'admin_grant'), 0)
-                   AS admin_grants,
-               coalesce(sum(tokens_used) FILTER (WHERE success AND action_type = 'admin_deduct'), 0)
-                   AS admin_deductions,
-               coalesce(bool_or(success AND action_type = 'admin_grant' AND tokens_used = assumed.amount
-                                AND NOT {WRITTEN_BY_BOT}),
+               count(*) FILTER (WHERE NOT {ok}) AS failed_rows,
+               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {usage}), 0) AS calculated_used,
+               round(coalesce(sum({cols.cents(t)}) FILTER (WHERE {ok} AND {usage}), 0) / 100,
+                     {cols.shape.cost_scale}) AS calculated_cost,
+               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {grant}), 0) AS admin_grants,
+               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {deduct}), 0) AS admin_deductions,
+               coalesce(bool_or({ok} AND {grant} AND {tokens} = assumed.amount
+                                AND NOT {cols.written_by_bot(t)}),
                         false) AS assumed_grant_logged,
-               -- The first-admin-grant fallback takes any grant, the bot's too: whichever row it is,
-               -- it is counted exactly once, as the initial grant and not as an extra one.
-               (SELECT g.tokens_used FROM token_usage g
-                 WHERE g.user_id = p.user_id AND g.action_type = 'admin_grant' AND g.success
-                 ORDER BY g.created_at, g.id LIMIT 1) AS first_grant
-        FROM token_usage t WHERE t.user_id = p.user_id
+               -- The first-grant fallback takes any grant, the bot's too: whichever row it is, it is
+               -- counted exactly once, as the initial grant and not as an extra one.
+               {cols.tokens_of_key(f"min({cols.history_key(t)}) FILTER (WHERE {ok} AND {grant})")}
+                   AS first_grant,
+               {_quality_counts(cols, null_cost=null_cost, null_success=null_success)}
+        FROM token_usage t WHERE t.user_id = {cols.user_param(cols.ledger)}
     ) l
-    WHERE p.user_id = :user_id
+    WHERE p.user_id = {cols.user_param(cols.profiles)}
     """)
 
 
-def compute_balance(
+def _quality_counts(cols: Columns, *, null_cost: str, null_success: str) -> str:
+    """Rows the sums above had to interpret, counted with their tokens (see core.quality)."""
+    t = "t"
+    tokens = f"coalesce({cols.tokens(t)}, 0)"
+    conditions = {
+        "null_tokens": "t.tokens_used IS NULL",
+        "null_cost": f"{null_cost} AND {cols.success(t)} AND {cols.is_usage(t)}",
+        "null_success": null_success,
+        "null_time": "t.created_at IS NULL",
+        "future_time": cols.is_future(t),
+        "null_action": "coalesce(btrim(t.action_type::text), '') = ''",
+        "near_miss_action": cols.near_miss(t),
+        "negative_tokens": f"{tokens} < 0",
+        "odd_metadata": cols.metadata_is_odd(t),
+    }
+    return ",\n               ".join(
+        f"count(*) FILTER (WHERE {where}) AS {name}_rows,"
+        f" coalesce(sum({tokens}) FILTER (WHERE {where}), 0) AS {name}_tokens"
+        for name, where in conditions.items()
+    )
+
+
+def read_balance(
     conn: Connection,
-    shape: ProductShape,
+    cols: Columns,
     settings: Settings,
-    user_id: UUID,
+    user_id: str,
     explicit_initial_grant: int | None = None,
-) -> Balance:
-    """Compare the profile's cached values with the ledger, choosing the initial grant as DESIGN.md says."""
+) -> tuple[Balance, RowMapping]:
+    """The user's Balance, and the row it came from (it also holds the data-quality counts)."""
     row = (
         conn.execute(
-            _balance_sql(shape),
+            _balance_sql(cols),
             {
-                "user_id": user_id,
+                "u": user_id,
                 "explicit": explicit_initial_grant,
                 "tiers": json.dumps(settings.tokens_tier_grants),
             },
@@ -73,9 +101,24 @@ def compute_balance(
         .mappings()
         .one()
     )
-    return balance_from_sums(
+    balance = balance_from_sums(
         row, settings, gross_grants=int(row["admin_grants"]), explicit_initial_grant=explicit_initial_grant
     )
+    return balance, row
+
+
+def compute_balance(
+    conn: Connection,
+    shape: ProductShape,
+    settings: Settings,
+    user_id: UUID | str,
+    explicit_initial_grant: int | None = None,
+) -> Balance:
+    """Compare the profile's cached values with the ledger, choosing the initial grant as DESIGN.md says."""
+    balance, _ = read_balance(
+        conn, Columns.of(shape, settings), settings, str(user_id), explicit_initial_grant
+    )
+    return balance
 
 
 def balance_from_sums(
@@ -97,7 +140,9 @@ def balance_from_sums(
     admin_grants = gross_grants - (grant.tokens if grant.logged else 0)
     calculated_used = int(row["calculated_used"])
     admin_deductions = int(row["admin_deductions"])
+    unset = tuple(name for name in ("remaining", "used", "cost") if row[f"{name}_unset"])
     return Balance(
+        unset=unset,
         current_used=int(row["current_used"]),
         calculated_used=calculated_used,
         current_cost=Decimal(row["current_cost"]),
@@ -158,10 +203,13 @@ def choose_initial_grant(
     )
 
 
-def judge(balance: Balance, findings: list[Finding], problem_threshold: int) -> Verdict:
+def judge(
+    balance: Balance, findings: list[Finding], problem_threshold: int, *, partial: bool = False
+) -> Verdict:
     """A plain verdict: any drift or finding is minor; beyond the threshold, or a negative balance, a problem.
 
-    Cost drift alone stays minor: it is money mis-recorded, not tokens a user gained or lost.
+    Cost drift alone stays minor: it is money mis-recorded, not tokens a user gained or lost. A `partial`
+    view (rows the bot's role cannot see) is never called reconciled: the hidden rows could disagree.
     """
     worst = max(
         abs(balance.used_discrepancy),
@@ -170,6 +218,6 @@ def judge(balance: Balance, findings: list[Finding], problem_threshold: int) -> 
     )
     if worst > problem_threshold or balance.current_remaining < 0:
         return Verdict.PROBLEM
-    if worst or balance.cost_discrepancy or findings:
+    if worst or balance.cost_discrepancy or findings or partial:
         return Verdict.MINOR
     return Verdict.RECONCILED

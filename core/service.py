@@ -7,9 +7,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from uuid import UUID
 
-from psycopg.errors import QueryCanceled
+from psycopg.errors import InsufficientPrivilege, QueryCanceled
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError, ProgrammingError
 
 from core import approvals, fleet
 from core.approvals import ApprovalRequest, Decision, LedgerSnapshot, Person, ReconcileReport
@@ -19,6 +19,7 @@ from core.digest import build_digest, record_posted
 from core.errors import (
     DatabaseUnavailableError,
     NotAllowedError,
+    ProductDataError,
     QueryTimeoutError,
     TokensBotError,
 )
@@ -71,7 +72,7 @@ class TokensService:
             return approvals.reconcile(conn, self.shape(conn), self.settings, user, initial_grant)
 
     def propose_correction(
-        self, actor: Person, user_id: UUID, initial_grant: int | None, seen: LedgerSnapshot
+        self, actor: Person, user_id: str, initial_grant: int | None, seen: LedgerSnapshot
     ) -> ApprovalRequest:
         """The "Propose correction" button: a pending Step 5 for the values the proposer saw."""
         with self._writing() as conn:
@@ -166,7 +167,7 @@ class TokensService:
                 local={"work_mem": self.settings.tokens_work_mem},
             ) as conn:
                 yield conn
-        except OperationalError as exc:
+        except (OperationalError, DataError, ProgrammingError) as exc:
             raise self._database_error(exc, "nothing was read or changed") from exc
 
     @contextmanager
@@ -175,11 +176,29 @@ class TokensService:
         try:
             with unit_of_work(self.engine) as conn:
                 yield conn
-        except OperationalError as exc:
+        except (OperationalError, DataError, ProgrammingError) as exc:
             raise self._database_error(exc, "nothing was changed") from exc
 
-    def _database_error(self, exc: OperationalError, outcome: str) -> TokensBotError:
-        """Our own statement timeout is told apart from an unreachable database: the fixes differ."""
+    def _database_error(self, exc: DBAPIError, outcome: str) -> TokensBotError:
+        """Our own statement timeout is told apart from an unreachable database: the fixes differ.
+
+        A value the product stored that PostgreSQL cannot convert, or a permission the bot's role lacks,
+        is the product database's doing: the operator is told which, with PostgreSQL's own words.
+        """
+        diag = getattr(exc.orig, "diag", None)
+        detail = str(getattr(diag, "message_primary", None) or "").strip()
+        if isinstance(exc.orig, InsufficientPrivilege):
+            return ProductDataError(
+                f"tokens-bot's database role may not do what this needs ({detail}), so {outcome}."
+                ' `tokens-bot doctor` and README "Security" list the grants it needs.'
+            )
+        if isinstance(exc, DataError):
+            return ProductDataError(
+                f"The product's database holds a value tokens-bot could not read or write ({detail}),"
+                f" so {outcome}. `tokens-bot doctor` explains how the bot reads this database."
+            )
+        if isinstance(exc, ProgrammingError):
+            raise exc
         if isinstance(exc.orig, QueryCanceled):
             seconds = self.settings.tokens_statement_timeout_ms / 1000
             return QueryTimeoutError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -73,6 +74,13 @@ class Settings(BaseSettings):
     tokens_viewers: CommaList = []
     tokens_approvals_channel: str | None = None
 
+    # How the ledger's action types are read (matched exactly): grants add to the balance, deductions take
+    # from it outside usage; every other type is usage.
+    tokens_grant_actions: CommaList = ["admin_grant"]
+    tokens_deduct_actions: CommaList = ["admin_deduct"]
+    # model_used on the ledger rows tokens-bot writes (products often make the column NOT NULL).
+    tokens_ledger_model: str = Field(default="admin", min_length=1, max_length=100)
+
     tokens_data_dir: Path = Path(".tokens-bot")
     tokens_schema: str = "tokens_bot"
     tokens_email_source: str = "auth.users.email"
@@ -124,6 +132,17 @@ class Settings(BaseSettings):
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("tokens_grant_actions", "tokens_deduct_actions", mode="before")
+    @classmethod
+    def _action_types(cls, value: Any) -> Any:
+        """Action types are matched exactly as stored: a comma list (spaces around commas dropped), or a
+        JSON list for a spelling with spaces or commas in it, such as `[" Admin_Grant"]`."""
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return [str(part) for part in json.loads(value) if str(part).strip()]
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 

@@ -7,30 +7,51 @@ from uuid import UUID
 
 from sqlalchemy import Connection, TextClause, text
 
-from core.errors import EmailLookupUnavailableError, UserNotFoundError
+from core.columns import Columns
+from core.errors import AmbiguousUserError, EmailLookupUnavailableError, UserNotFoundError
 from core.models import UserRef
 from core.product import ProductShape
 
+# An email shared by more users than this is listed only in part: the reply must stay readable.
+_AMBIGUOUS_SHOWN = 10
 
-def find_user(conn: Connection, shape: ProductShape, user: UUID | str) -> UserRef:
+
+def find_user(conn: Connection, cols: Columns, user: UUID | str) -> UserRef:
     """Resolve a UUID or an email to a user with a profile, or say precisely why not."""
-    user_id = user if isinstance(user, UUID) else _id_for_email(conn, shape, user)
-    # The profile's existence and the email in one round trip.
-    found = conn.execute(_profile_sql(shape), {"u": user_id}).first()
-    if found is None:
+    named_by_email = isinstance(user, str) and "@" in user
+    user_id = _id_for_email(conn, cols.shape, str(user)) if named_by_email else str(user)
+    _require_comparable(cols, user_id)
+    found = conn.execute(_profile_sql(cols), {"u": user_id}).first()
+    if found is None or not found.profiles:
         rows = conn.execute(
-            text("SELECT count(*) FROM token_usage WHERE user_id = :u"), {"u": user_id}
+            text(f"SELECT count(*) FROM token_usage t WHERE t.user_id = {cols.user_param(cols.ledger)}"),
+            {"u": user_id},
         ).scalar_one()
         if rows:
             raise UserNotFoundError(
-                f"User `{user_id}` has {rows:,} ledger rows but no `user_profiles` row, so there is"
+                f"User {user_id} has {rows:,} ledger rows but no user_profiles row, so there is"
                 " no balance to reconcile. Create the profile in the product first."
             )
-        raise UserNotFoundError(f"No user with id `{user_id}` was found in `user_profiles`.")
-    return UserRef(user_id=user_id, email=None if found.email is None else str(found.email))
+        raise UserNotFoundError(f"No user with id {user_id} was found in user_profiles.")
+    if found.profiles > 1:
+        raise AmbiguousUserError(
+            f"User {user_id} has {found.profiles:,} user_profiles rows, and tokens-bot reconciles one"
+            " balance per user, so it will not guess which one is current."
+        )
+    return UserRef(user_id=str(found.user_id), email=None if found.email is None else str(found.email))
 
 
-def _id_for_email(conn: Connection, shape: ProductShape, email: str) -> UUID:
+def _require_comparable(cols: Columns, user_id: str) -> None:
+    """An id that cannot be a uuid matches nobody in a uuid column: say so instead of failing the cast."""
+    for table in (cols.profiles, cols.ledger):
+        if table.has("user_id") and table.column("user_id").base == "uuid":
+            try:
+                UUID(user_id)
+            except ValueError:
+                raise UserNotFoundError(f"No user with id {user_id} was found in user_profiles.") from None
+
+
+def _id_for_email(conn: Connection, shape: ProductShape, email: str) -> str:
     if shape.email_source is None:
         raise EmailLookupUnavailableError(
             "Looking users up by email needs the email table, which this database does not have"
@@ -39,21 +60,38 @@ def _id_for_email(conn: Connection, shape: ProductShape, email: str) -> UUID:
     src = shape.email_source
     found = conn.execute(
         text(
-            f'SELECT "{src.id_column}" FROM {shape.email_table}'
-            f' WHERE lower("{src.column}") = lower(:e) LIMIT 1'
+            f'SELECT DISTINCT "{src.id_column}"::text AS id, "{src.column}"::text AS email'
+            f' FROM {shape.email_table} WHERE lower("{src.column}"::text) = lower(:e)'
+            f" ORDER BY id LIMIT {_AMBIGUOUS_SHOWN + 1}"
         ),
         {"e": email},
-    ).scalar_one_or_none()
-    if found is None:
-        raise UserNotFoundError(f"No user with email `{email}` was found.")
-    return UUID(str(found))
+    ).all()
+    if not found:
+        raise UserNotFoundError(f"No user with email {email} was found.")
+    if len({row.id for row in found}) > 1:
+        listed = "; ".join(f"{row.email} is {row.id}" for row in found[:_AMBIGUOUS_SHOWN])
+        more = " and more" if len(found) > _AMBIGUOUS_SHOWN else ""
+        raise AmbiguousUserError(
+            f"More than one user has the email {email} (letter case aside): {listed}{more}."
+            " Name the user by id instead."
+        )
+    return str(found[0].id)
 
 
 @lru_cache
-def _profile_sql(shape: ProductShape) -> TextClause:
+def _profile_sql(cols: Columns) -> TextClause:
     """One statement per product shape, built once: its text is what psycopg prepares per connection."""
-    email = "NULL"
-    if shape.email_source is not None:
+    shape = cols.shape
+    email = "NULL::text"
+    if shape.email_source is not None and shape.email_id_type is not None:
         src = shape.email_source
-        email = f'(SELECT "{src.column}" FROM {shape.email_table} WHERE "{src.id_column}" = p.user_id)'
-    return text(f"SELECT {email} AS email FROM user_profiles p WHERE p.user_id = :u")
+        same = (
+            f'e."{src.id_column}" = p.user_id'
+            if shape.email_id_type == cols.profiles.column("user_id").type
+            else f'e."{src.id_column}"::text = p.user_id::text'
+        )
+        email = f'(SELECT min(e."{src.column}"::text) FROM {shape.email_table} e WHERE {same})'
+    return text(
+        f"SELECT min(p.user_id::text) AS user_id, count(*) AS profiles, min({email}) AS email"
+        f" FROM user_profiles p WHERE p.user_id = {cols.user_param(cols.profiles)}"
+    )

@@ -180,9 +180,7 @@ def test_full_flow_applies_once_updates_the_message_threads_the_reconciliation_a
     assert events == ["requested", "applied"]
 
     again = click(slack, fake_slack, "approval_approve", value)
-    assert re.search(
-        r"already approved by Bea Approver \(<@UADMIN2>\) at \d{4}-\d\d-\d\d \d\d:\d\d UTC", again["text"]
-    )
+    assert re.search(r"already approved by Bea Approver at \d{4}-\d\d-\d\d \d\d:\d\d UTC", again["text"])
     assert remaining_of(engine, user) == 650_000
 
 

@@ -190,7 +190,7 @@ def test_lookup_by_email_and_the_errors_users_can_cause(
         service.check("UADMIN1", "nobody@example.com")
     with pytest.raises(UserNotFoundError, match="No user with id"):
         service.check("UADMIN1", uuid.uuid4())
-    with pytest.raises(UserNotFoundError, match="1 ledger rows but no `user_profiles` row"):
+    with pytest.raises(UserNotFoundError, match="1 ledger rows but no user_profiles row"):
         service.check("UADMIN1", orphan)
     with pytest.raises(NotAllowedError):
         service.check("USTRANGER", user)

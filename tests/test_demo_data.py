@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, text
 from core.db import make_engine
 from core.demo import REFERENCE_TIME, DemoSummary, load_demo_data
 from core.errors import ProductDataExistsError
-from core.models import CheckReport, FindingKind, Verdict
+from core.models import CheckReport, DataQualityKind, FindingKind, Verdict
 from core.service import TokensService
 from core.settings import Settings
 from tests.support.databases import scratch_database
@@ -52,6 +52,19 @@ SHOWCASE = {
     "negative_balance": ("negative@demo.example", FindingKind.NEGATIVE_BALANCE, Verdict.PROBLEM),
 }
 CLEAN_SHOWCASE = {"reconciled": "reconciled@demo.example", "heavy": "heavy@demo.example"}
+# Users whose data needs interpreting (README "Your product's schema"); each reconciles once read so.
+MESSY_SHOWCASE = {
+    "messy": (
+        "messy@demo.example",
+        {
+            DataQualityKind.NULL_SUCCESS,
+            DataQualityKind.NULL_COST,
+            DataQualityKind.FUTURE_TIME,
+            DataQualityKind.NEAR_MISS_ACTION,
+        },
+    ),
+    "not_set": ("not-set@demo.example", {DataQualityKind.PROFILE_UNSET}),
+}
 
 _FINGERPRINT_SQL = """
 SELECT (SELECT count(*) FROM auth.users) AS users,
@@ -120,7 +133,7 @@ def profile(conn: Connection, user_id: uuid.UUID) -> dict[str, Any]:
 
 
 def consumed(row: dict[str, Any]) -> bool:
-    return bool(row["success"]) and row["action_type"] in CONSUMPTION_ACTIONS
+    return row["success"] is not False and row["action_type"] in CONSUMPTION_ACTIONS
 
 
 def priced(row: dict[str, Any], settings: Settings) -> Decimal:
@@ -173,7 +186,7 @@ def expected_tokens(
 
 def test_each_showcase_user_shows_exactly_its_finding_with_exact_tokens(demo: Demo) -> None:
     """Every showcase email resolves and its check shows only its finding, with the tokens the rows imply."""
-    assert set(demo.summary.showcase) == set(SHOWCASE) | set(CLEAN_SHOWCASE)
+    assert set(demo.summary.showcase) == set(SHOWCASE) | set(CLEAN_SHOWCASE) | set(MESSY_SHOWCASE)
     for label, (email, kind, verdict) in SHOWCASE.items():
         user_id, summary_email = demo.summary.showcase[label]
         assert summary_email == email
@@ -181,7 +194,7 @@ def test_each_showcase_user_shows_exactly_its_finding_with_exact_tokens(demo: De
         with demo.engine.connect() as conn:
             rows, prof = ledger(conn, user_id), profile(conn, user_id)
         tokens, row_count = expected_tokens(label, rows, prof, demo)
-        assert (report.user.user_id, report.user.email) == (user_id, email)
+        assert (report.user.user_id, report.user.email) == (str(user_id), email)
         assert [f.kind for f in report.findings] == [kind], label
         finding = report.findings[0]
         assert tokens > 1_000, label  # large enough to be a problem, not noise
@@ -208,13 +221,40 @@ def _assert_explains_discrepancy(label: str, report: CheckReport, tokens: int) -
         assert b.current_remaining == -tokens
 
 
+def test_messy_showcase_users_name_every_reading_and_explain_their_discrepancy(demo: Demo) -> None:
+    """not-set@ (a profile with NULL balances) reconciles; messy@ (a NULL success, a NULL cost, a future
+    date, and a goodwill grant hand-typed as ` Admin_Grant`) differs by exactly what the near miss
+    explains, since an unconfigured spelling counts as usage; each reading is named with its rows."""
+    for label, (email, kinds) in MESSY_SHOWCASE.items():
+        report = demo.service.check("UADMIN1", email)
+        assert report.findings == [], label
+        assert {note.kind for note in report.data_quality} == kinds, label
+        # One row each; the near miss, read as usage, also has no cost.
+        assert {n.kind: n.rows for n in report.data_quality} == {
+            kind: 2 if kind is DataQualityKind.NULL_COST else 1 for kind in kinds
+        }, label
+    not_set = demo.service.check("UADMIN1", "not-set@demo.example")
+    assert not_set.verdict is Verdict.RECONCILED
+    assert not_set.balance.unset == ("remaining", "used", "cost") and not_set.balance.current_remaining == 0
+    messy = demo.service.check("UADMIN1", "messy@demo.example")
+    [near_miss] = [n for n in messy.data_quality if n.kind is DataQualityKind.NEAR_MISS_ACTION]
+    assert near_miss.tokens == 50_000 and "TOKENS_GRANT_ACTIONS" in near_miss.summary
+    b = messy.balance
+    assert (b.used_discrepancy, b.remaining_discrepancy) == (-50_000, 100_000)
+    configured = TokensService(
+        demo.settings.model_copy(update={"tokens_grant_actions": ["admin_grant", " Admin_Grant"]}),
+        demo.engine,
+    ).check("UADMIN1", "messy@demo.example")
+    assert configured.verdict is Verdict.RECONCILED and configured.balance.admin_grants == 50_000
+
+
 def test_clean_showcase_users_reconcile_and_page_their_operations(demo: Demo) -> None:
     """reconciled@ and heavy@ reconcile with no findings, and their more-than-50 operations are paged."""
     size = demo.settings.tokens_page_size
     shown = demo.settings.tokens_recent_operations
     for label, email in CLEAN_SHOWCASE.items():
         report = demo.service.check("UADMIN1", email)
-        assert report.user.user_id == demo.summary.showcase[label][0]
+        assert report.user.user_id == str(demo.summary.showcase[label][0])
         assert report.verdict is Verdict.RECONCILED, label
         assert report.findings == [], label
         assert report.balance.ledger_rows > shown
@@ -241,7 +281,7 @@ def test_every_other_user_reconciles(demo: Demo) -> None:
     assert 190 <= len(users) <= 210
     for user_id, email in users:
         report = demo.service.check("UADMIN1", email)
-        assert report.user.user_id == user_id
+        assert report.user.user_id == str(user_id)
         assert (report.verdict, report.findings) == (Verdict.RECONCILED, []), email
 
 
@@ -261,22 +301,34 @@ def test_data_set_is_realistic_and_exact(demo: Demo) -> None:
     consumption = [r for r in rows if r["action_type"] in CONSUMPTION_ACTIONS]
     assert {r["action_type"] for r in consumption} == CONSUMPTION_ACTIONS
     assert {r["model_used"] for r in consumption} == MODELS
-    assert {r["action_type"] for r in rows} == CONSUMPTION_ACTIONS | {"admin_grant", "admin_deduct"}
+    assert {r["action_type"] for r in rows} == CONSUMPTION_ACTIONS | {
+        "admin_grant",
+        "admin_deduct",
+        " Admin_Grant",
+    }
+    assert all(r["cost_estimate"] is None for r in rows if "admin" in r["action_type"].lower())
     assert all(r["input_tokens"] + r["output_tokens"] == r["tokens_used"] for r in consumption)
     cost_drift_user = demo.summary.showcase["cost_drift"][0]
-    mispriced = [r for r in consumption if r["cost_estimate"] != priced(r, demo.settings)]
+    mispriced = [
+        r
+        for r in consumption
+        if r["cost_estimate"] is not None and r["cost_estimate"] != priced(r, demo.settings)
+    ]
     assert len(mispriced) == 8
     assert {r["user_id"] for r in mispriced} == {cost_drift_user}
-    failed = [r for r in consumption if not r["success"]]
+    failed = [r for r in consumption if r["success"] is False]
     assert len(failed) > 100 and all(r["error_message"] for r in failed)
-    times = [r["created_at"] for r in rows]
+    future = [r for r in rows if r["created_at"] > REFERENCE_TIME]
+    assert [r["user_id"] for r in future] == [demo.summary.showcase["messy"][0]]
+    times = [r["created_at"] for r in rows if r not in future]
     assert max(times) < REFERENCE_TIME and REFERENCE_TIME - min(times) > timedelta(days=180)
-    low = [p for p in profiles if 0 <= p["vibe_assistant_tokens_remaining"] < 10_000]
+    low = [p for p in profiles if 0 <= (p["vibe_assistant_tokens_remaining"] or 0) < 10_000]
     assert len(low) >= 10
     assert {p["membership_tier"] for p in profiles} == {"annual", "monthly", None}
     assert all(
         p["vibe_assistant_total_cost"] == p["vibe_assistant_total_cost"].quantize(Decimal("0.01"))
         for p in profiles
+        if p["vibe_assistant_total_cost"] is not None
     )
 
 

@@ -227,7 +227,7 @@ def test_read_replica_serves_scans_and_primary_serves_checks(fleet_url: str, ser
         assert service.discrepancies("UADMIN1", 0).total == 1
         with primary.connect() as conn:
             someone = conn.execute(text("SELECT user_id FROM user_profiles LIMIT 1")).scalar_one()
-        assert service.check("UADMIN1", someone).user.user_id == someone
+        assert service.check("UADMIN1", someone).user.user_id == str(someone)
         from core.errors import UserNotFoundError
 
         with pytest.raises(UserNotFoundError):

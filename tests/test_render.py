@@ -29,7 +29,7 @@ def test_a_huge_reject_reason_is_clipped_in_the_message_and_both_names_stay() ->
         id=7,
         kind=RequestKind.ADJUSTMENT,
         status=RequestStatus.REJECTED,
-        user=UserRef(user_id=uuid.uuid4(), email="x@example.com"),
+        user=UserRef(user_id=str(uuid.uuid4()), email="x@example.com"),
         delta=5_000,
         reason="refund",
         remaining_at_request=1_000,
@@ -103,7 +103,7 @@ def test_the_check_reply_built_as_json_is_block_kit_that_slack_sdk_accepts() -> 
     at = datetime(2026, 5, 3, 9, 30, tzinfo=UTC)
     long_email = "a" * 400 + "@example.com"
     report = CheckReport(
-        user=UserRef(user_id=uuid.uuid4(), email=long_email),
+        user=UserRef(user_id=str(uuid.uuid4()), email=long_email),
         balance=Balance(
             current_used=10**12,
             calculated_used=5,
@@ -134,7 +134,7 @@ def test_the_check_reply_built_as_json_is_block_kit_that_slack_sdk_accepts() -> 
         ],
         operations=[
             Operation(
-                id=uuid.uuid4(),
+                id=str(uuid.uuid4()),
                 created_at=at,
                 action_type="chat",
                 model_used=None,

@@ -9,6 +9,7 @@ from concurrent.futures import Executor
 
 from slack_bolt import Respond
 
+from bot.handlers import ActionReply
 from bot.render.common import Reply, message, render_unexpected_error
 
 log = logging.getLogger(__name__)
@@ -20,16 +21,16 @@ WORKING_NOTE = message(":hourglass_flowing_sand: Working on it… this scan read
 
 def respond_in_time(
     respond: Respond,
-    compute: Callable[[], Reply],
+    compute: Callable[[], Reply | ActionReply],
     *,
     in_place: bool,
     after: float = WORKING_NOTE_AFTER_SECONDS,
 ) -> None:
     """Send `compute()`'s reply; when it is not ready `after` seconds in, post a working note first.
 
-    `in_place` answers a button by replacing its message; otherwise (a slash command) the first message
-    is a new ephemeral one and the reply replaces the note if there was one. A lock orders the note
-    before the reply when both are ready at once.
+    `in_place` answers a button by replacing its message (unless its ActionReply says not to, as for a
+    damaged button); otherwise (a slash command) the first message is a new ephemeral one and the reply
+    replaces the note if there was one. A lock orders the note before the reply when both are ready at once.
     """
     lock = threading.Lock()
     state = {"done": False, "noted": False}
@@ -47,6 +48,8 @@ def respond_in_time(
         reply = compute()
     finally:
         timer.cancel()
+    if isinstance(reply, ActionReply):
+        in_place, reply = in_place and reply.replace_original, reply.reply
     with lock:
         state["done"] = True
         replace = in_place or state["noted"]

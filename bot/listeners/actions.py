@@ -28,12 +28,13 @@ def register(app: App, service: TokensService, replies: Executor) -> None:
                 service,
                 body["user"]["id"],
                 action["action_id"],
-                action.get("value") or "",
+                # A value that is not text is damaged like any other: bot.buttons says so.
+                value if isinstance(value := action.get("value"), str) else "",
                 slack=WebSlack(client, service.settings),
             )
 
         if action["action_id"] in SLOW_ACTIONS:
-            respond_in_time(respond, lambda: run().reply, in_place=True)
+            respond_in_time(respond, run, in_place=True)
             return
         done = run()
         if done.replace_original:

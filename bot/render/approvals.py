@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import re
 
 from slack_sdk.models.blocks import (
     Block,
@@ -13,15 +13,29 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.buttons import (
+    APPROVE_ACTION,
+    CANCEL_ACTION,
+    PROPOSE_ACTION,
+    RECOMPUTE_ACTION,
+    REJECT_ACTION,
+    ProposeCorrection,
+    Recompute,
+    RequestButton,
+)
 from bot.render.common import (
     MAX_BLOCKS,
+    MAX_CONFIRM_TEXT,
+    MAX_FIELD_TEXT,
     MAX_HEADER_TEXT,
     Reply,
     actions,
     button,
     clip,
+    code,
     context,
     dollars,
+    escape,
     section,
     signed,
     tokens,
@@ -37,18 +51,35 @@ from core.approvals import (
     when,
 )
 
-APPROVE_ACTION = "approval_approve"
-REJECT_ACTION = "approval_reject"
-CANCEL_ACTION = "approval_cancel"
-PROPOSE_ACTION = "reconcile_propose"
-RECOMPUTE_ACTION = "reconcile_recompute"
+__all__ = [
+    "APPROVE_ACTION",
+    "CANCEL_ACTION",
+    "PROPOSE_ACTION",
+    "RECOMPUTE_ACTION",
+    "REJECT_ACTION",
+]
 # Room enough for any real reason, leaving the rest of a 3,000-character context line for the names.
 MAX_REASON_SHOWN = 2000
+# What Slack's user ids look like: only such an id becomes a mention. The approvals channel comes from
+# the settings (the console names it `approvals`): a link to it is made of word characters alone.
+_SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
+_CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 
 
 def who(person: Person) -> str:
-    """A name people recognise beside the mention Slack turns into a live link."""
-    return f"{person.name} (<@{person.slack_id}>)"
+    """A name people recognise beside the mention Slack turns into a live link.
+
+    The name is whatever the person typed into their Slack profile, so it is escaped; the mention is
+    the bot's own markup, made only from an id that is shaped like one.
+    """
+    if _SLACK_USER_ID.match(person.slack_id):
+        return f"{escape(person.name)} (<@{person.slack_id}>)"
+    return f"{escape(person.name)} ({escape(person.slack_id)})"
+
+
+def _label(request: ApprovalRequest | ReconcileReport) -> str:
+    """The user's email (or id) as it may appear in mrkdwn: it comes from the product's database."""
+    return escape(request.user.label)
 
 
 def title(request: ApprovalRequest) -> str:
@@ -63,7 +94,7 @@ def render_request(request: ApprovalRequest) -> Reply:
     blocks: list[Block] = [
         HeaderBlock(text=title(request)),
         _facts(request),
-        section(f"*Reason*\n{request.reason}"),
+        section(f"*Reason*\n{escape(request.reason)}"),
     ]
     if request.status is RequestStatus.PENDING:
         blocks.append(actions(*_decision_buttons(request)))
@@ -72,7 +103,7 @@ def render_request(request: ApprovalRequest) -> Reply:
         if request.status is RequestStatus.STALE:
             blocks.append(actions(button("Recompute", RECOMPUTE_ACTION, _recompute_value(request))))
     return Reply(
-        text=f"{title(request)}: {_change(request)} for {request.user.label} — {_state(request)}",
+        text=f"{title(request)}: {_change(request)} for {_label(request)} — {_state(request)}",
         blocks=blocks,
     )
 
@@ -89,7 +120,7 @@ def outcome_line(request: ApprovalRequest) -> str:
         )
     if request.status is RequestStatus.REJECTED:
         # The reason is the one free text here: clipped on its own, so both names always stay readable.
-        reason = clip(request.decision_reason or "", MAX_REASON_SHOWN)
+        reason = clip(escape(request.decision_reason or ""), MAX_REASON_SHOWN)
         return f":x: *Rejected* by {by} at {at}: {reason}. {asked}"
     if request.status is RequestStatus.CANCELLED:
         return f":heavy_minus_sign: *Cancelled* by {by} at {at}. {asked}"
@@ -110,7 +141,7 @@ def render_request_list(requests: list[ApprovalRequest]) -> Reply:
     for request in shown:
         blocks.append(
             section(
-                f"*{title(request)}* — {_change(request)} for {request.user.label}\n{request.reason}\n"
+                f"*{title(request)}* — {_change(request)} for {_label(request)}\n{escape(request.reason)}\n"
                 f"asked by {who(request.requester)} · expires {when(request.expires_at)}"
             )
         )
@@ -122,11 +153,10 @@ def render_request_list(requests: list[ApprovalRequest]) -> Reply:
 
 def render_created(request: ApprovalRequest, channel: str, *, posted: bool) -> Reply:
     """The requester's ephemeral note: the request is waiting, and where."""
-    where = (
-        f"in <#{channel}>" if posted else "in `/tokens requests` (posting to the approvals channel failed)"
-    )
+    shown = f"<#{channel}>" if _CHANNEL_NAME.match(channel) else escape(channel)
+    where = f"in {shown}" if posted else "in `/tokens requests` (posting to the approvals channel failed)"
     text = (
-        f":hourglass_flowing_sand: {title(request)} ({_change(request)} for {request.user.label}) is waiting for"
+        f":hourglass_flowing_sand: {title(request)} ({_change(request)} for {_label(request)}) is waiting for"
         f" a second person's approval {where}. It expires at {when(request.expires_at)}."
     )
     return Reply(text=text, blocks=[section(text)])
@@ -137,13 +167,13 @@ def render_decision(decision: Decision) -> Reply:
     request = decision.request
     name = title(request)
     texts = {
-        Outcome.APPLIED: f":white_check_mark: You approved {name}: {request.user.label}'s balance went from"
+        Outcome.APPLIED: f":white_check_mark: You approved {name}: {_label(request)}'s balance went from"
         f" {tokens(request.balance_before or 0)} to {tokens(request.balance_after or 0)}.",
-        Outcome.REJECTED: f":x: You rejected {name} ({request.decision_reason}).",
+        Outcome.REJECTED: f":x: You rejected {name} ({clip(escape(request.decision_reason or ''), MAX_REASON_SHOWN)}).",
         Outcome.CANCELLED: f":heavy_minus_sign: You cancelled {name}.",
         Outcome.EXPIRED: f":hourglass: {name} expired at {when(request.expires_at)}, so it can no longer be"
         " decided; nothing was changed.",
-        Outcome.STALE: f":warning: {name} is stale: new ledger rows arrived for {request.user.label} since it was"
+        Outcome.STALE: f":warning: {name} is stale: new ledger rows arrived for {_label(request)} since it was"
         " proposed, so nothing was changed. Press Recompute on the message for a fresh reconciliation.",
     }
     text = texts[decision.outcome]
@@ -152,7 +182,7 @@ def render_decision(decision: Decision) -> Reply:
 
 def render_requester_notice(request: ApprovalRequest) -> Reply:
     """The direct message that tells the requester how their request ended."""
-    text = f"Your {title(request)} ({_change(request)} for {request.user.label}): {outcome_line(request)}"
+    text = f"Your {title(request)} ({_change(request)} for {_label(request)}): {outcome_line(request)}"
     return Reply(text=text, blocks=[section(text)])
 
 
@@ -165,8 +195,11 @@ def render_reconcile(report: ReconcileReport) -> Reply:
         else ":wrench: Differs from the ledger"
     )
     blocks: list[Block] = [
+        # A header is plain_text, shown as typed: the label needs no escaping there.
         HeaderBlock(text=f"{header}: {report.user.label}"[:MAX_HEADER_TEXT]),
-        context(f"User `{report.user.user_id}` · initial grant: {b.initial_grant.description}"),
+        context(
+            f"User `{code(str(report.user.user_id))}` · initial grant: {escape(b.initial_grant.description)}"
+        ),
         SectionBlock(
             fields=[
                 MarkdownTextObject(text=t)
@@ -191,43 +224,40 @@ def render_reconcile(report: ReconcileReport) -> Reply:
             )
         )
         blocks.append(actions(button("Propose correction", PROPOSE_ACTION, propose_value(report), "primary")))
-    text = f"{report.user.label}: remaining {tokens(b.current_remaining)}, expected {tokens(b.expected_remaining)}"
+    text = (
+        f"{_label(report)}: remaining {tokens(b.current_remaining)}, expected {tokens(b.expected_remaining)}"
+    )
     return Reply(text=text, blocks=blocks)
 
 
 def propose_value(report: ReconcileReport) -> str:
     """What "Propose correction" carries: the user, the grant assumption and the ledger position seen."""
     snap = report.snapshot
-    return json.dumps(
-        {
-            "u": str(report.user.user_id),
-            "g": report.explicit_initial_grant,
-            "n": snap.rows,
-            "t": snap.last_at.isoformat() if snap.last_at else None,
-        }
-    )
+    return ProposeCorrection(
+        u=str(report.user.user_id), g=report.explicit_initial_grant, n=snap.rows, t=snap.last_at
+    ).encode()
 
 
 def request_value(request: ApprovalRequest) -> str:
-    return json.dumps({"r": request.id})
+    return RequestButton(r=request.id).encode()
 
 
 def _recompute_value(request: ApprovalRequest) -> str:
     grant = request.correction.explicit_initial_grant if request.correction else None
-    return json.dumps({"u": str(request.user.user_id), "g": grant})
+    return Recompute(u=str(request.user.user_id), g=grant).encode()
 
 
 def _decision_buttons(request: ApprovalRequest) -> list[ButtonElement]:
     value = request_value(request)
     approve = ConfirmObject(
         title="Approve?",
-        text=f"{_change(request)} for {request.user.label} will be applied now.",
+        text=clip(f"{_change(request)} for {_label(request)} will be applied now.", MAX_CONFIRM_TEXT),
         confirm="Approve",
         deny="Back",
     )
     reject = ConfirmObject(
         title="Reject?",
-        text=f'This records "no reason given". To record a reason, go back and type `/tokens reject {request.id} <reason>`.',
+        text=f'This records "no reason given". To record a reason, go back and type `/tokens reject {request.id} &lt;reason&gt;`.',
         confirm="Reject",
         deny="Back",
     )
@@ -240,7 +270,7 @@ def _decision_buttons(request: ApprovalRequest) -> list[ButtonElement]:
 
 def _facts(request: ApprovalRequest) -> SectionBlock:
     fields = [
-        f"*User*\n{request.user.label}",
+        f"*User*\n{_label(request)}",
         f"*Current balance*\n{tokens(request.remaining_at_request)}",
         f"*Change*\n{_change(request)}",
         f"*Resulting balance*\n{tokens(request.resulting_balance)}",
@@ -253,7 +283,7 @@ def _facts(request: ApprovalRequest) -> SectionBlock:
             f"*Used*\n{tokens(correction.before_used)} → {tokens(correction.used)}"
             f"\n*Cost*\n{dollars(correction.before_cost)} → {dollars(correction.cost)}"
         )
-    return SectionBlock(fields=[MarkdownTextObject(text=f) for f in fields])
+    return SectionBlock(fields=[MarkdownTextObject(text=clip(f, MAX_FIELD_TEXT)) for f in fields])
 
 
 def _change(request: ApprovalRequest) -> str:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 from slack_sdk.models.blocks import Block
 
+from bot.buttons import CHECK_PAGE_ACTION, CheckPage
 from bot.render.common import (
     DIVIDER,
     JsonBlock,
     Reply,
+    code,
+    code_cell,
     context_json,
     dollars,
     dollars_to_the_cent,
+    escape,
     fields_json,
     header_json,
     page_buttons,
@@ -22,7 +24,7 @@ from bot.render.common import (
 )
 from core.models import CheckReport, FindingKind, Operation, Verdict
 
-CHECK_PAGE_ACTION = "check_page"
+__all__ = ["CHECK_PAGE_ACTION", "FINDING_TITLES", "check_page_value", "render_check"]
 
 _VERDICT_TITLE = {
     Verdict.RECONCILED: ":white_check_mark: Reconciled",
@@ -41,19 +43,26 @@ FINDING_TITLES = {
 
 def check_page_value(report: CheckReport, page: int) -> str:
     """What a paging button carries: enough to recompute that page, nothing personal beyond the id."""
-    return json.dumps({"u": str(report.user.user_id), "p": page, "g": report.explicit_initial_grant})
+    return CheckPage(u=str(report.user.user_id), p=page, g=report.explicit_initial_grant).encode()
 
 
 def render_check(report: CheckReport) -> Reply:
-    """The check reply, its blocks built as JSON: it is rendered on every check (see common.JsonBlock)."""
+    """The check reply, its blocks built as JSON: it is rendered on every check (see common.JsonBlock).
+
+    Every text from the database (email, id, action and model names, errors) is escaped where it is
+    interpolated; inside the code tables it also loses its backticks, so it cannot close them.
+    """
     blocks: list[Block | JsonBlock] = [
+        # A header is plain_text: Slack shows it as typed, so the label needs no escaping there.
         header_json(f"{_VERDICT_TITLE[report.verdict]}: {report.user.label}"),
         context_json(
-            f"User `{report.user.user_id}` · initial grant: {report.balance.initial_grant.description}"
+            f"User `{code(str(report.user.user_id))}` · initial grant:"
+            f" {escape(report.balance.initial_grant.description)}"
         ),
         _discrepancies(report),
         DIVIDER,
         section_json(_findings(report)),
+        *([section_json(_data_quality(report))] if report.data_quality else []),
         section_json(_breakdown(report)),
         section_json(_operations(report)),
     ]
@@ -63,12 +72,18 @@ def render_check(report: CheckReport) -> Reply:
 
 def _discrepancies(report: CheckReport) -> JsonBlock:
     b = report.balance
+
+    def profile(name: str, shown: str) -> str:
+        """A NULL balance column is read as 0, and says so."""
+        return f"not set (read as {shown})" if name in b.unset else shown
+
     fields = [
-        f"*Used*\nprofile {tokens(b.current_used)} · ledger {tokens(b.calculated_used)}\n"
+        f"*Used*\nprofile {profile('used', tokens(b.current_used))} · ledger {tokens(b.calculated_used)}\n"
         f"discrepancy *{signed(b.used_discrepancy)}*",
-        f"*Remaining*\nprofile {tokens(b.current_remaining)} · expected {tokens(b.expected_remaining)}\n"
+        f"*Remaining*\nprofile {profile('remaining', tokens(b.current_remaining))}"
+        f" · expected {tokens(b.expected_remaining)}\n"
         f"discrepancy *{signed(b.remaining_discrepancy)}*",
-        f"*Cost*\nprofile {dollars(b.current_cost)} · ledger {dollars(b.calculated_cost)}\n"
+        f"*Cost*\nprofile {profile('cost', dollars(b.current_cost))} · ledger {dollars(b.calculated_cost)}\n"
         f"discrepancy *{dollars(b.cost_discrepancy)}*",
         f"*Ledger*\n{tokens(b.ledger_rows)} rows, {tokens(b.failed_rows)} failed\n"
         f"grants +{tokens(b.admin_grants)} · deductions -{tokens(b.admin_deductions)}",
@@ -80,17 +95,24 @@ def _findings(report: CheckReport) -> str:
     if not report.findings:
         return "*Findings*\nNothing suspicious in the ledger."
     lines = [
-        f"• *{FINDING_TITLES[f.kind]}* — {tokens(f.tokens)} tokens. {f.summary}" for f in report.findings
+        f"• *{FINDING_TITLES[f.kind]}* — {tokens(f.tokens)} tokens. {escape(f.summary)}"
+        for f in report.findings
     ]
     return "*Findings*\n" + "\n".join(lines)
+
+
+def _data_quality(report: CheckReport) -> str:
+    """Rows and values the bot had to interpret, each with the reading it applied."""
+    lines = [f"• {escape(note.summary)}" for note in report.data_quality]
+    return "*Data quality* (how odd values were read)\n" + "\n".join(lines)
 
 
 def _breakdown(report: CheckReport) -> str:
     if not report.breakdown:
         return "*Usage by action and model*\nNo ledger rows."
     rows = [
-        f"{r.action_type[:28]:<28} {(r.model_used or '-')[:12]:<12} {r.operations:>6,} {r.failed_operations:>5,}"
-        f" {r.tokens:>13,} {dollars_to_the_cent(r.cost):>10}"
+        f"{code_cell(_shown(r.action_type), 28)} {code_cell(_shown(r.model_used), 12)}"
+        f" {r.operations:>6,} {r.failed_operations:>5,} {r.tokens:>13,} {dollars_to_the_cent(r.cost):>10}"
         for r in report.breakdown
     ]
     header = f"{'action':<28} {'model':<12} {'ops':>6} {'fail':>5} {'tokens':>13} {'cost':>10}"
@@ -107,21 +129,31 @@ def _operations(report: CheckReport) -> str:
     return title + "\n```" + "\n".join(_operation_line(op) for op in report.operations) + "```"
 
 
+_STATUS = {True: "ok  ", False: "FAIL", None: "?   "}
+
+
 def _operation_line(op: Operation) -> str:
-    status = "ok  " if op.success else "FAIL"
+    """One ledger row; a column the product left NULL shows as `-` (a NULL success as `?`)."""
+    at = f"{op.created_at:%Y-%m-%d %H:%M:%S}" if op.created_at else f"{'-':<19}"
+    used = "-" if op.tokens_used is None else f"{op.tokens_used:,}"
+    cost = "-" if op.cost_estimate is None else f"{op.cost_estimate}"
     line = (
-        f"{op.created_at:%Y-%m-%d %H:%M:%S} {status} {op.action_type[:26]:<26} {(op.model_used or '-')[:12]:<12}"
-        f" {op.tokens_used:>10,} {op.cost_estimate:>9}¢"
+        f"{at} {_STATUS[op.success]} {code_cell(_shown(op.action_type), 26)} {code_cell(_shown(op.model_used), 12)}"
+        f" {used:>10} {cost:>9}¢"
     )
     if op.error_message:
-        line += f"\n    ↳ {op.error_message[:120].replace('`', chr(39))}"
+        line += f"\n    ↳ {code_cell(op.error_message[:120])}"
     return line
+
+
+def _shown(name: str | None) -> str:
+    return "-" if name is None or name == "" else name
 
 
 def _fallback(report: CheckReport) -> str:
     b = report.balance
     return (
-        f"{report.verdict.value.capitalize()}: {report.user.label} — used {signed(b.used_discrepancy)},"
+        f"{report.verdict.value.capitalize()}: {escape(report.user.label)} — used {signed(b.used_discrepancy)},"
         f" remaining {signed(b.remaining_discrepancy)}, cost {dollars(b.cost_discrepancy)};"
         f" {len(report.findings)} finding(s)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -28,6 +29,10 @@ MAX_CONTEXT_TEXT = 3000
 MAX_FIELD_TEXT = 2000
 MAX_FIELDS = 10
 MAX_HEADER_TEXT = 150
+# A confirm dialog's text; and the top-level `text`, which Slack shows in notifications (it truncates
+# past 40,000, but nobody reads a notification that long).
+MAX_CONFIRM_TEXT = 300
+MAX_FALLBACK_TEXT = 4000
 
 # A block already in Slack's JSON form. Replies built on every request (the check) are assembled from
 # these: slack_sdk's objects re-validate every attribute through dir() on each to_dict(), which cost
@@ -37,6 +42,42 @@ MAX_HEADER_TEXT = 150
 JsonBlock = dict[str, Any]
 DIVIDER: JsonBlock = {"type": "divider"}
 _CENT = Decimal("0.01")
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_ENTITY = re.compile(r"&(amp|lt|gt);")
+_UNESCAPED = {"amp": "&", "lt": "<", "gt": ">"}
+# What stands in for a backtick inside code: it looks alike and cannot close the code span or block.
+_BACKTICK_STAND_IN = "\u02cb"
+# Every line break and control character, which would break a code table's row or hide in it.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape(text: str) -> str:
+    """Text from a person or the database, made inert in Slack mrkdwn (and in the `text` fallback).
+
+    Slack reads `<…>` as a mention, a channel-wide ping (`<!channel>`) or a link with any label, and
+    `&` as the start of an entity; escaped, they show as typed and do nothing. Renderers call this at
+    the point where data meets the bot's own markup, which they keep (bold, emoji, code fences).
+    """
+    return text.translate(_ESCAPES)
+
+
+def code(text: str) -> str:
+    """`escape(text)` for inside a code span or block: a backtick in the data must not close it."""
+    return escape(text.replace("`", _BACKTICK_STAND_IN))
+
+
+def code_cell(text: str, width: int | None = None) -> str:
+    """One cell of a code table: on one line, cut and padded to `width` characters as typed (Slack shows
+    `&amp;` as one character, so the columns still line up), then made safe for the code block."""
+    flat = _CONTROL.sub(" ", text)
+    if width is not None:
+        flat = f"{flat[:width]:<{width}}"
+    return code(flat)
+
+
+def unescape(markdown: str) -> str:
+    """Undo `escape`, for showing mrkdwn as plain text (the console)."""
+    return _ENTITY.sub(lambda m: _UNESCAPED[m.group(1)], markdown)
 
 
 @dataclass(frozen=True)
@@ -50,7 +91,7 @@ class Reply:
         """The message as keyword arguments for `respond`, `chat.postMessage` and `chat.update`."""
         assert len(self.blocks) <= MAX_BLOCKS, "renderers page their output below Slack's block limit"
         blocks = [block if isinstance(block, dict) else block.to_dict() for block in self.blocks]
-        return {"text": self.text, "blocks": blocks}
+        return {"text": clip(self.text, MAX_FALLBACK_TEXT), "blocks": blocks}
 
 
 def section(markdown: str) -> SectionBlock:
@@ -84,11 +125,10 @@ def context_json(markdown: str) -> JsonBlock:
 
 def _clip_section(markdown: str) -> str:
     """A section's text cut to Slack's limit, keeping a code block that was cut closed."""
-    if len(markdown) > MAX_SECTION_TEXT:
-        markdown = markdown[: MAX_SECTION_TEXT - 4].rstrip() + "\n…"
-        if markdown.count("```") % 2:
-            markdown = markdown[: MAX_SECTION_TEXT - 8] + "\n…```"
-    return markdown
+    if len(markdown) <= MAX_SECTION_TEXT:
+        return markdown
+    cut = _cut(markdown, MAX_SECTION_TEXT - 8).rstrip().rstrip("`")
+    return cut + ("\n…```" if cut.count("```") % 2 else "\n…")
 
 
 def context(markdown: str) -> ContextBlock:
@@ -99,7 +139,14 @@ def context(markdown: str) -> ContextBlock:
 
 def clip(text: str, limit: int) -> str:
     """`text` cut to at most `limit` characters, marked with an ellipsis where it was cut."""
-    return text if len(text) <= limit else text[: limit - 2].rstrip() + " …"
+    return text if len(text) <= limit else _cut(text, limit - 2).rstrip() + " …"
+
+
+def _cut(markdown: str, limit: int) -> str:
+    """The first `limit` characters of escaped text, never ending inside an entity (`&am`)."""
+    cut = markdown[:limit]
+    amp = cut.rfind("&", max(0, limit - 5))
+    return cut[:amp] if amp != -1 and ";" not in cut[amp:] else cut
 
 
 def button(
@@ -141,13 +188,15 @@ def dollars_to_the_cent(amount: Decimal) -> str:
 
 
 def message(text: str) -> Reply:
-    """A one-section reply, for refusals and errors."""
+    """A one-section reply, for refusals and errors: `text` is mrkdwn, any data in it already escaped."""
     return Reply(text=text, blocks=[section(text)])
 
 
 def render_help(problem: str | None = None) -> Reply:
-    intro = f"{problem} Here is what tokens-bot understands:" if problem else "*tokens-bot commands*"
-    return Reply(text=f"{intro}\n{USAGE}", blocks=[section(intro), section(USAGE)])
+    """The usage, after the problem with what was typed; both come from core and may echo the text."""
+    intro = f"{escape(problem)} Here is what tokens-bot understands:" if problem else "*tokens-bot commands*"
+    usage = escape(USAGE)
+    return Reply(text=f"{intro}\n{usage}", blocks=[section(intro), section(usage)])
 
 
 def render_unexpected_error() -> Reply:

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-import json
 from uuid import UUID
 
 from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock, MarkdownTextObject, SectionBlock
 
+from bot.buttons import (
+    DISCREPANCIES_PAGE_ACTION,
+    LOWBALANCE_PAGE_ACTION,
+    OPEN_CHECK_ACTION,
+    TOP_PAGE_ACTION,
+    CheckPage,
+    DiscrepanciesPage,
+    LowBalancePage,
+    TopPage,
+)
 from bot.render.check import FINDING_TITLES
 from bot.render.common import (
+    MAX_SECTION_TEXT,
     Reply,
     button,
+    clip,
     context,
     dollars,
     dollars_to_the_cent,
+    escape,
     page_buttons,
     section,
     signed,
@@ -30,20 +42,18 @@ from core.fleet_models import (
 )
 from core.models import UserRef
 
-LOWBALANCE_PAGE_ACTION = "lowbalance_page"
-DISCREPANCIES_PAGE_ACTION = "discrepancies_page"
-TOP_PAGE_ACTION = "top_page"
-OPEN_CHECK_ACTION = "open_check"
+__all__ = ["DISCREPANCIES_PAGE_ACTION", "LOWBALANCE_PAGE_ACTION", "OPEN_CHECK_ACTION", "TOP_PAGE_ACTION"]
 
 
-def open_check_value(user_id: UUID) -> str:
+def open_check_value(user_id: UUID | str) -> str:
     """What a row's Check button carries: the check handler's own page value, for page 1."""
-    return json.dumps({"u": str(user_id), "p": 1})
+    return CheckPage(u=str(user_id), p=1).encode()
 
 
 def _row(text: str, user: UserRef) -> SectionBlock:
+    """A list row with its Check button; `text` is mrkdwn whose data is already escaped."""
     return SectionBlock(
-        text=MarkdownTextObject(text=text),
+        text=MarkdownTextObject(text=clip(text, MAX_SECTION_TEXT)),
         accessory=button("Check", OPEN_CHECK_ACTION, open_check_value(user.user_id)),
     )
 
@@ -63,9 +73,10 @@ def _forecast(row: LowBalanceRow) -> str:
 
 def _low_line(position: int, row: LowBalanceRow) -> str:
     mark = ":red_circle: *NEGATIVE* " if row.remaining < 0 else ""
+    remaining = "*not set* (read as 0)" if row.remaining_unset else f"*{tokens(row.remaining)}*"
     return (
-        f"*{position}.* {mark}{row.user.label}\n"
-        f"remaining *{tokens(row.remaining)}* · used {tokens(row.used)}"
+        f"*{position}.* {mark}{escape(row.user.label)}\n"
+        f"remaining {remaining} · used {tokens(row.used)}"
         f" · burn {tokens(row.burn_per_day)}/day · {_forecast(row)}"
     )
 
@@ -84,7 +95,7 @@ def render_lowbalance(report: LowBalanceReport) -> Reply:
         blocks.append(section(f"No user has fewer than {tokens(report.threshold)} tokens."))
     blocks += [_row(_low_line(report.offset + i + 1, row), row.user) for i, row in enumerate(report.rows)]
     blocks += page_buttons(
-        report.page, LOWBALANCE_PAGE_ACTION, lambda p: json.dumps({"t": report.threshold, "p": p})
+        report.page, LOWBALANCE_PAGE_ACTION, lambda p: LowBalancePage(t=report.threshold, p=p).encode()
     )
     return Reply(
         text=f"Low balances: {report.total:,} users under {report.threshold:,} tokens", blocks=blocks
@@ -100,7 +111,7 @@ def _causes(row: DiscrepancyRow) -> str:
 def _discrepancy_line(position: int, row: DiscrepancyRow) -> str:
     b = row.balance
     return (
-        f"*{position}.* {row.user.label}\n"
+        f"*{position}.* {escape(row.user.label)}\n"
         f"used *{signed(b.used_discrepancy)}* · remaining *{signed(b.remaining_discrepancy)}*"
         f" · cost {dollars(b.cost_discrepancy)}\n"
         f"likely cause: {_causes(row)}"
@@ -129,7 +140,7 @@ def render_discrepancies(report: DiscrepancyReport) -> Reply:
         _row(_discrepancy_line(report.offset + i + 1, row), row.user) for i, row in enumerate(report.rows)
     ]
     blocks += page_buttons(
-        report.page, DISCREPANCIES_PAGE_ACTION, lambda p: json.dumps({"m": report.minimum, "p": p})
+        report.page, DISCREPANCIES_PAGE_ACTION, lambda p: DiscrepanciesPage(m=report.minimum, p=p).encode()
     )
     return Reply(text=f"Discrepancies: {report.total:,} users over {report.minimum:,} tokens", blocks=blocks)
 
@@ -147,16 +158,14 @@ def render_top(report: TopReport) -> Reply:
         blocks.append(section("There are no user profiles yet."))
     blocks += [
         _row(
-            f"*{report.offset + i + 1}.* {row.user.label}\n"
+            f"*{report.offset + i + 1}.* {escape(row.user.label)}\n"
             f"used *{tokens(row.used)}* · cost {dollars_to_the_cent(row.cost)}"
             f" · remaining {tokens(row.remaining)}",
             row.user,
         )
         for i, row in enumerate(report.rows)
     ]
-    blocks += page_buttons(
-        report.page, TOP_PAGE_ACTION, lambda p: json.dumps({"n": report.requested, "p": p})
-    )
+    blocks += page_buttons(report.page, TOP_PAGE_ACTION, lambda p: TopPage(n=report.requested, p=p).encode())
     return Reply(text=f"Top {shown:,} users by lifetime usage", blocks=blocks)
 
 
@@ -178,6 +187,11 @@ def render_digest(report: DigestReport) -> Reply:
                 MarkdownTextObject(text=f"*Tokens used*\n{tokens(t.used)}"),
                 MarkdownTextObject(text=f"*Cost*\n{dollars_to_the_cent(t.cost)}"),
                 MarkdownTextObject(text=f"*Negative balances*\n{tokens(t.negative)}"),
+                *(
+                    [MarkdownTextObject(text=f"*Balances not set*\n{tokens(t.unset)} (read as 0)")]
+                    if t.unset
+                    else []
+                ),
             ]
         ),
         DividerBlock(),

@@ -1,4 +1,5 @@
--- The product's tables as the reconciliation guide describes them, for demo and benchmark databases.
+-- The product's tables as the reconciliation guide describes them, for demo and benchmark databases:
+-- like a real product's, every non-key column may be NULL.
 -- tokens-bot never runs this against a product database that already has them.
 CREATE SCHEMA IF NOT EXISTS auth;
 
@@ -11,9 +12,9 @@ CREATE TABLE IF NOT EXISTS auth.users (
 CREATE TABLE IF NOT EXISTS public.user_profiles (
     user_id uuid PRIMARY KEY,
     membership_tier text,
-    vibe_assistant_tokens_remaining bigint NOT NULL DEFAULT 0,
-    vibe_assistant_tokens_used bigint NOT NULL DEFAULT 0,
-    vibe_assistant_total_cost numeric(12, 2) NOT NULL DEFAULT 0,
+    vibe_assistant_tokens_remaining bigint DEFAULT 0,
+    vibe_assistant_tokens_used bigint DEFAULT 0,
+    vibe_assistant_total_cost numeric(12, 2) DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
@@ -23,17 +24,17 @@ CREATE TABLE IF NOT EXISTS public.token_usage (
     user_id uuid NOT NULL,
     action_type text NOT NULL,
     model_used text,
-    tokens_used bigint NOT NULL DEFAULT 0,
+    tokens_used bigint DEFAULT 0,
     input_tokens bigint,
     output_tokens bigint,
-    cost_estimate numeric(12, 4) NOT NULL DEFAULT 0,
-    success boolean NOT NULL DEFAULT true,
+    cost_estimate numeric(12, 4),
+    success boolean DEFAULT true,
     error_message text,
-    metadata jsonb NOT NULL DEFAULT '{}'::jsonb,
-    created_at timestamptz NOT NULL DEFAULT now()
+    metadata jsonb DEFAULT '{}'::jsonb,
+    created_at timestamptz DEFAULT now()
 );
 
 -- The indexes tokens-bot relies on (see README, "Indexes").
 CREATE INDEX IF NOT EXISTS token_usage_user_created_idx ON public.token_usage (user_id, created_at DESC);
 CREATE INDEX IF NOT EXISTS user_profiles_remaining_idx ON public.user_profiles (vibe_assistant_tokens_remaining);
-CREATE INDEX IF NOT EXISTS user_profiles_used_idx ON public.user_profiles (vibe_assistant_tokens_used DESC);
+CREATE INDEX IF NOT EXISTS user_profiles_used_idx ON public.user_profiles (vibe_assistant_tokens_used DESC NULLS LAST);

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import statistics
 import subprocess
@@ -25,9 +26,11 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import event
 
 from bot.handlers import reply_to_command
+from core.columns import Columns
 from core.db import make_engine, unit_of_work
-from core.findings import _LEDGER_SIGNALS_SQL, prices_json
+from core.findings import ledger_signals_sql, prices_json
 from core.fleet import stream_discrepancies
+from core.product import ProductShape
 from core.service import TokensService
 from core.settings import Settings
 from tests.benchmarks.bench_check import percentile, summary
@@ -98,13 +101,14 @@ def _read_only(conn: psycopg.Connection, work: Callable[[psycopg.Cursor], None])
         work(cur)
 
 
-def raw_discrepancies(conn: psycopg.Connection, settings: Settings) -> None:
+def raw_discrepancies(conn: psycopg.Connection, settings: Settings, shape: ProductShape) -> None:
     """The scan, then the check's own findings query for the ten users on the page, as the bot does."""
+    statement = str(ledger_signals_sql(Columns.of(shape, settings)))
 
     def work(cur: psycopg.Cursor) -> None:
         cur.execute(RAW_DISCREPANCIES_SQL)
         page = cur.fetchall()
-        signals = _LEDGER_SIGNALS_SQL.replace(":user_id", "%(u)s").replace(":prices", "%(p)s")
+        signals = re.sub(r"(?<!:):u\b", "%(u)s", statement).replace(":prices", "%(p)s")
         signals = signals.replace(":window", "%(w)s").replace(":tolerance", "%(t)s")
         prices = Jsonb(prices_json(settings.tokens_model_prices))
         for row in page:
@@ -253,6 +257,8 @@ def main() -> None:
     settings = Settings(database_url=args.url, tokens_admins=[ACTOR])
     service = TokensService(settings, make_engine(args.url))
     scan_sql = bot_statements(service, "discrepancies")
+    with service.engine.connect() as probe:
+        shape = service.shape(probe)
     with psycopg.connect(psql_url(args.url)) as conn:
         rows = [
             (
@@ -268,7 +274,7 @@ def main() -> None:
                 "discrepancies, vs hand-written SQL",
                 *paired(
                     lambda: reply_to_command(service, ACTOR, "discrepancies"),
-                    lambda: raw_discrepancies(conn, settings),
+                    lambda: raw_discrepancies(conn, settings, shape),
                     args.scan_repeat,
                 ),
                 0,

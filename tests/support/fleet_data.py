@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection
@@ -14,7 +13,7 @@ def days_ago(days: float) -> datetime:
     return datetime.now(UTC) - timedelta(days=days)
 
 
-def craft_fleet(conn: Connection) -> dict[str, uuid.UUID]:
+def craft_fleet(conn: Connection) -> dict[str, str]:
     """Users whose balances, discrepancies and causes are known by construction; keyed by a short name.
 
     Expected discrepancies (used, remaining) with the default settings:
@@ -23,9 +22,9 @@ def craft_fleet(conn: Connection) -> dict[str, uuid.UUID]:
       before_tracking +50,000/0, small +50/-50, annual_logged 0/0, drift 0/0 with cost drift,
       heavy 0/0 (highest usage), deducted 0/+1,000.
     """
-    users: dict[str, uuid.UUID] = {}
+    users: dict[str, str] = {}
 
-    def user(name: str, **kwargs: object) -> uuid.UUID:
+    def user(name: str, **kwargs: object) -> str:
         users[name] = add_user(conn, email=f"{name}@fleet.example", **kwargs)  # type: ignore[arg-type]
         return users[name]
 
@@ -83,14 +82,14 @@ def craft_fleet(conn: Connection) -> dict[str, uuid.UUID]:
     return users
 
 
-def craft_approved_grants(conn: Connection) -> dict[str, uuid.UUID]:
+def craft_approved_grants(conn: Connection) -> dict[str, str]:
     """Users holding grants tokens-bot approved of exactly a tier amount; every one reconciles (0/0).
 
     approved_tier: monthly, first cycle never logged, then an approved +600,000 (an extra grant).
     approved_beside_logged: monthly, an approved +600,000 first, then the product's logged 600,000
     (the initial grant), so both count once.
     """
-    users: dict[str, uuid.UUID] = {}
+    users: dict[str, str] = {}
     approved = {"source": "slack", "request_id": 9_001, "reason": "second monthly cycle"}
 
     u = users["approved_tier"] = add_user(

@@ -21,9 +21,10 @@ def add_user(
     cost: Decimal | str = "0",
     tier: str | None = None,
     email: str | None = None,
-    user_id: uuid.UUID | None = None,
-) -> uuid.UUID:
-    """A profile (and an auth.users row when an email is given) with the cached values given."""
+    user_id: uuid.UUID | str | None = None,
+) -> str:
+    """A profile (and an auth.users row when an email is given) with the cached values given; its id as
+    text, the way core.models.UserRef holds every product user id."""
     user_id = user_id or uuid.uuid4()
     conn.execute(
         text(
@@ -34,12 +35,12 @@ def add_user(
     )
     if email is not None:
         conn.execute(text("INSERT INTO auth.users (id, email) VALUES (:u, :e)"), {"u": user_id, "e": email})
-    return user_id
+    return str(user_id)
 
 
 def add_usage(
     conn: Connection,
-    user_id: uuid.UUID,
+    user_id: uuid.UUID | str,
     *,
     tokens: int,
     action: str = "chat_conversation",
@@ -79,7 +80,9 @@ def add_usage(
     return row_id
 
 
-def spend(conn: Connection, user_id: uuid.UUID, tokens: int, *, cost_cents: Decimal | str = "0") -> uuid.UUID:
+def spend(
+    conn: Connection, user_id: uuid.UUID | str, tokens: int, *, cost_cents: Decimal | str = "0"
+) -> uuid.UUID:
     """What the product does for one successful operation: a ledger row and the cached balance, together."""
     row_id = add_usage(conn, user_id, tokens=tokens, cost_cents=cost_cents, at=datetime.now(UTC))
     conn.execute(
@@ -93,7 +96,7 @@ def spend(conn: Connection, user_id: uuid.UUID, tokens: int, *, cost_cents: Deci
     return row_id
 
 
-def remaining(conn: Connection, user_id: uuid.UUID) -> int:
+def remaining(conn: Connection, user_id: uuid.UUID | str) -> int:
     return int(
         conn.execute(
             text("SELECT vibe_assistant_tokens_remaining FROM user_profiles WHERE user_id = :u"),
