@@ -22,12 +22,13 @@ from core.errors import (
     InvalidAdjustmentError,
     NotAllowedError,
     NotConfiguredError,
+    ProductDataError,
     RequestNotFoundError,
     RequestRefusedError,
     StaleCorrectionError,
     UsageError,
 )
-from core.ledger_insert import insert_ledger_row, require_fits
+from core.ledger_insert import insert_ledger_row, ledger_write_problems, require_fits
 from core.models import Balance, Frozen, InitialGrant, UserRef
 from core.product import ProductShape
 from core.reconciliation import compute_balance
@@ -169,8 +170,9 @@ def request_adjustment(
         raise UsageError("A reason is required: it goes into the ledger row and the audit trail.")
     cols = Columns.of(shape, settings)
     ref = find_user(conn, cols, user)
-    remaining = _remaining(conn, cols, ref.user_id, lock=False)
+    _, remaining = _current_row(conn, cols, ref.user_id, lock=False)
     check_limits(settings, delta, remaining, cols)
+    _require_ledger_writable(cols, settings, delta)
     return _insert_request(
         conn, settings, actor, ref, RequestKind.ADJUSTMENT, reason, int(remaining), now, delta=delta
     )
@@ -440,7 +442,7 @@ def _apply_adjustment(
     now: datetime,
 ) -> Decision:
     assert request.delta is not None
-    before = _remaining(conn, cols, request.user.user_id, lock=True)
+    key, before = _current_row(conn, cols, request.user.user_id, lock=True)
     check_limits(settings, request.delta, before, cols)
     after = before + request.delta
     metadata = {
@@ -464,9 +466,9 @@ def _apply_adjustment(
     conn.execute(
         text(
             f"UPDATE user_profiles p SET {REMAINING} = {_profile_cast(cols, REMAINING, 'r')}"
-            f" WHERE p.user_id = {cols.user_param(cols.profiles)}"
+            f" WHERE {cols.is_profile_row('p')}"
         ),
-        {"r": after, "u": request.user.user_id},
+        {"r": after, "k": key},
     )
     return _close(
         conn,
@@ -480,13 +482,52 @@ def _apply_adjustment(
     )
 
 
-def _remaining(conn: Connection, cols: Columns, user_id: str, *, lock: bool) -> int:
-    """The profile's remaining balance as the bot reads it (NULL is 0); `lock` holds the row until commit."""
-    sql = (
-        f"SELECT {cols.balance('p', REMAINING)} FROM user_profiles p"
-        f" WHERE p.user_id = {cols.user_param(cols.profiles)}{' FOR UPDATE' if lock else ''}"
+def _current_row(conn: Connection, cols: Columns, user_id: str, *, lock: bool) -> tuple[str, int]:
+    """The user's current profile row (core.profile_columns) and its remaining balance as the bot reads it
+    (NULL is 0); `lock` holds exactly that row until commit, and re-reads the balance under the lock."""
+    found = conn.execute(
+        text(
+            f"SELECT p.bot_profile_key AS key, {cols.balance('p', REMAINING)} AS remaining"
+            f" FROM {cols.current_profiles('p')} WHERE p.user_id = {cols.user_param(cols.profiles)}"
+        ),
+        {"u": user_id},
+    ).one()
+    if not lock:
+        return str(found.key), int(found.remaining)
+    locked = (
+        conn.execute(
+            text(
+                f"SELECT {cols.balance('p', REMAINING)} FROM user_profiles p"
+                f" WHERE {cols.is_profile_row('p')} FOR UPDATE"
+            ),
+            {"k": found.key},
+        )
+        .scalars()
+        .all()
     )
-    return int(conn.execute(text(sql), {"u": user_id}).scalar_one())
+    if len(locked) != 1:
+        raise ProductDataError(
+            f"user_profiles is a view without a key and holds {len(locked):,} rows for this user, so"
+            " tokens-bot cannot change exactly one of them. Nothing was changed."
+        )
+    return str(found.key), int(locked[0])
+
+
+def _require_ledger_writable(cols: Columns, settings: Settings, delta: int) -> None:
+    """Refused when asked, not at the first click: the product's ledger would not take the bot's row."""
+    action = (settings.tokens_grant_actions if delta > 0 else settings.tokens_deduct_actions)[:1]
+    if not action:
+        raise NotConfiguredError(
+            f"No action type is configured for a {'grant' if delta > 0 else 'deduction'}"
+            f" ({'TOKENS_GRANT_ACTIONS' if delta > 0 else 'TOKENS_DEDUCT_ACTIONS'} is empty). Nothing was requested."
+        )
+    problems = ledger_write_problems(cols, action)
+    if problems:
+        raise ProductDataError(
+            "tokens-bot could not record this change in the product's ledger, so it was not requested: "
+            + "; ".join(problems)
+            + ". `tokens-bot doctor` lists what the bot needs."
+        )
 
 
 def _profile_cast(cols: Columns, name: str, param: str) -> str:
@@ -504,11 +545,9 @@ def _apply_correction(
 ) -> Decision:
     # The profile lock comes first: a product write already holding it commits before the ledger is read.
     cols = Columns.of(shape, settings)
+    key, _ = _current_row(conn, cols, request.user.user_id, lock=True)
     image = conn.execute(
-        text(
-            f"SELECT to_jsonb(p) FROM user_profiles p WHERE p.user_id = {cols.user_param(cols.profiles)} FOR UPDATE"
-        ),
-        {"u": request.user.user_id},
+        text(f"SELECT to_jsonb(p) FROM user_profiles p WHERE {cols.is_profile_row('p')}"), {"k": key}
     ).scalar_one()
     report = reconcile(conn, shape, settings, request.user.user_id, correction.explicit_initial_grant)
     b = report.balance
@@ -534,8 +573,8 @@ def _apply_correction(
         if cols.profiles.has(name)
     )
     conn.execute(
-        text(f"UPDATE user_profiles p SET {assignments} WHERE p.user_id = {cols.user_param(cols.profiles)}"),
-        {"r": correction.remaining, "used": correction.used, "c": correction.cost, "u": request.user.user_id},
+        text(f"UPDATE user_profiles p SET {assignments} WHERE {cols.is_profile_row('p')}"),
+        {"r": correction.remaining, "used": correction.used, "c": correction.cost, "k": key},
     )
     details = {
         **_approval_trail(request, actor, now),

@@ -15,6 +15,7 @@ from core.product import ProductShape
 from core.quality import ledger_notes, profile_notes
 from core.reconciliation import judge, read_balance
 from core.settings import Settings
+from core.tiers import known_amounts, load_tiers
 from core.users import find_user
 
 
@@ -29,11 +30,11 @@ def check_user(
 ) -> CheckReport:
     """Everything the check reply shows, read in the caller's single snapshot."""
     cols = Columns.of(shape, settings)
+    tiers = load_tiers(conn, shape, settings)
     ref = find_user(conn, cols, user)
-    balance, sums = read_balance(conn, cols, settings, ref.user_id, initial_grant)
-    findings = diagnose(
-        balance, read_ledger_signals(conn, cols, settings, ref.user_id), settings.tokens_tier_grants
-    )
+    balance, sums = read_balance(conn, cols, tiers, ref.user_id, initial_grant)
+    signals = read_ledger_signals(conn, cols, settings, ref.user_id)
+    findings = diagnose(balance, signals, known_amounts(tiers, shape))
     shown = min(balance.ledger_rows, settings.tokens_recent_operations)
     size = settings.tokens_page_size
     pages = max(1, math.ceil(shown / size))

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.product import PROFILE_BALANCES, Column, ProductShape, Table
+from core.product import ProductShape
+from core.profile_columns import COST, REMAINING, USED, ProfileColumns, whole
 from core.settings import Settings
 
-REMAINING, USED, COST = PROFILE_BALANCES
+__all__ = ["COST", "REMAINING", "USED", "Columns", "literal"]
 # Rows dated outside what Python's datetime holds (or infinity) are shown as "unknown time".
 _SHOWN_FROM, _SHOWN_TO = "'0001-01-02 00:00:00+00'", "'9999-12-30 00:00:00+00'"
 # An integer id shifted by 2**63 is non-negative, so its zero-padded text sorts as the number does.
@@ -28,48 +29,39 @@ def literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _whole(expr: str, column: Column) -> str:
-    """A token count as a whole number: fractions (numeric or float columns) are rounded per row."""
-    if column.is_integer:
-        return expr
-    return f"round(({expr})::numeric)"
-
-
 @dataclass(frozen=True)
-class Columns:
+class Columns(ProfileColumns):
     """SQL expressions over the ledger (any alias) and the profiles, for one product shape and settings."""
 
-    shape: ProductShape
-    grant_actions: tuple[str, ...]
-    deduct_actions: tuple[str, ...]
+    grant_actions: tuple[str, ...] = ()
+    deduct_actions: tuple[str, ...] = ()
+    reset_actions: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, shape: ProductShape, settings: Settings) -> Columns:
+        """A type listed as a reset is only a reset, and one listed as a grant is not also a deduction."""
+        resets = tuple(settings.tokens_reset_actions)
+        grants = tuple(a for a in settings.tokens_grant_actions if a not in resets)
+        deducts = tuple(a for a in settings.tokens_deduct_actions if a not in resets + grants)
         return cls(
             shape=shape,
-            grant_actions=tuple(settings.tokens_grant_actions),
-            deduct_actions=tuple(settings.tokens_deduct_actions),
+            cost_in_ledger_unit=settings.tokens_cost_unit == "cents",
+            grant_actions=grants,
+            deduct_actions=deducts,
+            reset_actions=resets,
         )
-
-    @property
-    def ledger(self) -> Table:
-        return self.shape.ledger
-
-    @property
-    def profiles(self) -> Table:
-        return self.shape.profiles
 
     # --- token_usage -------------------------------------------------------------------------------
 
     def tokens(self, a: str) -> str:
         """Tokens of a row; NULL stays NULL here (sums skip it: a NULL row counts 0 tokens)."""
-        return _whole(f"{a}.tokens_used", self.ledger.column("tokens_used"))
+        return whole(f"{a}.tokens_used", self.ledger.column("tokens_used"))
 
     def part_tokens(self, a: str, name: str) -> str:
         """input_tokens or output_tokens, NULL where the product has no such column."""
         if not self.ledger.has(name):
             return "NULL::numeric"
-        return _whole(f"{a}.{name}", self.ledger.column(name))
+        return whole(f"{a}.{name}", self.ledger.column(name))
 
     def cents(self, a: str) -> str:
         """cost_estimate as exact numeric cents (integer and float columns converted); NULL counts 0."""
@@ -102,18 +94,36 @@ class Columns:
     def is_deduct(self, a: str) -> str:
         return self._among(a, self.deduct_actions)
 
+    def is_reset(self, a: str) -> str:
+        """A row whose tokens set the balance (TOKENS_RESET_ACTIONS)."""
+        return self._among(a, self.reset_actions)
+
+    @property
+    def classified(self) -> tuple[str, ...]:
+        return self.grant_actions + self.deduct_actions + self.reset_actions
+
     def is_usage(self, a: str) -> str:
-        """Consumption: every row that is neither a grant nor a deduction, a NULL action type included.
+        """Consumption: every row that is no grant, deduction or reset, a NULL action type included.
 
         Types are matched exactly as configured: normalising case and spaces on every row would cost the
         whole-ledger scan more than the scan itself, so near misses are reported instead (`near_miss`).
         """
-        return f"NOT {self._among(a, self.grant_actions + self.deduct_actions)}"
+        return f"NOT {self._among(a, self.classified)}"
+
+    def after_reset(self, a: str, r: str) -> str:
+        """Rows after the reset row `r` (its created_at and id, NULL where the user has none), in the
+        ledger's order: by time, a NULL time first, then by id. Without resets configured, every row."""
+        if not self.reset_actions:
+            return "true"
+        return (
+            f"({r}.reset_id IS NULL OR (coalesce({a}.created_at, '-infinity'), {a}.id)"
+            f" > (coalesce({r}.reset_created, '-infinity'), {r}.reset_id))"
+        )
 
     def near_miss(self, a: str) -> str:
         """Usage whose type differs from a grant or deduction type only by case or spaces: reported, with
         the setting that would classify it, but counted as configured (as usage)."""
-        known = self.grant_actions + self.deduct_actions
+        known = self.classified
         if not known:
             return "false"
         lowered = ", ".join(literal(x.strip().lower()) for x in known)
@@ -206,59 +216,3 @@ class Columns:
     def tokens_of_key(key: str) -> str:
         """The tokens of the row whose `history_key` is `key` (NULL when there is no such row)."""
         return f"split_part({key}, chr(1), 2)::numeric"
-
-    # --- users -------------------------------------------------------------------------------------
-
-    def user_param(self, table: Table, name: str = "u") -> str:
-        """A bound user id as the table's user_id type, so the (user_id, …) index serves the lookup."""
-        return f"CAST(:{name} AS {table.column('user_id').type})"
-
-    def same_user(self, left: str, left_table: Table, right: str, right_table: Table) -> str:
-        """A join on user ids, compared as text where the two tables store them as different types."""
-        if left_table.column("user_id").type == right_table.column("user_id").type:
-            return f"{left} = {right}"
-        return f"{left}::text = {right}::text"
-
-    def ledger_user_is(self, user_text: str, a: str = "t") -> str:
-        """Ledger rows of the user whose id (as text) is `user_text`, index-friendly where types allow."""
-        ledger, profiles = self.ledger.column("user_id"), self.profiles.column("user_id")
-        if ledger.base in ("text", "character varying"):
-            return f"{a}.user_id::text = {user_text}"
-        if ledger.type == profiles.type:
-            return f"{a}.user_id = CAST({user_text} AS {ledger.type})"
-        return f"{a}.user_id::text = {user_text}"
-
-    # --- user_profiles -----------------------------------------------------------------------------
-
-    def balance(self, p: str, name: str) -> str:
-        """A cached balance column as a number; NULL (or no such column) reads as 0, as the product's
-        own code reads it, and `unset` says so."""
-        if not self.profiles.has(name):
-            return "0"
-        column = self.profiles.column(name)
-        if name == COST:
-            value = f"{p}.{name}" if column.is_numeric else f"{p}.{name}::numeric"
-        else:
-            value = _whole(f"{p}.{name}", column)
-        return f"coalesce({value}, 0)"
-
-    def unset(self, p: str, name: str) -> str:
-        return f"{p}.{name} IS NULL" if self.profiles.has(name) else "true"
-
-    def profile_balances(self, p: str) -> str:
-        """The select list of a profile's cached balance, as core.reconciliation.balance_from_sums reads it."""
-        return ",\n               ".join(
-            [
-                f"{self.balance(p, USED)} AS current_used",
-                f"{self.balance(p, COST)} AS current_cost",
-                f"{self.balance(p, REMAINING)} AS current_remaining",
-                f"{self.unset(p, REMAINING)} AS remaining_unset",
-                f"{self.unset(p, USED)} AS used_unset",
-                f"{self.unset(p, COST)} AS cost_unset",
-                f"{self.tier(p)} AS tier",
-            ]
-        )
-
-    def tier(self, p: str) -> str:
-        """The membership tier as text (enums too); NULL where the product has no tier column."""
-        return f'{p}."{self.shape.tier_column}"::text' if self.shape.tier_column else "NULL::text"

@@ -16,9 +16,13 @@ from core.settings import ModelPrice, Settings
 
 @lru_cache
 def ledger_signals_sql(cols: Columns) -> TextClause:
-    """One pass over a user's usage rows that counts every signal the findings need; built per shape."""
+    """One pass over a user's rows that counts every signal the findings need; built per shape.
+
+    Usage and grants are looked at apart: a doubled usage row charges the ledger twice, a doubled grant
+    (a backfill run twice) credits it twice; either way the ledger is what is wrong.
+    """
     t = "t"
-    tokens, ok = cols.tokens(t), cols.success(t)
+    tokens, ok, usage = cols.tokens(t), cols.success(t), cols.is_usage(t)
     inputs, outputs = cols.part_tokens(t, "input_tokens"), cols.part_tokens(t, "output_tokens")
     model = cols.text_of(t, "model_used")
     request_id = cols.meta(t, "request_id")
@@ -29,17 +33,19 @@ WITH prices AS (
 ),
 ops AS (
     SELECT {tokens} AS tokens_used, {ok} AS success, {cols.cents(t)} AS cost_estimate,
+           {usage} AS usage, {cols.is_grant(t)} AS grant_row,
            {cols.created(t)} AS created_at,
            {request_id} AS request_id,
            lag({cols.created(t)}) OVER (
                PARTITION BY {ok}, {cols.action(t)}, {model}, {tokens}, {inputs}, {outputs}
                ORDER BY t.created_at NULLS FIRST, t.id) AS previous_twin_at,
            row_number() OVER (
-               PARTITION BY {ok}, {request_id} ORDER BY t.created_at NULLS FIRST, t.id) AS request_rank,
+               PARTITION BY {ok}, {usage}, {request_id} ORDER BY t.created_at NULLS FIRST, t.id)
+               AS request_rank,
            round(({inputs} * pr.input + {outputs} * pr.output) / 1000, 4) AS priced_cents
     FROM token_usage t
-    LEFT JOIN prices pr ON pr.model = {model}
-    WHERE t.user_id = {cols.user_param(cols.ledger)} AND {cols.is_usage(t)}
+    LEFT JOIN prices pr ON pr.model = {model} AND {usage}
+    WHERE t.user_id = {cols.user_param(cols.ledger)} AND ({usage} OR {cols.is_grant(t)})
 ),
 flagged AS (
     SELECT *,
@@ -52,11 +58,13 @@ flagged AS (
                AND abs(cost_estimate - priced_cents) > priced_cents * :tolerance + 0.0001 AS drifted
     FROM ops
 )
-SELECT count(*) AS consumption_rows,
-       count(*) FILTER (WHERE NOT success) AS failed_rows,
-       coalesce(sum(tokens_used) FILTER (WHERE NOT success), 0) AS failed_tokens,
-       count(*) FILTER (WHERE duplicate) AS duplicate_rows,
-       coalesce(sum(tokens_used) FILTER (WHERE duplicate), 0) AS duplicate_tokens,
+SELECT count(*) FILTER (WHERE usage) AS consumption_rows,
+       count(*) FILTER (WHERE usage AND NOT success) AS failed_rows,
+       coalesce(sum(tokens_used) FILTER (WHERE usage AND NOT success), 0) AS failed_tokens,
+       count(*) FILTER (WHERE usage AND duplicate) AS duplicate_rows,
+       coalesce(sum(tokens_used) FILTER (WHERE usage AND duplicate), 0) AS duplicate_tokens,
+       count(*) FILTER (WHERE grant_row AND duplicate) AS duplicate_grant_rows,
+       coalesce(sum(tokens_used) FILTER (WHERE grant_row AND duplicate), 0) AS duplicate_grant_tokens,
        count(*) FILTER (WHERE drifted) AS drifted_rows,
        coalesce(sum(tokens_used) FILTER (WHERE drifted), 0) AS drifted_tokens,
        coalesce(sum(cost_estimate - priced_cents) FILTER (WHERE drifted), 0) AS drifted_cents
@@ -86,14 +94,20 @@ def read_ledger_signals(conn: Connection, cols: Columns, settings: Settings, use
     )
 
 
-def diagnose(balance: Balance, signals: dict[str, Any], tier_grants: dict[str, int]) -> list[Finding]:
-    """Turn the balance and ledger signals into findings, largest explanations first."""
+def diagnose(balance: Balance, signals: dict[str, Any], known: dict[str, int]) -> list[Finding]:
+    """Turn the balance and ledger signals into findings, largest explanations first.
+
+    `known` names amounts a balance may hold without a ledger row (core.tiers.known_amounts).
+    """
+    duplicates = _duplicates(signals)
     findings = [
         finding
         for finding in (
             _failed_charged(balance, signals),
-            _duplicates(signals),
-            _unlogged_grant(balance, tier_grants),
+            duplicates,
+            _usage_not_charged(balance, duplicates.tokens if duplicates else 0),
+            _duplicate_grants(signals),
+            _unlogged_grant(balance, known),
             _usage_before_tracking(balance, signals),
             _cost_drift(signals),
             _negative_balance(balance),
@@ -138,23 +152,73 @@ def _duplicates(signals: dict[str, Any]) -> Finding | None:
     )
 
 
-def _unlogged_grant(balance: Balance, tier_grants: dict[str, int]) -> Finding | None:
-    gap = balance.remaining_discrepancy
-    if gap <= 0:
+def _usage_not_charged(balance: Balance, duplicated: int) -> Finding | None:
+    """The profile counts less usage than the ledger and holds that much more: usage it never subtracted.
+
+    What doubled ledger rows explain is theirs (the same signature, but the ledger is wrong there).
+    """
+    missed = -balance.used_discrepancy - duplicated
+    if missed <= 0 or balance.remaining_discrepancy != -balance.used_discrepancy:
         return None
-    for tier, amount in sorted(tier_grants.items(), key=lambda item: -item[1]):
-        if amount > 0 and gap % amount == 0 and gap // amount <= 12:
-            times = gap // amount
-            what = f"the {tier} tier grant" if times == 1 else f"{times} × the {tier} tier grant"
-            return Finding(
-                kind=FindingKind.UNLOGGED_GRANT,
-                tokens=gap,
-                summary=(
-                    f"The balance is {gap:,} tokens above the ledger, exactly {what} ({amount:,}):"
-                    " a grant was given but never logged as admin_grant."
-                ),
-            )
-    return None
+    return Finding(
+        kind=FindingKind.USAGE_NOT_CHARGED,
+        tokens=missed,
+        summary=(
+            f"The profile never subtracted {missed:,} tokens of logged, successful usage: its used total is"
+            " that much below the ledger and its balance that much above. The profile is wrong; correct it"
+            " to the ledger."
+        ),
+    )
+
+
+def _duplicate_grants(signals: dict[str, Any]) -> Finding | None:
+    rows = int(signals["duplicate_grant_rows"])
+    if rows == 0:
+        return None
+    tokens = int(signals["duplicate_grant_tokens"])
+    return Finding(
+        kind=FindingKind.DUPLICATE_GRANT,
+        tokens=tokens,
+        rows=rows,
+        summary=(
+            f"{rows:,} grant rows ({tokens:,} tokens) repeat an earlier grant of the same type and amount"
+            " seconds apart, or its request id: a grant (or a backfill) logged twice. If the balance"
+            " counted it once, the ledger is what is wrong."
+        ),
+    )
+
+
+def _unlogged_grant(balance: Balance, known: dict[str, int]) -> Finding | None:
+    """The balance is above the ledger while usage agrees: a grant given but never logged.
+
+    A logged deduction the profile never applied looks the same, so a gap equal to the deductions is
+    not called a grant. A gap that is a known amount (a tier's grant, the profile's default start) is
+    named.
+    """
+    gap = balance.remaining_discrepancy
+    if gap <= 0 or balance.used_discrepancy != 0 or gap == balance.admin_deductions:
+        return None
+    named = next(
+        (
+            (label, amount, gap // amount)
+            for label, amount in sorted(known.items(), key=lambda item: -item[1])
+            if amount > 0 and gap % amount == 0 and gap // amount <= 12
+        ),
+        None,
+    )
+    if named is None:
+        what = "a grant given but never logged (for example before tracking began)"
+    else:
+        label, amount, times = named
+        what = f"exactly {label} ({amount:,})" if times == 1 else f"exactly {times} × {label} ({amount:,})"
+    return Finding(
+        kind=FindingKind.UNLOGGED_GRANT,
+        tokens=gap,
+        summary=(
+            f"The balance is {gap:,} tokens above the ledger while usage agrees: {what}."
+            " The ledger is missing a grant row."
+        ),
+    )
 
 
 def _usage_before_tracking(balance: Balance, signals: dict[str, Any]) -> Finding | None:

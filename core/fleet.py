@@ -29,102 +29,9 @@ from core.fleet_models import (
 from core.models import Page, UserRef
 from core.product import ProductShape
 from core.reconciliation import balance_from_sums
+from core.scan_sql import discrepancy_cte
 from core.settings import Settings
-
-
-def _discrepancy_cte(cols: Columns, settings: Settings, *, chosen_users: bool = False) -> str:
-    """Per user, the check's balance arithmetic (core.reconciliation) over one pass of the ledger.
-
-    Users, not ledger rows, are paged: the first grant is the smallest `Columns.history_key`, the same
-    row the check takes, and min() keeps the whole scan one parallel hash aggregation (an ordered
-    aggregate would force a serial sort of the ledger). `chosen_users` narrows both tables to `:ids`,
-    for re-reading a few users the digest picked.
-    """
-    t, p = "t", "p"
-    ok, tokens = cols.success(t), cols.tokens(t)
-    grant = f"{ok} AND {cols.is_grant(t)}"
-    ledger_ids, profile_ids = (
-        f"CAST(:ids AS {table.column('user_id').type}[])" for table in (cols.ledger, cols.profiles)
-    )
-    only_ledger = f"AND t.user_id = ANY({ledger_ids})" if chosen_users else ""
-    only_profiles = f"AND p.user_id = ANY({profile_ids})" if chosen_users else ""
-    # Whether each configured tier amount was logged as a grant by the product (tokens-bot's own grants
-    # are approved extras, as in the check): one boolean per amount keeps the aggregation parallel
-    # (PostgreSQL 15 cannot combine partial array_agg results).
-    amounts = sorted(set(settings.tokens_tier_grants.values()))
-    logged = "".join(
-        f",\n               bool_or({grant} AND {tokens} = {int(a)} AND NOT {cols.written_by_bot(t)}) AS logged_{i}"
-        for i, a in enumerate(amounts)
-    )
-    tier_logged = (
-        "CASE tg.amount "
-        + " ".join(f"WHEN {int(a)} THEN l.logged_{i}" for i, a in enumerate(amounts))
-        + " END"
-        if amounts
-        else "NULL::boolean"
-    )
-    return f"""
-    tiers AS (
-        SELECT key AS tier, value::numeric AS amount FROM jsonb_each_text(:tier_grants)
-    ),
-    ledger AS (
-        SELECT t.user_id,
-               coalesce(sum({tokens}) FILTER (WHERE {cols.is_recent(t, "make_interval(secs => :grace)")}), 0)
-                   AS recent_tokens,
-               count(*) AS ledger_rows,
-               count(*) FILTER (WHERE NOT {ok}) AS failed_rows,
-               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {cols.is_usage(t)}), 0) AS calculated_used,
-               coalesce(sum({cols.cents(t)}) FILTER (WHERE {ok} AND {cols.is_usage(t)}), 0) AS calculated_cents,
-               coalesce(sum({tokens}) FILTER (WHERE {grant}), 0) AS all_grants,
-               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {cols.is_deduct(t)}), 0) AS admin_deductions,
-               {cols.tokens_of_key(f"min({cols.history_key(t)}) FILTER (WHERE {grant})")} AS first_grant{logged}
-        FROM token_usage t
-        WHERE true {only_ledger}
-        GROUP BY t.user_id
-    ),
-    balances AS (
-        SELECT p.user_id::text AS user_id,
-               {cols.profile_balances(p)},
-               coalesce(l.ledger_rows, 0) AS ledger_rows,
-               coalesce(l.failed_rows, 0) AS failed_rows,
-               coalesce(l.calculated_used, 0) AS calculated_used,
-               round(coalesce(l.calculated_cents, 0) / 100, {cols.shape.cost_scale}) AS calculated_cost,
-               coalesce(l.admin_deductions, 0) AS admin_deductions,
-               coalesce(l.all_grants, 0) AS all_grants,
-               l.first_grant,
-               coalesce(tg.amount, l.first_grant, 0) AS initial_grant,
-               -- As choose_initial_grant: a tier amount counts as logged when a grant of that amount
-               -- exists that tokens-bot did not write; a first grant (the bot's too) is logged by
-               -- definition, so it is counted once either way.
-               CASE WHEN tg.amount IS NOT NULL THEN coalesce({tier_logged}, false)
-                    ELSE l.first_grant IS NOT NULL END AS assumed_grant_logged,
-               coalesce(l.recent_tokens, 0) AS recent_tokens
-        FROM user_profiles p
-        LEFT JOIN ledger l ON {cols.same_user("l.user_id", cols.ledger, "p.user_id", cols.profiles)}
-        LEFT JOIN tiers tg ON tg.tier = {cols.tier(p)}
-        WHERE true {only_profiles}
-    ),
-    judged AS (
-        SELECT b.*, g.admin_grants,
-               b.initial_grant + g.admin_grants - b.calculated_used - b.admin_deductions AS expected_remaining
-        FROM balances b
-        -- Never counted twice: a grant row that is the initial grant is not also an extra grant.
-        CROSS JOIN LATERAL (
-            SELECT b.all_grants - CASE WHEN b.assumed_grant_logged THEN b.initial_grant ELSE 0 END
-                AS admin_grants
-        ) g
-    ),
-    flagged AS (
-        -- A write still in progress (ledger row in, balance not yet) can explain at most the tokens of
-        -- the rows inside the grace window: only a discrepancy within that allowance is deferred.
-        SELECT j.*, w.worst, w.worst - j.recent_tokens <= :minimum AS deferred
-        FROM judged j
-        CROSS JOIN LATERAL (
-            SELECT greatest(abs(j.current_used - j.calculated_used),
-                            abs(j.current_remaining - j.expected_remaining)) AS worst
-        ) w
-        WHERE w.worst > :minimum
-    )"""
+from core.tiers import Tiers, known_amounts, load_tiers
 
 
 def _email_join(cols: Columns, alias: str) -> tuple[str, str]:
@@ -160,9 +67,9 @@ def _page_at(offset: int, total: int, size: int) -> Page:
     return Page(number=offset // size + 1, count=max(1, math.ceil(total / size)))
 
 
-def _scan_params(settings: Settings, minimum: int) -> dict[str, Any]:
+def _scan_params(settings: Settings, tiers: Tiers, minimum: int) -> dict[str, Any]:
     return {
-        "tier_grants": {tier: str(amount) for tier, amount in settings.tokens_tier_grants.items()},
+        "tier_grants": {tier: str(amount) for tier, amount in tiers.amounts.items()},
         "grace": settings.tokens_scan_grace_seconds,
         "minimum": minimum,
     }
@@ -180,11 +87,12 @@ def scan_discrepancies(
     The caller's snapshot (REPEATABLE READ) makes the count, the page and each row's findings agree.
     """
     cols = Columns.of(shape, settings)
+    tiers = load_tiers(conn, shape, settings)
     size = settings.tokens_page_size
     email, email_join = _email_join(cols, "pg")
     # The page's offset is clamped in SQL against the count, so one statement answers any page.
     sql = f"""
-    WITH {_discrepancy_cte(cols, settings)}
+    WITH {discrepancy_cte(cols, tiers)}
     SELECT c.matched_total, c.deferred_total, c.page_offset, pg.*, {email}
     FROM (
         SELECT count(*) FILTER (WHERE NOT deferred) AS matched_total,
@@ -201,7 +109,7 @@ def scan_discrepancies(
     {email_join}
     ORDER BY pg.worst DESC, pg.user_id
     """
-    params = {**_scan_params(settings, minimum), "size": size, "offset": _requested_offset(page, size)}
+    params = {**_scan_params(settings, tiers, minimum), "size": size, "offset": _requested_offset(page, size)}
     rows = conn.execute(_statement(sql), params).mappings().all()
     first = rows[0]
     total = int(first["matched_total"])
@@ -210,7 +118,9 @@ def scan_discrepancies(
         total=total,
         deferred=int(first["deferred_total"]),
         grace_seconds=settings.tokens_scan_grace_seconds,
-        rows=[discrepancy_row(conn, cols, settings, row) for row in rows if row["user_id"] is not None],
+        rows=[
+            discrepancy_row(conn, cols, settings, tiers, row) for row in rows if row["user_id"] is not None
+        ],
         offset=int(first["page_offset"]),
         page=_page_at(int(first["page_offset"]), total, size),
     )
@@ -220,14 +130,15 @@ def stream_discrepancies(
     conn: Connection, shape: ProductShape, settings: Settings, *, minimum: int, batch: int = 1_000
 ) -> Iterator[dict[str, Any]]:
     """Every discrepant user, largest first, through a server-side cursor: memory stays one batch."""
+    tiers = load_tiers(conn, shape, settings)
     sql = f"""
-    WITH {_discrepancy_cte(Columns.of(shape, settings), settings)}
+    WITH {discrepancy_cte(Columns.of(shape, settings), tiers)}
     SELECT user_id, worst, current_used - calculated_used AS used_discrepancy,
            current_remaining - expected_remaining AS remaining_discrepancy, deferred
     FROM flagged ORDER BY worst DESC, user_id
     """
     statement = _statement(sql).execution_options(stream_results=True, yield_per=batch)
-    result = conn.execute(statement, _scan_params(settings, minimum))
+    result = conn.execute(statement, _scan_params(settings, tiers, minimum))
     for row in result.mappings():
         yield dict(row)
 
@@ -239,24 +150,27 @@ def read_discrepancies(
     if not user_ids:
         return []
     cols = Columns.of(shape, settings)
+    tiers = load_tiers(conn, shape, settings)
     email, email_join = _email_join(cols, "f")
     sql = f"""
-    WITH {_discrepancy_cte(cols, settings, chosen_users=True)}
+    WITH {discrepancy_cte(cols, tiers, chosen_users=True)}
     SELECT f.*, {email} FROM judged f {email_join}
     """
-    params = {**_scan_params(settings, 0), "ids": user_ids}
+    params = {**_scan_params(settings, tiers, 0), "ids": user_ids}
     found = {row["user_id"]: row for row in conn.execute(_statement(sql), params).mappings()}
-    return [discrepancy_row(conn, cols, settings, found[u]) for u in user_ids if u in found]
+    return [discrepancy_row(conn, cols, settings, tiers, found[u]) for u in user_ids if u in found]
 
 
-def discrepancy_row(conn: Connection, cols: Columns, settings: Settings, row: Any) -> DiscrepancyRow:
+def discrepancy_row(
+    conn: Connection, cols: Columns, settings: Settings, tiers: Tiers, row: Any
+) -> DiscrepancyRow:
     """A scanned row as the check's Balance, diagnosed by the check's own findings in this snapshot."""
-    balance = balance_from_sums(row, settings, gross_grants=int(row["all_grants"]))
+    balance = balance_from_sums(row, tiers, cost_unit=cols.cost_unit, gross_grants=int(row["all_grants"]))
     signals = read_ledger_signals(conn, cols, settings, row["user_id"])
     return DiscrepancyRow(
         user=UserRef(user_id=row["user_id"], email=row["email"]),
         balance=balance,
-        findings=diagnose(balance, signals, settings.tokens_tier_grants),
+        findings=diagnose(balance, signals, known_amounts(tiers, cols.shape)),
     )
 
 
@@ -272,7 +186,7 @@ def _low_balance_sql(cols: Columns) -> TextClause:
     WITH matched AS (
         SELECT p.user_id::text AS user_id, {remaining} AS remaining, {cols.balance(p, USED)} AS used,
                {cols.unset(p, REMAINING)} AS remaining_unset
-        FROM user_profiles p WHERE {narrow} {remaining} < :threshold
+        FROM {cols.current_profiles("p")} WHERE {narrow} {remaining} < :threshold
     )
     SELECT c.total, c.negative, c.page_offset, pg.*, burn.recent_used, {email}
     FROM (
@@ -340,7 +254,7 @@ def _top_sql(cols: Columns) -> TextClause:
     FROM (
         SELECT p.user_id::text AS user_id, {cols.balance(p, USED)} AS used, {cols.balance(p, COST)} AS cost,
                {cols.balance(p, REMAINING)} AS remaining
-        FROM user_profiles p
+        FROM {cols.current_profiles("p")}
         ORDER BY {order}p.user_id
         LIMIT :limit OFFSET :offset
     ) pg
@@ -351,13 +265,12 @@ def _top_sql(cols: Columns) -> TextClause:
 
 def top_users(conn: Connection, shape: ProductShape, settings: Settings, *, n: int, page: int) -> TopReport:
     """`/tokens top`: the `n` highest lifetime users, one page of them, out of every profile."""
-    users = int(conn.execute(text("SELECT count(*) FROM user_profiles")).scalar_one())
+    cols = Columns.of(shape, settings)
+    users = int(conn.execute(text(f"SELECT count(*) FROM {cols.current_profiles('p')}")).scalar_one())
     shown = min(n, users)
     size = settings.tokens_page_size
     offset = min(_requested_offset(page, size), max(shown - 1, 0) // size * size)
-    rows = conn.execute(
-        _top_sql(Columns.of(shape, settings)), {"limit": min(size, shown - offset), "offset": offset}
-    ).mappings()
+    rows = conn.execute(_top_sql(cols), {"limit": min(size, shown - offset), "offset": offset}).mappings()
     return TopReport(
         requested=n,
         users=users,
@@ -387,7 +300,7 @@ def fleet_totals(conn: Connection, shape: ProductShape, settings: Settings) -> F
                 f" coalesce(sum({cols.balance(p, COST)}), 0) AS cost,"
                 f" count(*) FILTER (WHERE {remaining} < 0) AS negative,"
                 f" count(*) FILTER (WHERE {cols.unset(p, REMAINING)}) AS unset"
-                " FROM user_profiles p"
+                f" FROM {cols.current_profiles('p')}"
             )
         )
         .mappings()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -21,9 +22,13 @@ class Verdict(StrEnum):
     PROBLEM = "problem"
 
 
+CostUnit = Literal["dollars", "cents"]
+
+
 class GrantSource(StrEnum):
     """Which assumption gave the initial grant, so a reader can judge the expected balance."""
 
+    RESET = "reset"
     EXPLICIT = "explicit"
     TIER = "tier"
     FIRST_ADMIN_GRANT = "first_admin_grant"
@@ -33,6 +38,8 @@ class GrantSource(StrEnum):
 class FindingKind(StrEnum):
     FAILED_CHARGED = "failed_charged"
     DUPLICATES = "duplicates"
+    USAGE_NOT_CHARGED = "usage_not_charged"
+    DUPLICATE_GRANT = "duplicate_grant"
     UNLOGGED_GRANT = "unlogged_grant"
     USAGE_BEFORE_TRACKING = "usage_before_tracking"
     COST_DRIFT = "cost_drift"
@@ -44,6 +51,8 @@ class UserRef(Frozen):
 
     user_id: str
     email: str | None = None
+    profile: str | None = None
+    """Which of the user's profile rows the numbers are from, where they have several."""
 
     @property
     def label(self) -> str:
@@ -72,6 +81,10 @@ class Balance(Frozen):
     admin_deductions: int
     ledger_rows: int
     failed_rows: int
+    used_since_reset: int | None = None
+    """Successful usage after the latest reset row, which the expected balance subtracts; None: no reset."""
+    cost_unit: CostUnit = "dollars"
+    """The unit of both costs: the profile's (TOKENS_COST_UNIT), and the ledger's converted to it."""
     unset: tuple[str, ...] = ()
     """Profile balance columns that are NULL (or absent): each read as 0, as the product's own code does."""
 

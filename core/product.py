@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 from sqlalchemy import Connection, text
 
-from core.settings import EmailSource, Settings
+from core.settings import EmailSource, Settings, TierTable
 
 LEDGER = "token_usage"
 PROFILES = "user_profiles"
@@ -59,6 +59,8 @@ class Column:
     scale: int | None = None
     enum: bool = False
     check_values: tuple[str, ...] | None = None
+    default: str | None = None
+    """The column's default as SQL text (`100`, `now()`), where it has one."""
 
     @property
     def base(self) -> str:
@@ -100,6 +102,9 @@ class Table:
     columns: tuple[Column, ...]
     row_security: bool = False
     """True when row-level security applies to the bot's role here: some rows may be invisible to it."""
+    primary_key: tuple[str, ...] = ()
+    unique: tuple[tuple[str, ...], ...] = ()
+    """Column lists of the unique indexes without a predicate (the primary key among them)."""
 
     @property
     def by_name(self) -> Mapping[str, Column]:
@@ -122,6 +127,8 @@ class ProductShape:
     email_id_type: str | None
     tier_column: str | None
     bot_schema: str
+    tier_table: TierTable | None = None
+    """TOKENS_TIER_TABLE, where that table and its columns exist."""
 
     @property
     def email_table(self) -> str:
@@ -145,6 +152,24 @@ class ProductShape:
         return self.ledger.row_security or self.profiles.row_security
 
     @property
+    def one_profile_per_user(self) -> bool:
+        """user_id is unique in user_profiles, so a user's row needs no choosing."""
+        return ("user_id",) in self.profiles.unique
+
+    @property
+    def remaining_default(self) -> int | None:
+        """The default of the remaining column when it is a whole number (a product's untracked start)."""
+        if not self.profiles.has(PROFILE_BALANCES[0]):
+            return None
+        default = (self.profiles.column(PROFILE_BALANCES[0]).default or "").strip("()")
+        return int(default) if default.isdigit() else None
+
+    @property
+    def has_balances(self) -> bool:
+        """The product caches a balance at all (later eras dropped the columns for a computed one)."""
+        return self.profiles.has(PROFILE_BALANCES[0])
+
+    @property
     def missing(self) -> list[str]:
         """Required tables and columns that are not there: the bot cannot reconcile without them."""
         gaps = [f"{t.name} (table)" for t in (self.ledger, self.profiles) if t.kind == "missing"]
@@ -164,7 +189,9 @@ _COLUMNS_SQL = text(
            information_schema._pg_numeric_scale(a.atttypid, a.atttypmod) AS scale,
            ty.typtype = 'e' AS enum,
            (SELECT array_agg(e.enumlabel::text ORDER BY e.enumsortorder) FROM pg_enum e
-             WHERE e.enumtypid = a.atttypid) AS labels
+             WHERE e.enumtypid = a.atttypid) AS labels,
+           (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+             WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) AS default_sql
     FROM pg_attribute a
     JOIN pg_type ty ON ty.oid = a.atttypid
     WHERE a.attrelid = to_regclass(:table) AND a.attnum > 0 AND NOT a.attisdropped
@@ -181,6 +208,18 @@ _TABLE_SQL = text(
                AND NOT pg_has_role(c.relowner, 'USAGE')
                AND NOT (SELECT rolbypassrls FROM pg_roles WHERE rolname = current_user) AS row_security
     FROM pg_class c WHERE c.oid = to_regclass(:table)
+    """
+)
+
+_UNIQUE_SQL = text(
+    """
+    SELECT x.indisprimary AS primary_key,
+           array_agg(a.attname::text ORDER BY k.ord) AS columns
+    FROM pg_index x
+    CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
+    WHERE x.indrelid = to_regclass(:table) AND x.indisunique AND x.indisvalid AND x.indpred IS NULL
+    GROUP BY x.indexrelid, x.indisprimary
     """
 )
 
@@ -216,10 +255,19 @@ def _read_table(conn: Connection, name: str) -> Table:
             enum=bool(row.enum),
             # An enum allows its labels, as a CHECK list allows its values.
             check_values=tuple(row.labels) if row.labels else checks.get(row.name),
+            default=row.default_sql,
         )
         for row in conn.execute(_COLUMNS_SQL, {"table": qualified})
     )
-    return Table(name=name, kind=str(found.kind), columns=columns, row_security=bool(found.row_security))
+    keys = conn.execute(_UNIQUE_SQL, {"table": qualified}).all()
+    return Table(
+        name=name,
+        kind=str(found.kind),
+        columns=columns,
+        row_security=bool(found.row_security),
+        primary_key=next((tuple(k.columns) for k in keys if k.primary_key), ()),
+        unique=tuple(tuple(k.columns) for k in keys),
+    )
 
 
 def _allowed_values(definition: str) -> tuple[str, ...] | None:
@@ -227,6 +275,21 @@ def _allowed_values(definition: str) -> tuple[str, ...] | None:
     if " ANY " not in definition and " IN " not in definition:
         return None
     return tuple(value.replace("''", "'") for value in re.findall(r"'((?:[^']|'')*)'", definition))
+
+
+def _tier_table(conn: Connection, settings: Settings) -> TierTable | None:
+    """TOKENS_TIER_TABLE when the table has every column it names; doctor says so when it does not."""
+    table = settings.tokens_tier_table
+    if table is None:
+        return None
+    found = conn.execute(
+        text(
+            "SELECT count(DISTINCT a.attname) FROM pg_attribute a"
+            " WHERE a.attrelid = to_regclass(:table) AND a.attname = ANY(:names) AND NOT a.attisdropped"
+        ),
+        {"table": table.qualified, "names": [table.key, table.name, *table.amounts]},
+    ).scalar_one()
+    return table if found == len({table.key, table.name, *table.amounts}) else None
 
 
 def inspect_product(conn: Connection, settings: Settings) -> ProductShape:
@@ -243,6 +306,7 @@ def inspect_product(conn: Connection, settings: Settings) -> ProductShape:
         {"table": f'"{source.schema_name}"."{source.table}"', "c": source.column, "i": source.id_column},
     ).first()
     return ProductShape(
+        tier_table=_tier_table(conn, settings),
         ledger=ledger,
         profiles=profiles,
         email_source=source if email else None,

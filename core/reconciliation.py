@@ -3,106 +3,43 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, RowMapping, TextClause, text
+from sqlalchemy import Connection, RowMapping
 
+from core.balance_sql import balance_sql
 from core.columns import Columns
-from core.models import Balance, Finding, FindingKind, GrantSource, InitialGrant, Verdict
+from core.models import Balance, CostUnit, Finding, FindingKind, GrantSource, InitialGrant, Verdict
 from core.product import ProductShape
 from core.settings import Settings
-
-
-@lru_cache
-def _balance_sql(cols: Columns) -> TextClause:
-    """Built and parsed once per product shape: the balance sums and the data-quality counts, one pass."""
-    t, p = "t", "p"
-    ok, usage, grant, deduct, tokens = (
-        cols.success(t),
-        cols.is_usage(t),
-        cols.is_grant(t),
-        cols.is_deduct(t),
-        cols.tokens(t),
-    )
-    null_cost = f"{cols.cents(t)} IS NULL" if cols.ledger.has("cost_estimate") else "false"
-    null_success = "t.success IS NULL" if cols.ledger.has("success") else "false"
-    return text(f"""
-    SELECT {cols.profile_balances(p)},
-           l.*
-    FROM user_profiles p
-    CROSS JOIN LATERAL (
-        SELECT coalesce(CAST(:explicit AS numeric), CAST(CAST(:tiers AS jsonb) ->> {cols.tier(p)} AS numeric))
-            AS amount
-    ) assumed
-    CROSS JOIN LATERAL (
-        SELECT count(*) AS ledger_rows,
-               count(*) FILTER (WHERE NOT {ok}) AS failed_rows,
-               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {usage}), 0) AS calculated_used,
-               round(coalesce(sum({cols.cents(t)}) FILTER (WHERE {ok} AND {usage}), 0) / 100,
-                     {cols.shape.cost_scale}) AS calculated_cost,
-               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {grant}), 0) AS admin_grants,
-               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {deduct}), 0) AS admin_deductions,
-               coalesce(bool_or({ok} AND {grant} AND {tokens} = assumed.amount
-                                AND NOT {cols.written_by_bot(t)}),
-                        false) AS assumed_grant_logged,
-               -- The first-grant fallback takes any grant, the bot's too: whichever row it is, it is
-               -- counted exactly once, as the initial grant and not as an extra one.
-               {cols.tokens_of_key(f"min({cols.history_key(t)}) FILTER (WHERE {ok} AND {grant})")}
-                   AS first_grant,
-               {_quality_counts(cols, null_cost=null_cost, null_success=null_success)}
-        FROM token_usage t WHERE t.user_id = {cols.user_param(cols.ledger)}
-    ) l
-    WHERE p.user_id = {cols.user_param(cols.profiles)}
-    """)
-
-
-def _quality_counts(cols: Columns, *, null_cost: str, null_success: str) -> str:
-    """Rows the sums above had to interpret, counted with their tokens (see core.quality)."""
-    t = "t"
-    tokens = f"coalesce({cols.tokens(t)}, 0)"
-    conditions = {
-        "null_tokens": "t.tokens_used IS NULL",
-        "null_cost": f"{null_cost} AND {cols.success(t)} AND {cols.is_usage(t)}",
-        "null_success": null_success,
-        "null_time": "t.created_at IS NULL",
-        "future_time": cols.is_future(t),
-        "null_action": "coalesce(btrim(t.action_type::text), '') = ''",
-        "near_miss_action": cols.near_miss(t),
-        "negative_tokens": f"{tokens} < 0",
-        "odd_metadata": cols.metadata_is_odd(t),
-    }
-    return ",\n               ".join(
-        f"count(*) FILTER (WHERE {where}) AS {name}_rows,"
-        f" coalesce(sum({tokens}) FILTER (WHERE {where}), 0) AS {name}_tokens"
-        for name, where in conditions.items()
-    )
+from core.tiers import Tiers, load_tiers
 
 
 def read_balance(
     conn: Connection,
     cols: Columns,
-    settings: Settings,
+    tiers: Tiers,
     user_id: str,
     explicit_initial_grant: int | None = None,
 ) -> tuple[Balance, RowMapping]:
     """The user's Balance, and the row it came from (it also holds the data-quality counts)."""
     row = (
         conn.execute(
-            _balance_sql(cols),
-            {
-                "u": user_id,
-                "explicit": explicit_initial_grant,
-                "tiers": json.dumps(settings.tokens_tier_grants),
-            },
+            balance_sql(cols),
+            {"u": user_id, "explicit": explicit_initial_grant, "tiers": json.dumps(tiers.amounts)},
         )
         .mappings()
         .one()
     )
     balance = balance_from_sums(
-        row, settings, gross_grants=int(row["admin_grants"]), explicit_initial_grant=explicit_initial_grant
+        row,
+        tiers,
+        cost_unit=cols.cost_unit,
+        gross_grants=int(row["admin_grants"]),
+        explicit_initial_grant=explicit_initial_grant,
     )
     return balance, row
 
@@ -115,45 +52,66 @@ def compute_balance(
     explicit_initial_grant: int | None = None,
 ) -> Balance:
     """Compare the profile's cached values with the ledger, choosing the initial grant as DESIGN.md says."""
-    balance, _ = read_balance(
-        conn, Columns.of(shape, settings), settings, str(user_id), explicit_initial_grant
-    )
+    tiers = load_tiers(conn, shape, settings)
+    balance, _ = read_balance(conn, Columns.of(shape, settings), tiers, str(user_id), explicit_initial_grant)
     return balance
 
 
 def balance_from_sums(
     row: RowMapping,
-    settings: Settings,
+    tiers: Tiers,
     *,
+    cost_unit: CostUnit,
     gross_grants: int,
     explicit_initial_grant: int | None = None,
 ) -> Balance:
-    """The Balance of one user from the ledger sums a query produced; the check and the scan share it."""
-    grant = choose_initial_grant(
-        explicit=explicit_initial_grant,
-        tier=row["tier"],
-        first_admin_grant=row["first_grant"],
-        assumed_grant_logged=row["assumed_grant_logged"],
-        tier_grants=settings.tokens_tier_grants,
+    """The Balance of one user from the ledger sums a query produced; the check and the scan share it.
+
+    After a reset (TOKENS_RESET_ACTIONS) the reset's tokens take the initial grant's place and the sums
+    that make the expected balance start after it; used and cost stay lifetime totals.
+    """
+    if row["reset_tokens"] is not None:
+        grant = reset_grant(int(row["reset_tokens"]), row["reset_action"], row["reset_at"])
+    else:
+        grant = choose_initial_grant(
+            explicit=explicit_initial_grant,
+            tier=row["tier"],
+            first_admin_grant=row["first_grant"],
+            assumed_grant_logged=row["assumed_grant_logged"],
+            tiers=tiers,
+        )
+    # Never counted twice: a grant row that is the initial grant is not also an extra grant.
+    admin_grants = gross_grants - (
+        grant.tokens if grant.logged and grant.source is not GrantSource.RESET else 0
     )
-    # Never counted twice: an admin_grant row that is the initial grant is not also an extra grant.
-    admin_grants = gross_grants - (grant.tokens if grant.logged else 0)
-    calculated_used = int(row["calculated_used"])
+    calculated_used, counted_used = int(row["calculated_used"]), int(row["counted_used"])
     admin_deductions = int(row["admin_deductions"])
     unset = tuple(name for name in ("remaining", "used", "cost") if row[f"{name}_unset"])
     return Balance(
         unset=unset,
+        cost_unit=cost_unit,
         current_used=int(row["current_used"]),
         calculated_used=calculated_used,
+        used_since_reset=counted_used if grant.source is GrantSource.RESET else None,
         current_cost=Decimal(row["current_cost"]),
         calculated_cost=Decimal(row["calculated_cost"]),
         current_remaining=int(row["current_remaining"]),
-        expected_remaining=grant.tokens + admin_grants - calculated_used - admin_deductions,
+        expected_remaining=grant.tokens + admin_grants - counted_used - admin_deductions,
         initial_grant=grant,
         admin_grants=admin_grants,
         admin_deductions=admin_deductions,
         ledger_rows=int(row["ledger_rows"]),
         failed_rows=int(row["failed_rows"]),
+    )
+
+
+def reset_grant(tokens: int, action: str, at: datetime | None) -> InitialGrant:
+    when = f" on {at:%Y-%m-%d}" if at is not None else ""
+    return InitialGrant(
+        tokens=tokens,
+        source=GrantSource.RESET,
+        logged=True,
+        description=f"{tokens:,} tokens set by {action}{when}; grants, deductions and usage count from there",
     )
 
 
@@ -163,15 +121,15 @@ def choose_initial_grant(
     tier: Any,
     first_admin_grant: int | None,
     assumed_grant_logged: bool,
-    tier_grants: dict[str, int],
+    tiers: Tiers,
 ) -> InitialGrant:
-    """An operator's explicit value wins, then the membership tier, then the first logged admin grant.
+    """An operator's explicit value wins, then the membership tier, then the first logged grant.
 
-    When the explicit or tier amount also appears as a logged admin_grant, that row is taken to be
-    the initial grant (the product often logs it), so it is not counted a second time. Grants tokens-bot
-    applied itself never count as that row (see WRITTEN_BY_BOT): they are approved extra grants.
+    When the explicit or tier amount also appears as a logged grant, that row is taken to be the initial
+    grant (the product often logs it), so it is not counted a second time. Grants tokens-bot applied
+    itself never count as that row (see Columns.written_by_bot): they are approved extra grants.
     """
-    same = "; a logged admin_grant of the same amount is taken to be it"
+    same = "; a logged grant of the same amount is taken to be it"
     if explicit is not None:
         return InitialGrant(
             tokens=explicit,
@@ -179,13 +137,13 @@ def choose_initial_grant(
             logged=assumed_grant_logged,
             description=f"{explicit:,} tokens, as given" + (same if assumed_grant_logged else ""),
         )
-    if isinstance(tier, str) and tier in tier_grants:
-        amount = tier_grants[tier]
+    if isinstance(tier, str) and tier in tiers.amounts:
+        amount = tiers.amounts[tier]
         return InitialGrant(
             tokens=amount,
             source=GrantSource.TIER,
             logged=assumed_grant_logged,
-            description=f"{amount:,} tokens for the {tier} membership tier"
+            description=f"{amount:,} tokens for the {tiers.name(tier)} membership tier"
             + (same if assumed_grant_logged else ""),
         )
     if first_admin_grant is not None:
@@ -193,13 +151,13 @@ def choose_initial_grant(
             tokens=int(first_admin_grant),
             source=GrantSource.FIRST_ADMIN_GRANT,
             logged=True,
-            description=f"{int(first_admin_grant):,} tokens, the first admin_grant in the ledger",
+            description=f"{int(first_admin_grant):,} tokens, the first grant in the ledger",
         )
     return InitialGrant(
         tokens=0,
         source=GrantSource.NONE,
         logged=False,
-        description="unknown: no tier and no admin_grant, so 0 was assumed",
+        description="unknown: no tier and no grant, so 0 was assumed",
     )
 
 

@@ -6,7 +6,7 @@ import json
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -44,6 +44,34 @@ class EmailSource(BaseModel):
         return cls(schema_name=parts[0], table=parts[1], column=parts[2], id_column=id_column)
 
 
+class TierTable(BaseModel):
+    """A table of membership tiers that `TOKENS_TIER_COLUMN` points into, with each tier's token amount.
+
+    A tier's initial grant is the first of `amounts` that is set and not zero (an annual tier has its
+    amount in one column, a 28-day tier in another).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+    key: str = Field(default="id", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    name: str = Field(default="name", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    amounts: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("amounts")
+    @classmethod
+    def _identifiers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _IDENTIFIER.match(name):
+                raise ValueError(f"{name!r} is not a plain SQL identifier")
+        return value
+
+    @property
+    def qualified(self) -> str:
+        schema, table = self.table.split(".")
+        return f'"{schema}"."{table}"'
+
+
 def to_sqlalchemy_url(url: str) -> str:
     """Map plain `postgresql://` (what Supabase and most tools print) onto the psycopg 3 driver."""
     for prefix in ("postgresql+psycopg2://", "postgresql://", "postgres://"):
@@ -78,6 +106,12 @@ class Settings(BaseSettings):
     # from it outside usage; every other type is usage.
     tokens_grant_actions: CommaList = ["admin_grant"]
     tokens_deduct_actions: CommaList = ["admin_deduct"]
+    # Action types whose row *sets* the balance to its tokens (an annual grant that replaces what was left):
+    # the expected balance counts from the latest such row. Used and cost stay lifetime totals.
+    tokens_reset_actions: CommaList = []
+    # The unit of user_profiles.vibe_assistant_total_cost: dollars (the guide: ledger cents / 100) or the
+    # ledger's own cost unit (`cents`: compared with the sum of cost_estimate as it is).
+    tokens_cost_unit: Literal["dollars", "cents"] = "dollars"
     # model_used on the ledger rows tokens-bot writes (products often make the column NOT NULL).
     tokens_ledger_model: str = Field(default="admin", min_length=1, max_length=100)
 
@@ -87,6 +121,9 @@ class Settings(BaseSettings):
     tokens_email_id_column: str = "id"
     tokens_tier_column: str = "membership_tier"
     tokens_tier_grants: dict[str, int] = {"annual": 5_000_000, "monthly": 600_000}
+    # Where the tier column is a key into a tier table (JSON, see TierTable); unset: the column holds
+    # the tier's name, looked up in TOKENS_TIER_GRANTS.
+    tokens_tier_table: TierTable | None = None
     tokens_model_prices: dict[str, ModelPrice] = {
         "gpt-4": ModelPrice(input=Decimal("3"), output=Decimal("6")),
         "gpt-4o": ModelPrice(input=Decimal("0.25"), output=Decimal("1")),
@@ -135,7 +172,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("tokens_grant_actions", "tokens_deduct_actions", mode="before")
+    @field_validator("tokens_grant_actions", "tokens_deduct_actions", "tokens_reset_actions", mode="before")
     @classmethod
     def _action_types(cls, value: Any) -> Any:
         """Action types are matched exactly as stored: a comma list (spaces around commas dropped), or a

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, TextClause, text
+from sqlalchemy import Connection, Row, TextClause, text
 
 from core.columns import Columns
 from core.errors import AmbiguousUserError, EmailLookupUnavailableError, UserNotFoundError
@@ -22,23 +23,48 @@ def find_user(conn: Connection, cols: Columns, user: UUID | str) -> UserRef:
     user_id = _id_for_email(conn, cols.shape, str(user)) if named_by_email else str(user)
     _require_comparable(cols, user_id)
     found = conn.execute(_profile_sql(cols), {"u": user_id}).first()
-    if found is None or not found.profiles:
-        rows = conn.execute(
-            text(f"SELECT count(*) FROM token_usage t WHERE t.user_id = {cols.user_param(cols.ledger)}"),
-            {"u": user_id},
-        ).scalar_one()
-        if rows:
-            raise UserNotFoundError(
-                f"User {user_id} has {rows:,} ledger rows but no user_profiles row, so there is"
-                " no balance to reconcile. Create the profile in the product first."
-            )
-        raise UserNotFoundError(f"No user with id {user_id} was found in user_profiles.")
-    if found.profiles > 1:
-        raise AmbiguousUserError(
-            f"User {user_id} has {found.profiles:,} user_profiles rows, and tokens-bot reconciles one"
-            " balance per user, so it will not guess which one is current."
+    if found is None:
+        raise _no_profile(conn, cols, user_id)
+    return UserRef(
+        user_id=str(found.user_id),
+        email=None if found.email is None else str(found.email),
+        profile=_describe_row(found),
+    )
+
+
+def _no_profile(conn: Connection, cols: Columns, user_id: str) -> UserNotFoundError:
+    """Why a user has no current profile row: only drafts, ledger rows without a profile, or nothing."""
+    drafts = conn.execute(
+        text(f"SELECT count(*) FROM user_profiles p WHERE p.user_id = {cols.user_param(cols.profiles)}"),
+        {"u": user_id},
+    ).scalar_one()
+    if drafts:
+        return UserNotFoundError(
+            f"User {user_id} has only draft user_profiles rows ({drafts:,}), and a draft is never the"
+            " current profile, so there is no balance to reconcile yet."
         )
-    return UserRef(user_id=str(found.user_id), email=None if found.email is None else str(found.email))
+    rows = conn.execute(
+        text(f"SELECT count(*) FROM token_usage t WHERE t.user_id = {cols.user_param(cols.ledger)}"),
+        {"u": user_id},
+    ).scalar_one()
+    if rows:
+        return UserNotFoundError(
+            f"User {user_id} has {rows:,} ledger rows but no user_profiles row, so there is"
+            " no balance to reconcile. Create the profile in the product first."
+        )
+    return UserNotFoundError(f"No user with id {user_id} was found in user_profiles.")
+
+
+def _describe_row(found: Row[Any]) -> str | None:
+    """Which profile row a reply is about, where the user has several (versions, drafts)."""
+    if found.profile_rows <= 1:
+        return None
+    facts = [f"row {found.profile_key}"]
+    if found.profile_active is not None:
+        facts.append("active" if found.profile_active else "the latest updated, none active")
+    if found.profile_version is not None:
+        facts.append(f"version {found.profile_version}")
+    return f"{', '.join(facts)}; {found.profile_rows:,} profile rows in all"
 
 
 def _require_comparable(cols: Columns, user_id: str) -> None:
@@ -91,7 +117,12 @@ def _profile_sql(cols: Columns) -> TextClause:
             else f'e."{src.id_column}"::text = p.user_id::text'
         )
         email = f'(SELECT min(e."{src.column}"::text) FROM {shape.email_table} e WHERE {same})'
+    rows = (
+        "1"
+        if shape.one_profile_per_user
+        else "(SELECT count(*) FROM user_profiles a WHERE a.user_id = p.user_id)"
+    )
     return text(
-        f"SELECT min(p.user_id::text) AS user_id, count(*) AS profiles, min({email}) AS email"
-        f" FROM user_profiles p WHERE p.user_id = {cols.user_param(cols.profiles)}"
+        f"SELECT p.user_id::text AS user_id, {cols.profile_facts('p')}, {rows} AS profile_rows, {email} AS email"
+        f" FROM {cols.current_profiles('p')} WHERE p.user_id = {cols.user_param(cols.profiles)}"
     )

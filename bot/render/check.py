@@ -34,6 +34,8 @@ _VERDICT_TITLE = {
 FINDING_TITLES = {
     FindingKind.FAILED_CHARGED: "Failed operations charged",
     FindingKind.DUPLICATES: "Likely duplicate entries",
+    FindingKind.USAGE_NOT_CHARGED: "Usage never subtracted",
+    FindingKind.DUPLICATE_GRANT: "Grant logged twice",
     FindingKind.UNLOGGED_GRANT: "Grant never logged",
     FindingKind.USAGE_BEFORE_TRACKING: "Usage before tracking",
     FindingKind.COST_DRIFT: "Cost no longer matches prices",
