@@ -114,4 +114,17 @@ def format_doctor(name: str, report: DoctorReport) -> str:
     if report.odd_rows:
         lines.append("rows read by those rules (whole fleet):")
         lines += [f"  {count.rows:>12,}  {count.what}" for count in report.odd_rows]
+    if report.action_types:
+        lines.append("action types in the ledger (rows, successful tokens, read as):")
+        for t in report.action_types:
+            hint = f" — {t.hint}" if t.hint else ""
+            lines.append(
+                f"  {(t.action if t.action is not None else '(none)'):<32} {t.rows:>12,} {t.tokens:>16,}  {t.kind}{hint}"
+            )
+    if report.product_notes:
+        lines.append("the product's meaning:")
+        lines += [f"  {n.subject}: {n.found} — {n.meaning}" for n in report.product_notes]
+    if report.suggested:
+        lines.append("suggested settings (from the evidence above; check before you apply them):")
+        lines += [f"  {line}" for line in report.suggested]
     return "\n".join(lines)

@@ -29,7 +29,7 @@ from core.errors import (
     UsageError,
 )
 from core.ledger_insert import insert_ledger_row, ledger_write_problems, require_fits
-from core.models import Balance, Frozen, InitialGrant, UserRef
+from core.models import Balance, CostUnit, Frozen, InitialGrant, UserRef
 from core.product import ProductShape
 from core.reconciliation import compute_balance
 from core.settings import Settings
@@ -84,6 +84,7 @@ class Correction(Frozen):
     remaining: int
     used: int
     cost: Decimal
+    cost_unit: CostUnit = "dollars"
 
 
 class ApprovalRequest(Frozen):
@@ -231,6 +232,7 @@ def propose_correction(
         remaining=b.expected_remaining,
         used=b.calculated_used,
         cost=b.calculated_cost,
+        cost_unit=b.cost_unit,
     )
     reason = f"Set the balance to the ledger-derived values (initial grant: {b.initial_grant.description})"
     return _insert_request(

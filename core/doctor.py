@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
+from core.columns import Columns
 from core.db import TRANSACTION_POOLER_PORT
+from core.doctor_product import count_action_types, explain_product, suggested_settings
 from core.doctor_schema import count_odd_rows, explain_schema
 from core.fleet_models import DoctorReport, IndexCheck
 from core.migrate import current_revision
@@ -85,7 +87,10 @@ def diagnose_database(engine: Engine, url: str, settings: Settings) -> DoctorRep
         indexes = [_check_index(conn, needed) for needed in NEEDED_INDEXES]
         shape = inspect_product(conn, settings)
         schema_notes = explain_schema(shape, settings)
-        odd_rows = count_odd_rows(conn, shape, settings) if _bot_functions_exist(conn, settings) else []
+        readable = _bot_functions_exist(conn, settings) and not shape.missing
+        odd_rows = count_odd_rows(conn, shape, settings) if readable else []
+        action_types = count_action_types(conn, Columns.of(shape, settings)) if readable else []
+        product_notes, suggested = explain_product(conn, shape, settings) if readable else ([], [])
         prepare_threshold = getattr(conn.connection.driver_connection, "prepare_threshold", None)
     return DoctorReport(
         database=str(facts["db"]),
@@ -100,6 +105,9 @@ def diagnose_database(engine: Engine, url: str, settings: Settings) -> DoctorRep
         bot_schema_revision=None if facts["recovery"] else current_revision(engine, settings.tokens_schema),
         schema_notes=schema_notes,
         odd_rows=odd_rows,
+        action_types=action_types,
+        product_notes=product_notes,
+        suggested=suggested_settings(action_types, settings) + suggested,
     )
 
 

@@ -272,6 +272,7 @@ def top_users(conn: Connection, shape: ProductShape, settings: Settings, *, n: i
     offset = min(_requested_offset(page, size), max(shown - 1, 0) // size * size)
     rows = conn.execute(_top_sql(cols), {"limit": min(size, shown - offset), "offset": offset}).mappings()
     return TopReport(
+        cost_unit=cols.cost_unit,
         requested=n,
         users=users,
         rows=[
@@ -306,4 +307,4 @@ def fleet_totals(conn: Connection, shape: ProductShape, settings: Settings) -> F
         .mappings()
         .one()
     )
-    return FleetTotals.model_validate(dict(row))
+    return FleetTotals.model_validate({**row, "cost_unit": cols.cost_unit})

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from pydantic import Field
 
-from core.models import Balance, Finding, Frozen, Page, UserRef
+from core.models import Balance, CostUnit, Finding, Frozen, Page, UserRef
 
 
 class LowBalanceRow(Frozen):
@@ -76,6 +76,7 @@ class TopRow(Frozen):
 
 
 class TopReport(Frozen):
+    cost_unit: CostUnit = "dollars"
     requested: int
     users: int
     """Every profile ranked; the list is the first `requested` of them."""
@@ -92,6 +93,7 @@ class FleetTotals(Frozen):
     negative: int
     unset: int = 0
     """Profiles whose remaining balance is NULL (read as 0)."""
+    cost_unit: CostUnit = "dollars"
 
 
 class DigestReport(Frozen):
@@ -129,6 +131,17 @@ class SchemaNote(Frozen):
     meaning: str
 
 
+class ActionTypeCount(Frozen):
+    """One action type in the ledger: its rows and successful tokens, how the bot reads it, and why that
+    reading looks wrong (`hint`), if it does."""
+
+    action: str | None
+    rows: int
+    tokens: int
+    kind: str
+    hint: str | None = None
+
+
 class QualityCount(Frozen):
     what: str
     rows: int
@@ -148,3 +161,7 @@ class DoctorReport(Frozen):
     bot_schema_revision: str | None
     schema_notes: list[SchemaNote] = Field(default_factory=list)
     odd_rows: list[QualityCount] = Field(default_factory=list)
+    action_types: list[ActionTypeCount] = Field(default_factory=list)
+    product_notes: list[SchemaNote] = Field(default_factory=list)
+    suggested: list[str] = Field(default_factory=list)
+    """Setting lines the evidence points to, where they differ from the configuration in force."""

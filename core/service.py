@@ -152,9 +152,24 @@ class TokensService:
             )
 
     def shape(self, conn: Connection) -> ProductShape:
-        """Inspect the product schema once per process; it does not change under a running bot."""
+        """Inspect the product schema once per process; it does not change under a running bot.
+
+        Every use case reconciles a cached balance against the ledger, so a schema without one of the
+        guide's required columns, or without cached balances at all, is refused here, plainly.
+        """
         if self._shape is None:
             self._shape = inspect_product(conn, self.settings)
+        if self._shape.missing:
+            raise ProductDataError(
+                "tokens-bot cannot reconcile this database: it lacks " + ", ".join(self._shape.missing) + "."
+                " `tokens-bot doctor` shows what it found."
+            )
+        if not self._shape.has_balances:
+            raise ProductDataError(
+                "This product keeps no cached balance (user_profiles has no vibe_assistant_tokens_remaining"
+                " column), so there is nothing to reconcile or adjust: its balance is computed from its"
+                " ledger by the product itself. `tokens-bot doctor` shows what the bot found."
+            )
         return self._shape
 
     @contextmanager

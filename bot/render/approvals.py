@@ -34,8 +34,8 @@ from bot.render.common import (
     clip,
     code,
     context,
-    dollars,
     escape,
+    money,
     section,
     signed,
     tokens,
@@ -208,7 +208,7 @@ def render_reconcile(report: ReconcileReport) -> Reply:
                     f"\ndiscrepancy *{signed(b.remaining_discrepancy)}*",
                     f"*Used*\ncurrent {tokens(b.current_used)} · ledger {tokens(b.calculated_used)}"
                     f"\ndiscrepancy *{signed(b.used_discrepancy)}*",
-                    f"*Cost*\ncurrent {dollars(b.current_cost)} · ledger {dollars(b.calculated_cost)}",
+                    f"*Cost*\ncurrent {money(b.current_cost, b.cost_unit)} · ledger {money(b.calculated_cost, b.cost_unit)}",
                     f"*Formula*\n{tokens(b.initial_grant.tokens)} + {tokens(b.admin_grants)} grants"
                     f" − {tokens(b.calculated_used)} used − {tokens(b.admin_deductions)} deductions",
                 )
@@ -219,7 +219,7 @@ def render_reconcile(report: ReconcileReport) -> Reply:
         blocks.append(
             section(
                 f"A correction would set remaining to *{tokens(b.expected_remaining)}*, used to"
-                f" *{tokens(b.calculated_used)}* and cost to *{dollars(b.calculated_cost)}*, writing no ledger row."
+                f" *{tokens(b.calculated_used)}* and cost to *{money(b.calculated_cost, b.cost_unit)}*, writing no ledger row."
                 " It needs a second person's approval."
             )
         )
@@ -281,7 +281,7 @@ def _facts(request: ApprovalRequest) -> SectionBlock:
     if correction is not None:
         fields.append(
             f"*Used*\n{tokens(correction.before_used)} → {tokens(correction.used)}"
-            f"\n*Cost*\n{dollars(correction.before_cost)} → {dollars(correction.cost)}"
+            f"\n*Cost*\n{money(correction.before_cost, correction.cost_unit)} → {money(correction.cost, correction.cost_unit)}"
         )
     return SectionBlock(fields=[MarkdownTextObject(text=clip(f, MAX_FIELD_TEXT)) for f in fields])
 

@@ -12,11 +12,11 @@ from bot.render.common import (
     code,
     code_cell,
     context_json,
-    dollars,
     dollars_to_the_cent,
     escape,
     fields_json,
     header_json,
+    money,
     page_buttons,
     section_json,
     signed,
@@ -85,8 +85,9 @@ def _discrepancies(report: CheckReport) -> JsonBlock:
         f"*Remaining*\nprofile {profile('remaining', tokens(b.current_remaining))}"
         f" · expected {tokens(b.expected_remaining)}\n"
         f"discrepancy *{signed(b.remaining_discrepancy)}*",
-        f"*Cost*\nprofile {profile('cost', dollars(b.current_cost))} · ledger {dollars(b.calculated_cost)}\n"
-        f"discrepancy *{dollars(b.cost_discrepancy)}*",
+        f"*Cost*\nprofile {profile('cost', money(b.current_cost, b.cost_unit))}"
+        f" · ledger {money(b.calculated_cost, b.cost_unit)}\n"
+        f"discrepancy *{money(b.cost_discrepancy, b.cost_unit)}*",
         f"*Ledger*\n{tokens(b.ledger_rows)} rows, {tokens(b.failed_rows)} failed\n"
         f"grants +{tokens(b.admin_grants)} · deductions -{tokens(b.admin_deductions)}",
     ]
@@ -156,6 +157,6 @@ def _fallback(report: CheckReport) -> str:
     b = report.balance
     return (
         f"{report.verdict.value.capitalize()}: {escape(report.user.label)} — used {signed(b.used_discrepancy)},"
-        f" remaining {signed(b.remaining_discrepancy)}, cost {dollars(b.cost_discrepancy)};"
+        f" remaining {signed(b.remaining_discrepancy)}, cost {money(b.cost_discrepancy, b.cost_unit)};"
         f" {len(report.findings)} finding(s)"
     )

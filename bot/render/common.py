@@ -182,6 +182,14 @@ def dollars(amount: Decimal) -> str:
     return f"{sign}${abs(amount):,}"
 
 
+def money(amount: Decimal, unit: str, *, rounded: bool = False) -> str:
+    """A profile cost in its unit (TOKENS_COST_UNIT): dollars, or the ledger's cents; `rounded` to the
+    whole cent, for totals whose finer digits are only noise."""
+    if unit == "dollars":
+        return dollars_to_the_cent(amount) if rounded else dollars(amount)
+    return f"{amount.quantize(_CENT) if rounded else amount:,}¢"
+
+
 def dollars_to_the_cent(amount: Decimal) -> str:
     """`dollars` for sums whose scale is finer than a cent, where the extra digits are only noise."""
     return dollars(amount.quantize(_CENT))

@@ -23,9 +23,8 @@ from bot.render.common import (
     button,
     clip,
     context,
-    dollars,
-    dollars_to_the_cent,
     escape,
+    money,
     page_buttons,
     section,
     signed,
@@ -113,7 +112,7 @@ def _discrepancy_line(position: int, row: DiscrepancyRow) -> str:
     return (
         f"*{position}.* {escape(row.user.label)}\n"
         f"used *{signed(b.used_discrepancy)}* · remaining *{signed(b.remaining_discrepancy)}*"
-        f" · cost {dollars(b.cost_discrepancy)}\n"
+        f" · cost {money(b.cost_discrepancy, b.cost_unit)}\n"
         f"likely cause: {_causes(row)}"
     )
 
@@ -159,7 +158,7 @@ def render_top(report: TopReport) -> Reply:
     blocks += [
         _row(
             f"*{report.offset + i + 1}.* {escape(row.user.label)}\n"
-            f"used *{tokens(row.used)}* · cost {dollars_to_the_cent(row.cost)}"
+            f"used *{tokens(row.used)}* · cost {money(row.cost, report.cost_unit, rounded=True)}"
             f" · remaining {tokens(row.remaining)}",
             row.user,
         )
@@ -185,7 +184,7 @@ def render_digest(report: DigestReport) -> Reply:
                 MarkdownTextObject(text=f"*Users*\n{tokens(t.users)}"),
                 MarkdownTextObject(text=f"*Tokens remaining*\n{tokens(t.remaining)}"),
                 MarkdownTextObject(text=f"*Tokens used*\n{tokens(t.used)}"),
-                MarkdownTextObject(text=f"*Cost*\n{dollars_to_the_cent(t.cost)}"),
+                MarkdownTextObject(text=f"*Cost*\n{money(t.cost, t.cost_unit, rounded=True)}"),
                 MarkdownTextObject(text=f"*Negative balances*\n{tokens(t.negative)}"),
                 *(
                     [MarkdownTextObject(text=f"*Balances not set*\n{tokens(t.unset)} (read as 0)")]

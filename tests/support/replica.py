@@ -45,7 +45,9 @@ CONFIG = {
     "TOKENS_LEDGER_MODEL": "admin",
     # The product's own price table, in the unit its ledger stores: with the bot's default table
     # (cents per 1,000 tokens of other models) every operation would look mispriced.
-    "TOKENS_MODEL_PRICES": json.dumps({m: {"input": str(i), "output": str(o)} for m, (i, o) in PRICES.items()}),
+    "TOKENS_MODEL_PRICES": json.dumps(
+        {m: {"input": str(i), "output": str(o)} for m, (i, o) in PRICES.items()}
+    ),
 }
 ADMINS = ["UADMIN1", "UADMIN2"]
 
@@ -135,7 +137,9 @@ def listed(slack: SlackClient, fake_slack: FakeSlack, first: dict[str, Any], pag
     labels, body = [], first
     for _ in range(20):
         for block in body.get("blocks", []):
-            line = block.get("text", {}).get("text", "").split("\n")[0] if block.get("type") == "section" else ""
+            line = (
+                block.get("text", {}).get("text", "").split("\n")[0] if block.get("type") == "section" else ""
+            )
             match = PAGE_ROW.match(line)
             if match:
                 labels.append(match.group(2))

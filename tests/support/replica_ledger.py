@@ -26,7 +26,7 @@ from typing import Any
 
 from tests.support.replica_schema import DEDUCT_TYPES, GRANT_TYPES, RESET_TYPES, TIER_AMOUNTS, USAGE_TYPES
 
-# model -> (input, output) in cost_estimate's unit per 1,000 tokens (facts §5 TOKEN_COSTS × 100).
+# model -> (input, output) in cost_estimate's unit per 1,000 tokens (facts §5 TOKEN_COSTS times 100).
 PRICES = {
     "gpt-5": (500, 1500),
     "gpt-5-mini": (300, 900),
@@ -35,7 +35,9 @@ PRICES = {
     "gpt-4o-mini": (15, 60),
 }
 TEXT_MODELS = ("gpt-5-mini", "gpt-4o", "gpt-5", "gpt-4o-mini", "gpt-5-nano")
-TEXT_ACTIONS = tuple(a for a in USAGE_TYPES if a not in ("audio_generation", "image_generation", "transcription"))
+TEXT_ACTIONS = tuple(
+    a for a in USAGE_TYPES if a not in ("audio_generation", "image_generation", "transcription")
+)
 ERRORS = ("OpenAI API error 429: rate limit exceeded", "Request timed out after 60s", "OpenAI API error 500")
 
 
@@ -147,7 +149,9 @@ class UserBuilder:
         after = tokens if action in RESET_TYPES else before + tokens
         if action in DEDUCT_TYPES:
             after = before - tokens
-        extra = {"balance_before": before, "balance_after": after} if model in ("subscription", "trial") else {}
+        extra = (
+            {"balance_before": before, "balance_after": after} if model in ("subscription", "trial") else {}
+        )
         self.add(action, model, tokens, at, metadata={**metadata, **extra})
 
     def usage(self, total: int, start: datetime, end: datetime, n: int, *, failed: int = 0) -> None:
@@ -169,7 +173,7 @@ class UserBuilder:
     def _usage_row(self, kind: str, size: int, at: datetime) -> None:
         rng = self.rng
         if kind == "image":
-            # imageService passed tokens_used 1 and input_tokens = prompt length; dall-e-3 stored 40 cents × 100.
+            # imageService passed tokens_used 1 and input_tokens = prompt length; dall-e-3 stored 40 cents times 100.
             self.add("image_generation", "dall-e-3", size, at, inputs=size, cost=Decimal(4000))
             return
         roll = rng.random()

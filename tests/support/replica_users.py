@@ -67,7 +67,9 @@ class ReplicaUser:
         return len(self.profiles) > 1
 
 
-def _done(b: UserBuilder, *, finding: tuple[str, int] | None = None, verdict: str = "reconciled") -> ReplicaUser:
+def _done(
+    b: UserBuilder, *, finding: tuple[str, int] | None = None, verdict: str = "reconciled"
+) -> ReplicaUser:
     current = b.current()
     assert current.tier == b.tier, b.key
     return ReplicaUser(b.key, b.user_id, b.email, b.rows, b.profiles, current, b.state(), finding, verdict)
@@ -242,9 +244,13 @@ def clean_users() -> list[UserBuilder]:
     b = UserBuilder("tier_in_draft_only")  # the draft's and the old row's tiers must not count
     b.grant("trial_grant", "trial", 100_000, day(10, 22, 8), **TRIAL)
     b.usage(64_000, day(10, 22, 9), day(11, 4), 6)
-    b.profile(State(5_000_000, 0, Decimal(0)), version=1, tier=ANNUAL, created=day(10, 21), updated=day(10, 22))
+    b.profile(
+        State(5_000_000, 0, Decimal(0)), version=1, tier=ANNUAL, created=day(10, 21), updated=day(10, 22)
+    )
     b.profile(b.state(), version=2, active=True, created=day(10, 22, 7), updated=day(11, 4, 1), parent=1)
-    b.profile(b.state(), version=3, draft=True, tier=MONTHLY, created=day(11, 5), updated=day(11, 9), parent=2)
+    b.profile(
+        b.state(), version=3, draft=True, tier=MONTHLY, created=day(11, 5), updated=day(11, 9), parent=2
+    )
     users.append(b)
 
     b = UserBuilder("failed_heavy", FREE)  # failed operations carry tokens but were never charged
@@ -318,7 +324,13 @@ def planted_users() -> list[ReplicaUser]:
     # 4. COMPLETE_TOKEN_TRACKING_FIX's backfill ran twice: twin rows the profile counted once.
     b = UserBuilder("backfill_twice")
     for _ in range(2):
-        b.add("admin_grant", "system", BACKFILL, day(10, 8, 9, 14, 27), metadata={"source": "historical_backfill"})
+        b.add(
+            "admin_grant",
+            "system",
+            BACKFILL,
+            day(10, 8, 9, 14, 27),
+            metadata={"source": "historical_backfill"},
+        )
     b.usage(96_000, day(10, 18), day(11, 5), 8)
     _single(b, day(10, 8, 9, 14, 27), State(b.remaining - BACKFILL, b.used, b.cost))
     users.append(_done(b, finding=("duplicate_grant", BACKFILL), verdict="problem"))
