@@ -118,12 +118,30 @@ def explain_product(
                 " The product computes balances on the fly (a later era of the guide's product)",
             )
         )
-    else:
+    notes += _later_eras(conn)
+    if shape.has_balances:
         cost = _cost_unit_note(conn, cols, settings)
         notes.append(cost)
         if cost is not None and cost.meaning.startswith("set "):
             suggestions.append(cost.meaning.split(":")[0].removeprefix("set "))
     return [note for note in notes if note is not None], suggestions
+
+
+# Tables of the guide's product's later eras, which tokens-bot does not read.
+_LATER_ERAS = {
+    "public.token_transactions": "grants, packs and deductions logged in a second table are not read:"
+    " tokens-bot reconciles token_usage alone, so a grant logged only there looks unlogged",
+    "public.households": "households pool members' usage against the admin's grants; tokens-bot"
+    " reconciles each user's own profile and ledger",
+}
+
+
+def _later_eras(conn: Connection) -> list[SchemaNote]:
+    found = conn.execute(
+        text("SELECT t FROM unnest(CAST(:tables AS text[])) t WHERE to_regclass(t) IS NOT NULL"),
+        {"tables": list(_LATER_ERAS)},
+    ).scalars()
+    return [SchemaNote(subject=table, found="present", meaning=_LATER_ERAS[table]) for table in found]
 
 
 # A foreign key from a tier-like profile column to a table, and that table's integer columns.

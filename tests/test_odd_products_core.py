@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from core.approvals import Person
 from core.db import make_engine
 from core.doctor import diagnose_database
-from core.errors import AmbiguousUserError, InvalidAdjustmentError, ProductDataError
+from core.errors import AmbiguousUserError, InvalidAdjustmentError, ProductDataError, UserNotFoundError
 from core.models import DataQualityKind, Verdict
 from core.service import TokensService
 from core.settings import Settings
@@ -205,3 +205,47 @@ def test_doctor_explains_each_deviation_and_counts_the_odd_rows(server_url: str)
     assert counts["ledger rows whose metadata is not a JSON object"] == 1
     assert counts["profiles with remaining NULL"] == 1
     assert counts["ledger rows of users with no profile"] == 0
+
+
+def test_a_product_without_cached_balances_is_told_plainly_everywhere(server_url: str) -> None:
+    """The guide's product later dropped the balance columns for a balance computed on the fly: there is
+    nothing to reconcile, and every command and doctor say so instead of reporting everyone as wrong."""
+    ddl = """
+    CREATE SCHEMA auth; CREATE TABLE auth.users (id uuid PRIMARY KEY, email text);
+    CREATE TABLE user_profiles (id uuid PRIMARY KEY, user_id uuid NOT NULL, is_active boolean, is_draft boolean);
+    CREATE TABLE token_usage (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), user_id uuid NOT NULL,
+        action_type text NOT NULL, model_used text, tokens_used integer, created_at timestamptz);
+    CREATE TABLE token_transactions (id uuid PRIMARY KEY, user_id uuid, tokens_used integer);
+    """
+    with product(server_url, ddl) as (url, engine):
+        user = str(uuid.uuid4())
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO user_profiles VALUES (gen_random_uuid(), :u, true, false)"), {"u": user}
+            )
+        service = TokensService(settings_for(url), engine)
+        for call in (
+            lambda: service.check("UADMIN1", user),
+            lambda: service.discrepancies("UADMIN1"),
+            lambda: service.request_adjustment(ASKER, user, 100, "welcome"),
+        ):
+            with pytest.raises(ProductDataError, match="keeps no cached balance"):
+                call()
+        report = diagnose_database(engine, url, settings_for(url))
+    found = {(n.subject, n.found) for n in report.product_notes}
+    assert any(subject == "user_profiles" and "no cached balance" in what for subject, what in found)
+    assert ("public.token_transactions", "present") in found
+
+
+def test_a_user_with_only_draft_profiles_is_told_so(server_url: str) -> None:
+    ddl = NARROW_PRODUCT.replace(
+        "user_id uuid PRIMARY KEY, membership_tier text,",
+        "id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, user_id uuid NOT NULL, is_draft boolean,"
+        " is_active boolean, updated_at timestamptz, membership_tier text,",
+    )
+    with product(server_url, ddl) as (url, engine):
+        user = str(uuid.uuid4())
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO user_profiles (user_id, is_draft) VALUES (:u, true)"), {"u": user})
+        with pytest.raises(UserNotFoundError, match="only draft"):
+            TokensService(settings_for(url), engine).check("UADMIN1", user)

@@ -60,6 +60,7 @@ def render_check(report: CheckReport) -> Reply:
         context_json(
             f"User `{code(str(report.user.user_id))}` · initial grant:"
             f" {escape(report.balance.initial_grant.description)}"
+            + (f" · profile {escape(report.user.profile)}" if report.user.profile else "")
         ),
         _discrepancies(report),
         DIVIDER,
