@@ -34,19 +34,18 @@ def find_user(conn: Connection, cols: Columns, user: UUID | str) -> UserRef:
 
 def _no_profile(conn: Connection, cols: Columns, user_id: str) -> UserNotFoundError:
     """Why a user has no current profile row: only drafts, ledger rows without a profile, or nothing."""
-    drafts = conn.execute(
-        text(f"SELECT count(*) FROM user_profiles p WHERE p.user_id = {cols.user_param(cols.profiles)}"),
+    drafts, rows = conn.execute(
+        text(
+            f"SELECT (SELECT count(*) FROM user_profiles p WHERE p.user_id = {cols.user_param(cols.profiles)}),"
+            f" (SELECT count(*) FROM token_usage t WHERE t.user_id = {cols.user_param(cols.ledger)})"
+        ),
         {"u": user_id},
-    ).scalar_one()
+    ).one()
     if drafts:
         return UserNotFoundError(
             f"User {user_id} has only draft user_profiles rows ({drafts:,}), and a draft is never the"
             " current profile, so there is no balance to reconcile yet."
         )
-    rows = conn.execute(
-        text(f"SELECT count(*) FROM token_usage t WHERE t.user_id = {cols.user_param(cols.ledger)}"),
-        {"u": user_id},
-    ).scalar_one()
     if rows:
         return UserNotFoundError(
             f"User {user_id} has {rows:,} ledger rows but no user_profiles row, so there is"

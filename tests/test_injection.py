@@ -35,12 +35,13 @@ from bot.render.common import (
     unescape,
 )
 from bot.render.fleet import render_digest, render_lowbalance, render_top
-from core.fleet_models import DigestReport, FleetTotals, LowBalanceReport, LowBalanceRow, TopReport, TopRow
+from core.fleet_models import FleetTotals, LowBalanceReport, LowBalanceRow, TopReport, TopRow
 from core.models import Page, UserRef
 from core.service import TokensService
 from core.settings import Settings
 from tests.support.fake_slack import FakeSlack, Recorded
 from tests.support.ledger import add_usage, add_user
+from tests.support.reports import quiet_digest
 from tests.support.slack_http import SlackClient, ask, buttons
 
 CHANNEL = "CAPPROVALS"
@@ -252,20 +253,11 @@ def test_fleet_lists_and_the_digest_escape_every_label() -> None:
         offset=0,
         page=page,
     )
-    digest = DigestReport(
-        channel="CDIGEST",
+    digest = quiet_digest(
+        low,
+        FleetTotals(users=1, remaining=0, used=5, cost=Decimal(1), negative=1),
         generated_at=datetime(2026, 5, 3, tzinfo=UTC),
         previous_at=None,
-        totals=FleetTotals(users=1, remaining=0, used=5, cost=Decimal(1), negative=1),
-        low=low,
-        minimum=100,
-        discrepant=0,
-        deferred=0,
-        new=0,
-        unresolved=0,
-        resolved=0,
-        new_rows=[],
-        unresolved_rows=[],
     )
     for reply in (render_lowbalance(low), render_top(top), render_digest(digest)):
         assert_inert(reply.as_kwargs())

@@ -11,8 +11,9 @@ from bot.render.approvals import render_request
 from bot.render.common import MAX_CONTEXT_TEXT
 from bot.render.fleet import render_digest
 from core.approvals import ApprovalRequest, Person, RequestKind, RequestStatus
-from core.fleet_models import DigestReport, FleetTotals, LowBalanceReport
+from core.fleet_models import FleetTotals, LowBalanceReport
 from core.models import Page, UserRef
+from tests.support.reports import quiet_digest
 
 ADA = Person(slack_id="UADMIN1", name="Ada Admin")
 BEA = Person(slack_id="UADMIN2", name="Bea Approver")
@@ -63,20 +64,11 @@ def test_digest_times_are_shown_in_utc_whatever_the_session_time_zone() -> None:
         offset=0,
         page=Page(number=1, count=1),
     )
-    report = DigestReport(
-        channel="CDIGEST",
+    report = quiet_digest(
+        low,
+        FleetTotals(users=0, remaining=0, used=0, cost=Decimal(0), negative=0),
         generated_at=datetime(2026, 5, 3, 11, 30, tzinfo=plus_two),
         previous_at=datetime(2026, 5, 2, 1, 15, tzinfo=plus_two),
-        totals=FleetTotals(users=0, remaining=0, used=0, cost=Decimal(0), negative=0),
-        low=low,
-        minimum=100,
-        discrepant=0,
-        deferred=0,
-        new=0,
-        unresolved=0,
-        resolved=0,
-        new_rows=[],
-        unresolved_rows=[],
     )
     header = context_texts(render_digest(report).as_kwargs()["blocks"])[0]
     assert header.startswith("2026-05-03 09:30 UTC") and "2026-05-01 23:15 UTC" in header

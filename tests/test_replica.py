@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from tests.support.expected_balances import Problems
 from tests.support.fake_slack import FakeSlack
 from tests.support.replica import CONFIG, approve_posted, listed, replica_database, settings_from_env
 from tests.support.replica_users import ReplicaUser
+from tests.support.reports import all_rows
 from tests.support.slack_http import SlackClient, ask, buttons, reply_text
 
 ACTOR = "UADMIN1"
@@ -205,21 +206,11 @@ def test_every_check_over_signed_http_shows_the_current_rows_numbers(
     problems.assert_none()
 
 
-def paged(fetch: Callable[[int], Any]) -> list[Any]:
-    rows, page = [], 1
-    while True:
-        report = fetch(page)
-        rows += report.rows
-        if not report.page.has_next:
-            return rows
-        page += 1
-
-
 def test_fleet_lists_read_the_current_row_and_count_each_user_once(replica: Replica) -> None:
     """discrepancies 0: exactly the planted users; lowbalance and top: every user once, current values."""
     r, problems = replica, Problems()
     with problems.section("discrepancies 0"):
-        scanned = paged(lambda p: r.service.discrepancies(ACTOR, 0, page=p))
+        scanned = all_rows(lambda p: r.service.discrepancies(ACTOR, 0, page=p))
         ids = [row.user.user_id for row in scanned]
         assert sorted(ids) == sorted(u.user_id for u in r.planted), [r_.user.label for r_ in scanned]
         for row in scanned:
@@ -228,7 +219,7 @@ def test_fleet_lists_read_the_current_row_and_count_each_user_once(replica: Repl
             assert u.finding in {(str(f.kind), f.tokens) for f in row.findings}, (u.key, row.findings)
 
     with problems.section("lowbalance 10,000"):
-        low = paged(lambda p: r.service.lowbalance(ACTOR, 10_000, page=p))
+        low = all_rows(lambda p: r.service.lowbalance(ACTOR, 10_000, page=p))
         want = sorted((u.profile.remaining, u.user_id) for u in r.users if u.profile.remaining < 10_000)
         assert [row.remaining for row in low] == [remaining for remaining, _ in want]
         assert sorted((row.remaining, row.user.user_id) for row in low) == want
@@ -237,7 +228,7 @@ def test_fleet_lists_read_the_current_row_and_count_each_user_once(replica: Repl
         }  # fmt: skip
 
     with problems.section("top 100"):
-        top = paged(lambda p: r.service.top(ACTOR, 100, page=p))
+        top = all_rows(lambda p: r.service.top(ACTOR, 100, page=p))
         report = r.service.top(ACTOR, 100)
         assert report.users == len(r.users)
         assert sorted((row.used, row.user.user_id) for row in top) == sorted(
@@ -399,7 +390,7 @@ def test_without_the_configuration_subscribers_look_broken(replica: Replica) -> 
     assert report.balance.current_used == u.profile.used
     assert report.balance.used_discrepancy == -(5_000_000 + 100_000)
     assert report.balance.cost_discrepancy != 0
-    scanned = {row.user.user_id for row in paged(lambda p: service.discrepancies(ACTOR, 0, page=p))}
+    scanned = {row.user.user_id for row in all_rows(lambda p: service.discrepancies(ACTOR, 0, page=p))}
     subscribers = {
         u.user_id for u in replica.users if any(r["action_type"] == "subscription_grant" for r in u.rows)
     }

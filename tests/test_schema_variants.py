@@ -26,6 +26,7 @@ from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.expected_balances import Expected, Problems, assert_balance_matches, expected_balances
 from tests.support.fake_slack import FakeSlack
 from tests.support.product_variants import VARIANTS, Variant, variant_database
+from tests.support.reports import all_rows
 from tests.support.slack_http import SlackClient, ask, buttons, reply_text
 from tests.support.variant_data import email, load_dataset, named_users, ordinary_users, user_id
 
@@ -90,17 +91,6 @@ def deployment(
             engine.dispose()
 
 
-def paged(fetch: Any) -> list[Any]:
-    """Every row of a paged core report."""
-    rows, page = [], 1
-    while True:
-        report = fetch(page)
-        rows += report.rows
-        if not report.page.has_next:
-            return rows
-        page += 1
-
-
 def test_check_scan_lists_and_digest_equal_the_independent_numbers(deployment: Deployment) -> None:
     """For every user: the check by id and by email, the scan, lowbalance, top and the digest agree."""
     d, expected, problems = deployment, deployment.expected(), Problems()
@@ -116,14 +106,14 @@ def test_check_scan_lists_and_digest_equal_the_independent_numbers(deployment: D
         d.service.check(ACTOR, email("orphan"))
 
     with problems.section("discrepancy scan"):
-        scanned = {r.user.user_id: r for r in paged(lambda p: d.service.discrepancies(ACTOR, 0, page=p))}
+        scanned = {r.user.user_id: r for r in all_rows(lambda p: d.service.discrepancies(ACTOR, 0, page=p))}
         assert set(scanned) == {u for u, e in expected.items() if e.listed(0)}
         for uid, row in scanned.items():
             assert_balance_matches(row.balance, expected[uid], f"scan {uid}")
 
     want_low = sorted((e.current_remaining, u) for u, e in expected.items() if e.current_remaining < 10_000)
     with problems.section("lowbalance"):
-        low = paged(lambda p: d.service.lowbalance(ACTOR, 10_000, page=p))
+        low = all_rows(lambda p: d.service.lowbalance(ACTOR, 10_000, page=p))
         assert sorted((r.remaining, r.user.user_id) for r in low) == want_low
         assert [r.remaining for r in low] == [r for r, _ in want_low]
         assert {r.user.user_id for r in low if r.remaining_unset} == {
@@ -131,7 +121,7 @@ def test_check_scan_lists_and_digest_equal_the_independent_numbers(deployment: D
         }
 
     with problems.section("top"):
-        top = paged(lambda p: d.service.top(ACTOR, 100, page=p))
+        top = all_rows(lambda p: d.service.top(ACTOR, 100, page=p))
         assert sorted((r.used, r.user.user_id) for r in top) == sorted(
             (e.current_used, u) for u, e in expected.items()
         )
