@@ -13,7 +13,7 @@ from core.doctor_product import count_action_types, explain_product, suggested_s
 from core.doctor_schema import count_odd_rows, explain_schema
 from core.fleet_models import DoctorReport, IndexCheck
 from core.migrate import current_revision
-from core.product import inspect_product
+from core.product import ProductShape, inspect_product
 from core.settings import Settings, to_sqlalchemy_url
 
 
@@ -84,8 +84,10 @@ def diagnose_database(engine: Engine, url: str, settings: Settings) -> DoctorRep
             .one()
         )
         estimates = {table: _row_estimate(conn, table) for table in COUNTED_TABLES}
-        indexes = [_check_index(conn, needed) for needed in NEEDED_INDEXES]
         shape = inspect_product(conn, settings)
+        indexes = [_check_index(conn, needed) for needed in NEEDED_INDEXES]
+        if shape.email_source is not None:
+            indexes.append(_check_email_index(conn, shape))
         schema_notes = explain_schema(shape, settings)
         readable = _bot_functions_exist(conn, settings) and not shape.missing
         odd_rows = count_odd_rows(conn, shape, settings) if readable else []
@@ -108,6 +110,28 @@ def diagnose_database(engine: Engine, url: str, settings: Settings) -> DoctorRep
         action_types=action_types,
         product_notes=product_notes,
         suggested=suggested_settings(action_types, settings) + suggested,
+    )
+
+
+def _check_email_index(conn: Connection, shape: ProductShape) -> IndexCheck:
+    """Email lookups ignore letter case (and must see every user an email matches), so they need an
+    index on lower(email); without one each lookup reads the whole email table."""
+    src = shape.email_source
+    assert src is not None
+    present = conn.execute(
+        text(
+            "SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+            " WHERE x.indrelid = to_regclass(:table) AND x.indisvalid AND x.indpred IS NULL"
+            " AND pg_get_indexdef(x.indexrelid) ~* :definition LIMIT 1"
+        ),
+        {"table": shape.email_table, "definition": f'lower\\(\\(?"?{src.column}"?\\)?(::text)?\\)'},
+    ).scalar_one_or_none()
+    return IndexCheck(
+        table=f"{src.schema_name}.{src.table}",
+        columns=[f"lower({src.column})"],
+        why="/tokens check <email> matches emails whatever their letter case, and must find every match",
+        present=present,
+        create_sql=f'CREATE INDEX CONCURRENTLY ON {shape.email_table} (lower("{src.column}"));',
     )
 
 
