@@ -12,6 +12,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY core ./core
 COPY bot ./bot
+COPY demo ./demo
 # The venv has no pip of its own: the builder's pip installs into it, and nothing can pip install later.
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && python -m venv --without-pip /opt/tokens-bot \

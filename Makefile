@@ -16,8 +16,8 @@ run: $(STAMP)
 	$(VENV)/bin/tokens-bot $(ARGS)
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check bot core tests
-	$(VENV)/bin/ruff format --check bot core tests
+	$(VENV)/bin/ruff check bot core demo tests
+	$(VENV)/bin/ruff format --check bot core demo tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

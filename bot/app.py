@@ -14,7 +14,7 @@ from slack_sdk.errors import SlackClientError
 from bot import delivery, guards, listeners
 from bot.delivery import web_client
 from bot.render.common import render_unexpected_error
-from core.service import TokensService
+from core.services.service import TokensService
 from core.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 from bot.buttons import ProposeCorrection, Recompute, RequestButton
+from bot.commands import AdjustCommand, CancelCommand, ReconcileCommand, RejectCommand, RequestsCommand
 from bot.render.approvals import (
     render_created,
     render_decision,
@@ -16,9 +17,8 @@ from bot.render.approvals import (
 )
 from bot.render.common import Reply
 from bot.slack_api import Interaction, SlackPort
-from core.approvals import ApprovalRequest, Decision, LedgerSnapshot, Outcome, Person
-from core.commands import AdjustCommand, CancelCommand, ReconcileCommand, RejectCommand, RequestsCommand
-from core.service import TokensService
+from core.services.approvals import ApprovalRequest, Decision, LedgerSnapshot, Outcome, Person
+from core.services.service import TokensService
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 from bot import buttons
-from core.commands import PARSERS, parse_command
-from core.errors import TokensBotError
+from bot.commands import PARSERS, parse_command
+from core.domain.errors import TokensBotError
 from core.settings import Settings
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")

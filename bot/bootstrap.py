@@ -6,12 +6,12 @@ import logging
 
 from sqlalchemy import Engine
 
-from core.db import make_engine, unit_of_work
-from core.demo import has_product_data, load_demo_data
-from core.embedded import start_embedded
-from core.migrate import migrate
-from core.service import TokensService
+from core.services.service import TokensService
 from core.settings import Settings
+from core.store.db import make_engine, unit_of_work
+from core.store.embedded import start_embedded
+from core.store.migrate import migrate
+from demo.data import has_product_data, load_demo_data
 
 log = logging.getLogger(__name__)
 

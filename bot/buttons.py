@@ -16,8 +16,8 @@ from typing import Annotated, ClassVar, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from core.commands import TOP_MAX
-from core.errors import UsageError
+from bot.commands import TOP_MAX
+from core.domain.errors import UsageError
 
 CHECK_PAGE_ACTION = "check_page"
 OPEN_CHECK_ACTION = "open_check"

@@ -10,10 +10,10 @@ import sys
 from bot import fleet_cli
 from bot.audit import audit_log, logging_config
 from bot.bootstrap import build_service, prepare_database
-from core.db import make_engine, unit_of_work
-from core.demo import load_demo_data
-from core.errors import TokensBotError
+from core.domain.errors import TokensBotError
 from core.settings import Settings
+from core.store.db import make_engine, unit_of_work
+from demo.data import load_demo_data
 
 CONSOLE_USER = "UCONSOLE"
 

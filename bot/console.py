@@ -8,8 +8,8 @@ from typing import Any, TextIO
 
 from bot.handlers import reply_to_action, reply_to_command
 from bot.render.common import Reply, unescape
-from core.approvals import Person
-from core.service import TokensService
+from core.services.approvals import Person
+from core.services.service import TokensService
 
 PROMPT_HELP = """\
 Type a slash command as Slack would send it, e.g. `/tokens check reconciled@demo.example`.

@@ -11,11 +11,11 @@ from bot.delivery import web_client
 from bot.render.common import Reply
 from bot.render.fleet import render_digest
 from bot.slack_api import WebSlack
-from core.db import make_engine
-from core.doctor import diagnose_database
-from core.errors import DigestNotPostedError
-from core.fleet_models import DigestReport, DoctorReport
+from core.domain.errors import DigestNotPostedError
+from core.domain.reports import DigestReport, DoctorReport
 from core.settings import Settings
+from core.store.db import make_engine
+from core.store.doctor import diagnose_database
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

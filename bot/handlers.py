@@ -27,11 +27,7 @@ from bot.buttons import (
     LowBalancePage,
     TopPage,
 )
-from bot.render.check import render_check
-from bot.render.common import Reply, escape, message, render_help, render_unexpected_error, unescape
-from bot.render.fleet import render_discrepancies, render_lowbalance, render_top
-from bot.slack_api import Interaction, SlackPort
-from core.commands import (
+from bot.commands import (
     AdjustCommand,
     CancelCommand,
     CheckCommand,
@@ -45,8 +41,12 @@ from core.commands import (
     TopCommand,
     parse_command,
 )
-from core.errors import TokensBotError, UsageError
-from core.service import TokensService
+from bot.render.check import render_check
+from bot.render.common import Reply, escape, message, render_help, render_unexpected_error, unescape
+from bot.render.fleet import render_discrepancies, render_lowbalance, render_top
+from bot.slack_api import Interaction, SlackPort
+from core.domain.errors import TokensBotError, UsageError
+from core.services.service import TokensService
 
 log = logging.getLogger(__name__)
 

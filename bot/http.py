@@ -16,7 +16,7 @@ from bot.app import build_app
 from bot.audit import logging_config
 from bot.bootstrap import build_service
 from bot.slack_gate import SlackGate
-from core.service import TokensService
+from core.services.service import TokensService
 from core.settings import Settings
 
 log = logging.getLogger(__name__)

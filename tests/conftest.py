@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from core.db import make_engine
-from core.embedded import start_embedded
 from core.settings import Settings
+from core.store.db import make_engine
+from core.store.embedded import start_embedded
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.databases import scratch_database
 from tests.support.fake_slack import FakeSlack

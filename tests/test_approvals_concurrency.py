@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from core.approvals import Outcome, Person
-from core.models import Balance
-from core.reconciliation import compute_balance
-from core.service import TokensService
+from core.domain.balance import compute_balance
+from core.domain.models import Balance
+from core.services.approvals import Outcome, Person
+from core.services.service import TokensService
 from core.settings import Settings
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.fake_slack import FakeSlack

@@ -7,11 +7,11 @@ import io
 import pytest
 from sqlalchemy import Engine, text
 
+from bot.amounts import parse_amount
+from bot.commands import AdjustCommand, RejectCommand, parse_command
 from bot.console import run_console
-from core.amounts import parse_amount
-from core.commands import AdjustCommand, RejectCommand, parse_command
-from core.errors import UsageError
-from core.service import TokensService
+from core.domain.errors import UsageError
+from core.services.service import TokensService
 from core.settings import Settings
 from tests.support.ledger import add_usage, add_user, remaining
 

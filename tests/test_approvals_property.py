@@ -20,10 +20,10 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import Engine, text
 
-from core.approvals import Outcome, Person, RequestKind, RequestStatus
-from core.errors import InvalidAdjustmentError, RequestRefusedError
-from core.reconciliation import compute_balance
-from core.service import TokensService
+from core.domain.balance import compute_balance
+from core.domain.errors import InvalidAdjustmentError, RequestRefusedError
+from core.services.approvals import Outcome, Person, RequestKind, RequestStatus
+from core.services.service import TokensService
 from core.settings import Settings
 from tests.support.ledger import BASE_TIME, add_usage, add_user, remaining, spend
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from core.service import TokensService
+from core.services.service import TokensService
 from core.settings import Settings
 from tests.support.ledger import add_usage, add_user
 

@@ -25,7 +25,7 @@ from bot.buttons import (
     TopPage,
 )
 from bot.handlers import reply_to_action
-from core.service import TokensService
+from core.services.service import TokensService
 from core.settings import Settings
 from tests.support.fake_slack import FakeSlack
 from tests.support.slack_http import SlackClient, reply_text

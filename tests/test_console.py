@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from sqlalchemy import Engine
 
 from bot.console import run_console
-from core.service import TokensService
+from core.services.service import TokensService
 from core.settings import Settings
 from tests.support.ledger import add_usage, add_user
 

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, text
 
-from core.db import make_engine
-from core.demo import REFERENCE_TIME, DemoSummary, load_demo_data
-from core.errors import ProductDataExistsError
-from core.models import CheckReport, DataQualityKind, FindingKind, Verdict
-from core.service import TokensService
+from core.domain.errors import ProductDataExistsError
+from core.domain.models import CheckReport, DataQualityKind, FindingKind, Verdict
+from core.services.service import TokensService
 from core.settings import Settings
+from core.store.db import make_engine
+from demo.data import REFERENCE_TIME, DemoSummary, load_demo_data
 from tests.support.databases import scratch_database
 
 CONSUMPTION_ACTIONS = {

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import Engine, text
 
 from bot.handlers import reply_to_command
-from core.db import make_engine
-from core.errors import QueryTimeoutError
-from core.service import TokensService
+from core.domain.errors import QueryTimeoutError
+from core.services.service import TokensService
 from core.settings import Settings
+from core.store.db import make_engine
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.fake_slack import FakeSlack
 from tests.support.ledger import add_usage, add_user

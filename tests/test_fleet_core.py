@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, text
 
-from core.db import make_engine
-from core.fleet_models import DiscrepancyRow
-from core.models import FindingKind
-from core.service import TokensService
+from core.domain.models import FindingKind
+from core.domain.reports import DiscrepancyRow
+from core.services.service import TokensService
 from core.settings import Settings
+from core.store.db import make_engine
 from tests.support.databases import scratch_database
 from tests.support.fleet_data import craft_approved_grants, craft_fleet, days_ago
 from tests.support.ledger import add_usage, add_user
@@ -147,7 +147,7 @@ def test_paging_walks_every_row_once_and_clamps(
 
 def test_viewers_only(service: TokensService) -> None:
     """Fleet lists are personal data too: a stranger is refused."""
-    from core.errors import NotAllowedError
+    from core.domain.errors import NotAllowedError
 
     for call in (
         lambda: service.lowbalance("USTRANGER"),
@@ -228,7 +228,7 @@ def test_read_replica_serves_scans_and_primary_serves_checks(fleet_url: str, ser
         with primary.connect() as conn:
             someone = conn.execute(text("SELECT user_id FROM user_profiles LIMIT 1")).scalar_one()
         assert service.check("UADMIN1", someone).user.user_id == str(someone)
-        from core.errors import UserNotFoundError
+        from core.domain.errors import UserNotFoundError
 
         with pytest.raises(UserNotFoundError):
             service.check("UADMIN1", only_there)

@@ -14,8 +14,8 @@ from sqlalchemy import text
 from bot import fleet_cli
 from bot.listeners._progress import respond_in_time
 from bot.render.common import message
-from core.db import make_engine
 from core.settings import Settings
+from core.store.db import make_engine
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.databases import scratch_database
 from tests.support.fake_slack import FakeSlack

@@ -10,13 +10,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, event
 
+from bot.commands import PARSERS
 from bot.console import ConsoleSlack
 from bot.handlers import reply_to_command
 from bot.render.common import MAX_BLOCKS, MAX_SECTION_TEXT
-from core.commands import PARSERS
-from core.db import make_engine
-from core.service import TokensService
+from core.services.service import TokensService
 from core.settings import Settings
+from core.store.db import make_engine
 from tests.support.ledger import add_usage, add_user
 
 HOSTILE = [

@@ -35,9 +35,9 @@ from bot.render.common import (
     unescape,
 )
 from bot.render.fleet import render_digest, render_lowbalance, render_top
-from core.fleet_models import FleetTotals, LowBalanceReport, LowBalanceRow, TopReport, TopRow
-from core.models import Page, UserRef
-from core.service import TokensService
+from core.domain.models import Page, UserRef
+from core.domain.reports import FleetTotals, LowBalanceReport, LowBalanceRow, TopReport, TopRow
+from core.services.service import TokensService
 from core.settings import Settings
 from tests.support.fake_slack import FakeSlack, Recorded
 from tests.support.ledger import add_usage, add_user

@@ -13,9 +13,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
-from core.db import make_engine
-from core.demo import create_product_tables
 from core.settings import to_sqlalchemy_url
+from core.store.db import make_engine
+from demo.data import create_product_tables
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.databases import create_database, drop_database
 from tests.support.fake_slack import FakeSlack
@@ -25,7 +25,7 @@ from tests.support.slack_http import SlackClient, buttons, reply_text
 
 def role_sql(role: str, password: str) -> str:
     """The shipped script with psql's `:"role"` and `:'password'` variables substituted, as psql -v does."""
-    script = files("core").joinpath("sql/least_privilege.sql").read_text()
+    script = files("core.store").joinpath("sql/least_privilege.sql").read_text()
     return script.replace(':"role"', f'"{role}"').replace(":'password'", f"'{password}'")
 
 

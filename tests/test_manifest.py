@@ -12,9 +12,9 @@ from slack_sdk import WebClient
 import bot.render.approvals
 import bot.render.check
 import bot.render.fleet
+from bot.commands import PARSERS
 from bot.handlers import ACTION_HANDLERS
 from bot.listeners.commands import SLASH_COMMAND
-from core.commands import PARSERS
 
 ROOT = Path(__file__).resolve().parent.parent
 # The scopes each Slack Web API method needs (api.slack.com/methods); users.info needs

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, text
 
-from core.db import make_engine
-from core.service import TokensService
+from core.services.service import TokensService
 from core.settings import Settings
+from core.store.db import make_engine
 from tests.support.expected_balances import Expected, Problems, assert_balance_matches, expected_balances
 from tests.support.product_variants import Variant, insert_rows, insert_user, variant_database
 

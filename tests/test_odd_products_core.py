@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from core.approvals import Person
-from core.db import make_engine
-from core.doctor import diagnose_database
-from core.errors import AmbiguousUserError, InvalidAdjustmentError, ProductDataError, UserNotFoundError
-from core.models import DataQualityKind, Verdict
-from core.service import TokensService
+from core.domain.errors import AmbiguousUserError, InvalidAdjustmentError, ProductDataError, UserNotFoundError
+from core.domain.models import DataQualityKind, Verdict
+from core.services.approvals import Person
+from core.services.service import TokensService
 from core.settings import Settings
+from core.store.db import make_engine
+from core.store.doctor import diagnose_database
 from tests.support.databases import scratch_database
 from tests.support.ledger import add_usage, add_user
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from core.commands import PARSERS
+from bot.commands import PARSERS
 from core.settings import Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()

@@ -10,9 +10,9 @@ from typing import Any
 from bot.render.approvals import render_request
 from bot.render.common import MAX_CONTEXT_TEXT
 from bot.render.fleet import render_digest
-from core.approvals import ApprovalRequest, Person, RequestKind, RequestStatus
-from core.fleet_models import FleetTotals, LowBalanceReport
-from core.models import Page, UserRef
+from core.domain.models import Page, UserRef
+from core.domain.reports import FleetTotals, LowBalanceReport
+from core.services.approvals import ApprovalRequest, Person, RequestKind, RequestStatus
 from tests.support.reports import quiet_digest
 
 ADA = Person(slack_id="UADMIN1", name="Ada Admin")
@@ -80,7 +80,7 @@ def test_the_check_reply_built_as_json_is_block_kit_that_slack_sdk_accepts() -> 
     from slack_sdk.models.blocks import Block
 
     from bot.render.check import render_check
-    from core.models import (
+    from core.domain.models import (
         Balance,
         BreakdownRow,
         CheckReport,

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from core.db import make_engine
-from core.models import Balance, CheckReport
-from core.service import TokensService
+from core.domain.models import Balance, CheckReport
+from core.services.service import TokensService
+from core.store.db import make_engine
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.expected_balances import Problems
 from tests.support.fake_slack import FakeSlack

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from core.db import make_engine
-from core.errors import UserNotFoundError
-from core.service import TokensService
+from core.domain.errors import UserNotFoundError
+from core.services.service import TokensService
 from core.settings import Settings
+from core.store.db import make_engine
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.expected_balances import Expected, Problems, assert_balance_matches, expected_balances
 from tests.support.fake_slack import FakeSlack

@@ -14,7 +14,7 @@ from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import Engine
 
 from bot.app import build_app
-from core.service import TokensService
+from core.services.service import TokensService
 from core.settings import Settings
 
 # Names someone might hope would skip verification: Bolt's own constructor flag spelled as environment

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from core.db import make_engine
+from core.store.db import make_engine
 from tests.support.tcp_proxy import TcpProxy
 
 SUPABASE_POOLER_PORT = 6543

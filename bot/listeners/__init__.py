@@ -7,7 +7,7 @@ from concurrent.futures import Executor
 from slack_bolt import App
 
 from bot.listeners import actions, commands
-from core.service import TokensService
+from core.services.service import TokensService
 
 
 def register(app: App, service: TokensService, replies: Executor) -> None:

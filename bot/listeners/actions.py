@@ -12,7 +12,7 @@ from slack_sdk import WebClient
 from bot.handlers import ACTION_HANDLERS, SLOW_ACTIONS, ActionReply, reply_to_action
 from bot.listeners._progress import reply_later, respond_in_time
 from bot.slack_api import WebSlack
-from core.service import TokensService
+from core.services.service import TokensService
 
 
 def register(app: App, service: TokensService, replies: Executor) -> None:

@@ -11,7 +11,7 @@ from slack_sdk import WebClient
 from bot.handlers import reply_to_command
 from bot.listeners._progress import reply_later, respond_in_time
 from bot.slack_api import WebSlack
-from core.service import TokensService
+from core.services.service import TokensService
 
 SLASH_COMMAND = "/tokens"
 

@@ -40,7 +40,7 @@ from bot.render.common import (
     signed,
     tokens,
 )
-from core.approvals import (
+from core.services.approvals import (
     ApprovalRequest,
     Decision,
     Outcome,

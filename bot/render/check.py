@@ -22,7 +22,7 @@ from bot.render.common import (
     signed,
     tokens,
 )
-from core.models import CheckReport, FindingKind, Operation, Verdict
+from core.domain.models import CheckReport, FindingKind, Operation, Verdict
 
 __all__ = ["CHECK_PAGE_ACTION", "FINDING_TITLES", "check_page_value", "render_check"]
 

@@ -18,8 +18,8 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from core.commands import USAGE
-from core.models import Page
+from bot.commands import USAGE
+from core.domain.models import Page
 
 # Slack rejects a message with more than 50 blocks, a section text or context element over 3,000
 # characters, a section field over 2,000 or more than 10 fields, and a header over 150.

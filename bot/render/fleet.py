@@ -30,8 +30,8 @@ from bot.render.common import (
     signed,
     tokens,
 )
-from core.approvals import when
-from core.fleet_models import (
+from core.domain.models import UserRef
+from core.domain.reports import (
     DigestReport,
     DiscrepancyReport,
     DiscrepancyRow,
@@ -39,7 +39,7 @@ from core.fleet_models import (
     LowBalanceRow,
     TopReport,
 )
-from core.models import UserRef
+from core.services.approvals import when
 
 __all__ = ["DISCREPANCIES_PAGE_ACTION", "LOWBALANCE_PAGE_ACTION", "OPEN_CHECK_ACTION", "TOP_PAGE_ACTION"]
 

@@ -16,9 +16,9 @@ from uuid import UUID
 
 import psycopg
 
-from core.db import make_engine
-from core.service import TokensService
+from core.services.service import TokensService
 from core.settings import Settings
+from core.store.db import make_engine
 from tests.benchmarks.data import describe, psql_url
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.fake_slack import FakeSlack

@@ -40,7 +40,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 log = logging.getLogger("tokens_bench")
 
-SCHEMA_FILE = Path(__file__).resolve().parents[2] / "core" / "sql" / "product_schema.sql"
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "demo" / "product_schema.sql"
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/tokens_bench"
 PRODUCT_TABLES = (("public", "token_usage"), ("public", "user_profiles"), ("auth", "users"))
 BENCH_COMMENT_PREFIX = "tokens-bench "

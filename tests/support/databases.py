@@ -9,10 +9,10 @@ from contextlib import contextmanager
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from core.db import make_engine
-from core.demo import create_product_tables
-from core.migrate import migrate
 from core.settings import to_sqlalchemy_url
+from core.store.db import make_engine
+from core.store.migrate import migrate
+from demo.data import create_product_tables
 
 SCHEMA = "tokens_bot"
 

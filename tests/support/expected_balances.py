@@ -1,6 +1,6 @@
 """The numbers every user should have, computed independently of the bot from README's stated meanings.
 
-Nothing here imports core.columns or reuses the bot's SQL: it is the guide's Steps 1 and 4 written the
+Nothing here imports core.store.columns or reuses the bot's SQL: it is the guide's Steps 1 and 4 written the
 plain way over the stored rows, with each odd value read as README "Your product's schema" says:
 NULL tokens 0, NULL cost 0, NULL success a success, action types trimmed and lower-cased, text
 metadata parsed (invalid or non-object is none), timestamps without time zone (and dates) as UTC,
@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from core.errors import TokensBotError
+from core.domain.errors import TokensBotError
 from tests.support.product_variants import Variant
 
 TIER_GRANTS = {"annual": 5_000_000, "monthly": 600_000}

@@ -24,7 +24,7 @@ def add_user(
     user_id: uuid.UUID | str | None = None,
 ) -> str:
     """A profile (and an auth.users row when an email is given) with the cached values given; its id as
-    text, the way core.models.UserRef holds every product user id."""
+    text, the way core.domain.models.UserRef holds every product user id."""
     user_id = user_id or uuid.uuid4()
     conn.execute(
         text(

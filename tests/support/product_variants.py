@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from core.db import make_engine
-from core.migrate import migrate
+from core.store.db import make_engine
+from core.store.migrate import migrate
 from tests.support.databases import create_database, drop_database
 
 TIERS_ENUM = ("annual", "monthly", "lifetime", "free")

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, text
 
-from core.db import make_engine
-from core.migrate import migrate
 from core.settings import Settings
+from core.store.db import make_engine
+from core.store.migrate import migrate
 from tests.support.databases import create_database, drop_database
 from tests.support.fake_slack import FakeSlack
 from tests.support.replica_ledger import PRICES

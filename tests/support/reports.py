@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from core.fleet_models import DigestReport, FleetTotals, LowBalanceReport
+from core.domain.reports import DigestReport, FleetTotals, LowBalanceReport
 
 
 def all_rows(fetch: Callable[[int], Any]) -> list[Any]:

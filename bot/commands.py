@@ -1,0 +1,255 @@
+"""Parsing `/tokens` command text into typed commands, with replies that show the right form."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from bot.amounts import EXAMPLES, parse_amount
+from core.domain.errors import UsageError
+
+EXAMPLE_UUID = "3f6c1a52-8d1e-4c1b-9a57-2f0e6a9d4b10"
+TOP_DEFAULT = 20
+TOP_MAX = 100
+_EMAIL = re.compile(r"^[^@\s<>|]+@[^@\s<>|]+\.[^@\s<>|]+$")
+_SLACK_MAILTO = re.compile(r"^<mailto:([^|>]+)(?:\|[^>]*)?>$")
+_SLACK_MENTION = re.compile(r"^<[@#!][^>]*>$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+USAGE = """\
+`/tokens check <user>` — balance vs ledger, discrepancies, findings, recent operations
+`/tokens adjust <user> <delta> <reason>` — ask for a grant (`+50k`) or deduction (`-1200`); a second person approves
+`/tokens reconcile <user> [initial_grant]` — expected balance from the ledger, and a correction to approve
+`/tokens requests` — pending grants, deductions and corrections, with their buttons
+`/tokens reject <request> <reason>` — reject a pending request, recording why
+`/tokens cancel <request>` — withdraw your own pending request
+`/tokens lowbalance [threshold]` — users under the threshold (default 10k), lowest first, with a burn forecast
+`/tokens discrepancies [min]` — every user whose balance and ledger disagree by more than `min` (default 100)
+`/tokens top [n]` — the `n` highest lifetime users (default 20, at most 100), with cost
+`/tokens help` — this list
+
+`<user>` is the user's UUID or email, e.g. `/tokens check ada@example.com`"""
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class HelpCommand(_Command):
+    """Show usage; `problem` says what was wrong when help is the answer to a mistake."""
+
+    problem: str | None = None
+
+
+class CheckCommand(_Command):
+    user: UUID | str
+
+
+class AdjustCommand(_Command):
+    user: UUID | str
+    delta: int
+    reason: str
+
+
+class ReconcileCommand(_Command):
+    user: UUID | str
+    initial_grant: int | None = None
+
+
+class RequestsCommand(_Command):
+    pass
+
+
+class RejectCommand(_Command):
+    request_id: int
+    reason: str
+
+
+class CancelCommand(_Command):
+    request_id: int
+
+
+class LowBalanceCommand(_Command):
+    threshold: int | None = None
+
+
+class DiscrepanciesCommand(_Command):
+    minimum: int | None = None
+
+
+class TopCommand(_Command):
+    n: int = TOP_DEFAULT
+
+
+Command = (
+    HelpCommand
+    | LowBalanceCommand
+    | DiscrepanciesCommand
+    | TopCommand
+    | CheckCommand
+    | AdjustCommand
+    | ReconcileCommand
+    | RequestsCommand
+    | RejectCommand
+    | CancelCommand
+)
+
+
+def parse_user(word: str, command: str) -> UUID | str:
+    """A user is named by UUID or email; Slack may wrap emails as `<mailto:...|...>`."""
+    mailto = _SLACK_MAILTO.match(word)
+    if mailto:
+        word = mailto.group(1)
+    if _EMAIL.match(word):
+        return word
+    try:
+        return UUID(word)
+    except ValueError:
+        pass
+    example = f"`/tokens {command} {EXAMPLE_UUID}` or `/tokens {command} ada@example.com`"
+    if _SLACK_MENTION.match(word):
+        raise UsageError(
+            f"That names a Slack user or channel; tokens-bot needs the product user's UUID or email,"
+            f" e.g. {example}."
+        )
+    raise UsageError(f"`{_clip(word)}` is neither a UUID nor an email address. Try {example}.")
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """Echo user text back safely: short, and without backticks that would break the code span."""
+    text = text.replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _parse_check(args: list[str]) -> CheckCommand:
+    if not args:
+        raise UsageError(f"`check` needs a user. Try `/tokens check {EXAMPLE_UUID}`.")
+    if len(args) > 1:
+        extra = _clip(" ".join(args[1:]))
+        raise UsageError(
+            f"`check` takes one user, but got extra words: `{extra}`. Try `/tokens check {_clip(args[0])}`."
+        )
+    return CheckCommand(user=parse_user(args[0], "check"))
+
+
+def _parse_adjust(args: list[str]) -> AdjustCommand:
+    example = "`/tokens adjust ada@example.com +50k refund for the outage on 3 May`"
+    if len(args) < 2:
+        raise UsageError(f"`adjust` needs a user, a delta and a reason, e.g. {example}.")
+    user = parse_user(args[0], "adjust")
+    delta = parse_amount(args[1])
+    if len(args) < 3:
+        raise UsageError(
+            f"`adjust` needs a reason after the delta: it is recorded in the ledger and the audit trail, e.g. {example}."
+        )
+    return AdjustCommand(user=user, delta=delta, reason=" ".join(args[2:]))
+
+
+def _parse_reconcile(args: list[str]) -> ReconcileCommand:
+    if not args or len(args) > 2:
+        raise UsageError(
+            f"`reconcile` takes a user and optionally the initial grant, e.g. `/tokens reconcile {EXAMPLE_UUID}`"
+            f" or `/tokens reconcile ada@example.com 600k`."
+        )
+    grant = parse_amount(args[1]) if len(args) == 2 else None
+    if grant is not None and grant < 0:
+        raise UsageError(f"The initial grant cannot be negative; write it like {EXAMPLES}.")
+    return ReconcileCommand(user=parse_user(args[0], "reconcile"), initial_grant=grant)
+
+
+def _parse_requests(args: list[str]) -> RequestsCommand:
+    return RequestsCommand()
+
+
+def _request_number(word: str, command: str) -> int:
+    digits = word.removeprefix("#")
+    if not digits.isdigit():
+        raise UsageError(
+            f"`{_clip(word)}` is not a request number; `/tokens requests` lists them, e.g. `/tokens {command} 12`."
+        )
+    return int(digits)
+
+
+def _parse_reject(args: list[str]) -> RejectCommand:
+    if len(args) < 2:
+        raise UsageError(
+            "`reject` needs the request number and a reason, e.g. `/tokens reject 12 duplicate of #11`."
+        )
+    return RejectCommand(request_id=_request_number(args[0], "reject"), reason=" ".join(args[1:]))
+
+
+def _parse_cancel(args: list[str]) -> CancelCommand:
+    if len(args) != 1:
+        raise UsageError("`cancel` takes one request number, e.g. `/tokens cancel 12`.")
+    return CancelCommand(request_id=_request_number(args[0], "cancel"))
+
+
+def _one_amount(args: list[str], command: str, what: str, example: str) -> int | None:
+    """The optional single number a fleet list takes; never negative, since nothing is "under -5"."""
+    if not args:
+        return None
+    if len(args) > 1:
+        raise UsageError(
+            f"`{command}` takes at most one number, the {what}, e.g. `/tokens {command} {example}`."
+        )
+    value = parse_amount(args[0])
+    if value < 0:
+        raise UsageError(
+            f"The {what} cannot be negative; give 0 or more, e.g. `/tokens {command} {example}`."
+        )
+    return value
+
+
+def _parse_lowbalance(args: list[str]) -> LowBalanceCommand:
+    return LowBalanceCommand(threshold=_one_amount(args, "lowbalance", "threshold", "25k"))
+
+
+def _parse_discrepancies(args: list[str]) -> DiscrepanciesCommand:
+    return DiscrepanciesCommand(minimum=_one_amount(args, "discrepancies", "minimum discrepancy", "1000"))
+
+
+def _parse_top(args: list[str]) -> TopCommand:
+    n = _one_amount(args, "top", "number of users", "50")
+    if n is None:
+        return TopCommand()
+    if not 1 <= n <= TOP_MAX:
+        raise UsageError(
+            f"`top` lists between 1 and {TOP_MAX} users; you asked for {n:,}. Try `/tokens top {TOP_MAX}`."
+        )
+    return TopCommand(n=n)
+
+
+def _parse_help(args: list[str]) -> HelpCommand:
+    return HelpCommand()
+
+
+PARSERS: dict[str, Callable[[list[str]], Command]] = {
+    "check": _parse_check,
+    "adjust": _parse_adjust,
+    "reconcile": _parse_reconcile,
+    "requests": _parse_requests,
+    "reject": _parse_reject,
+    "cancel": _parse_cancel,
+    "lowbalance": _parse_lowbalance,
+    "discrepancies": _parse_discrepancies,
+    "top": _parse_top,
+    "help": _parse_help,
+}
+
+
+def parse_command(text: str) -> Command:
+    """Read the text after `/tokens`; an unknown or missing subcommand answers with the usage."""
+    if _CONTROL.search(text):
+        # Slack never sends these, PostgreSQL cannot store NUL, and they hide in echoed text.
+        raise UsageError("The command contains an invisible control character; please type it again.")
+    words = text.split()
+    if not words:
+        return HelpCommand(problem="You didn't say what to do.")
+    name, args = words[0].lower(), words[1:]
+    parser = PARSERS.get(name)
+    if parser is None:
+        return HelpCommand(problem=f"`{_clip(words[0])}` is not a tokens-bot command.")
+    return parser(args)

@@ -1,0 +1,1 @@
+"""Pure rules and result types: no SQL, no Slack, no I/O."""

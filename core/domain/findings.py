@@ -1,0 +1,263 @@
+"""The guide's "Common Scenarios" as findings: each cause of drift the ledger can show, with its tokens."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Connection, TextClause, bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
+
+from core.domain.models import Balance, Finding, FindingKind
+from core.settings import ModelPrice, Settings
+from core.store.columns import Columns
+
+
+@lru_cache
+def ledger_signals_sql(cols: Columns) -> TextClause:
+    """One pass over a user's rows that counts every signal the findings need; built per shape.
+
+    Usage and grants are looked at apart: a doubled usage row charges the ledger twice, a doubled grant
+    (a backfill run twice) credits it twice; either way the ledger is what is wrong.
+    """
+    t = "t"
+    tokens, ok, usage = cols.tokens(t), cols.success(t), cols.is_usage(t)
+    inputs, outputs = cols.part_tokens(t, "input_tokens"), cols.part_tokens(t, "output_tokens")
+    model = cols.text_of(t, "model_used")
+    request_id = cols.meta(t, "request_id")
+    return text(f"""
+WITH prices AS (
+    SELECT key AS model, (value->>'input')::numeric AS input, (value->>'output')::numeric AS output
+    FROM jsonb_each(:prices)
+),
+ops AS (
+    SELECT {tokens} AS tokens_used, {ok} AS success, {cols.cents(t)} AS cost_estimate,
+           {usage} AS usage, {cols.is_grant(t)} AS grant_row,
+           {cols.created(t)} AS created_at,
+           {request_id} AS request_id,
+           lag({cols.created(t)}) OVER (
+               PARTITION BY {ok}, {cols.action(t)}, {model}, {tokens}, {inputs}, {outputs}
+               ORDER BY t.created_at NULLS FIRST, t.id) AS previous_twin_at,
+           row_number() OVER (
+               PARTITION BY {ok}, {usage}, {request_id} ORDER BY t.created_at NULLS FIRST, t.id)
+               AS request_rank,
+           round(({inputs} * pr.input + {outputs} * pr.output) / 1000, 4) AS priced_cents
+    FROM token_usage t
+    LEFT JOIN prices pr ON pr.model = {model} AND {usage}
+    WHERE t.user_id = {cols.user_param(cols.ledger)} AND ({usage} OR {cols.is_grant(t)})
+),
+flagged AS (
+    SELECT *,
+           success AND (
+               -- Infinite times have no distance to subtract: such a row is never a twin by timing.
+               coalesce(isfinite(created_at) AND isfinite(previous_twin_at)
+                        AND created_at - previous_twin_at <= make_interval(secs => :window), false)
+               OR (request_id IS NOT NULL AND request_rank > 1)) AS duplicate,
+           success AND priced_cents IS NOT NULL AND cost_estimate IS NOT NULL
+               AND abs(cost_estimate - priced_cents) > priced_cents * :tolerance + 0.0001 AS drifted
+    FROM ops
+)
+SELECT count(*) FILTER (WHERE usage) AS consumption_rows,
+       count(*) FILTER (WHERE usage AND NOT success) AS failed_rows,
+       coalesce(sum(tokens_used) FILTER (WHERE usage AND NOT success), 0) AS failed_tokens,
+       count(*) FILTER (WHERE usage AND duplicate) AS duplicate_rows,
+       coalesce(sum(tokens_used) FILTER (WHERE usage AND duplicate), 0) AS duplicate_tokens,
+       count(*) FILTER (WHERE grant_row AND duplicate) AS duplicate_grant_rows,
+       coalesce(sum(tokens_used) FILTER (WHERE grant_row AND duplicate), 0) AS duplicate_grant_tokens,
+       count(*) FILTER (WHERE drifted) AS drifted_rows,
+       coalesce(sum(tokens_used) FILTER (WHERE drifted), 0) AS drifted_tokens,
+       coalesce(sum(cost_estimate - priced_cents) FILTER (WHERE drifted), 0) AS drifted_cents
+FROM flagged
+""").bindparams(bindparam("prices", type_=JSONB))
+
+
+def prices_json(prices: dict[str, ModelPrice]) -> dict[str, dict[str, str]]:
+    """The price table as JSON with exact decimal strings, so SQL can join it without floats."""
+    return {model: {"input": str(p.input), "output": str(p.output)} for model, p in prices.items()}
+
+
+def read_ledger_signals(conn: Connection, cols: Columns, settings: Settings, user_id: str) -> dict[str, Any]:
+    """The signals of `ledger_signals_sql` for one user."""
+    return dict(
+        conn.execute(
+            ledger_signals_sql(cols),
+            {
+                "u": user_id,
+                "prices": prices_json(settings.tokens_model_prices),
+                "window": settings.tokens_duplicate_window_seconds,
+                "tolerance": settings.tokens_cost_drift_tolerance,
+            },
+        )
+        .mappings()
+        .one()
+    )
+
+
+def diagnose(balance: Balance, signals: dict[str, Any], known: dict[str, int]) -> list[Finding]:
+    """Turn the balance and ledger signals into findings, largest explanations first.
+
+    `known` names amounts a balance may hold without a ledger row (core.store.tiers.known_amounts).
+    """
+    duplicates = _duplicates(signals)
+    findings = [
+        finding
+        for finding in (
+            _failed_charged(balance, signals),
+            duplicates,
+            _usage_not_charged(balance, duplicates.tokens if duplicates else 0),
+            _duplicate_grants(signals),
+            _unlogged_grant(balance, known),
+            _usage_before_tracking(balance, signals),
+            _cost_drift(signals),
+            _negative_balance(balance),
+        )
+        if finding is not None
+    ]
+    return sorted(findings, key=lambda f: -f.tokens)
+
+
+def _failed_charged(balance: Balance, signals: dict[str, Any]) -> Finding | None:
+    failed_tokens = int(signals["failed_tokens"])
+    excess = balance.used_discrepancy
+    if failed_tokens <= 0 or excess <= 0:
+        return None
+    explained = min(failed_tokens, excess)
+    fit = "exactly the" if failed_tokens == excess else f"{explained:,} of the {excess:,}"
+    return Finding(
+        kind=FindingKind.FAILED_CHARGED,
+        tokens=explained,
+        rows=int(signals["failed_rows"]),
+        summary=(
+            f"{int(signals['failed_rows']):,} failed operations carry {failed_tokens:,} tokens, which explain"
+            f" {fit} tokens the profile counts as used beyond the ledger. Failed operations must not"
+            " deduct tokens: grant them back."
+        ),
+    )
+
+
+def _duplicates(signals: dict[str, Any]) -> Finding | None:
+    rows = int(signals["duplicate_rows"])
+    if rows == 0:
+        return None
+    tokens = int(signals["duplicate_tokens"])
+    return Finding(
+        kind=FindingKind.DUPLICATES,
+        tokens=tokens,
+        rows=rows,
+        summary=(
+            f"{rows:,} likely duplicate entries ({tokens:,} tokens): same action, model and token counts"
+            " seconds apart, or a repeated request id. Check whether the user was charged twice."
+        ),
+    )
+
+
+def _usage_not_charged(balance: Balance, duplicated: int) -> Finding | None:
+    """The profile counts less usage than the ledger and holds that much more: usage it never subtracted.
+
+    What doubled ledger rows explain is theirs (the same signature, but the ledger is wrong there).
+    """
+    missed = -balance.used_discrepancy - duplicated
+    if missed <= 0 or balance.remaining_discrepancy != -balance.used_discrepancy:
+        return None
+    return Finding(
+        kind=FindingKind.USAGE_NOT_CHARGED,
+        tokens=missed,
+        summary=(
+            f"The profile never subtracted {missed:,} tokens of logged, successful usage: its used total is"
+            " that much below the ledger and its balance that much above. The profile is wrong; correct it"
+            " to the ledger."
+        ),
+    )
+
+
+def _duplicate_grants(signals: dict[str, Any]) -> Finding | None:
+    rows = int(signals["duplicate_grant_rows"])
+    if rows == 0:
+        return None
+    tokens = int(signals["duplicate_grant_tokens"])
+    return Finding(
+        kind=FindingKind.DUPLICATE_GRANT,
+        tokens=tokens,
+        rows=rows,
+        summary=(
+            f"{rows:,} grant rows ({tokens:,} tokens) repeat an earlier grant of the same type and amount"
+            " seconds apart, or its request id: a grant (or a backfill) logged twice. If the balance"
+            " counted it once, the ledger is what is wrong."
+        ),
+    )
+
+
+def _unlogged_grant(balance: Balance, known: dict[str, int]) -> Finding | None:
+    """The balance is above the ledger while usage agrees: a grant given but never logged.
+
+    A logged deduction the profile never applied looks the same, so a gap equal to the deductions is
+    not called a grant. A gap that is a known amount (a tier's grant, the profile's default start) is
+    named.
+    """
+    gap = balance.remaining_discrepancy
+    if gap <= 0 or balance.used_discrepancy != 0 or gap == balance.admin_deductions:
+        return None
+    named = next(
+        (
+            (label, amount, gap // amount)
+            for label, amount in sorted(known.items(), key=lambda item: -item[1])
+            if amount > 0 and gap % amount == 0 and gap // amount <= 12
+        ),
+        None,
+    )
+    if named is None:
+        what = "a grant given but never logged (for example before tracking began)"
+    else:
+        label, amount, times = named
+        what = f"exactly {label} ({amount:,})" if times == 1 else f"exactly {times} × {label} ({amount:,})"
+    return Finding(
+        kind=FindingKind.UNLOGGED_GRANT,
+        tokens=gap,
+        summary=(
+            f"The balance is {gap:,} tokens above the ledger while usage agrees: {what}."
+            " The ledger is missing a grant row."
+        ),
+    )
+
+
+def _usage_before_tracking(balance: Balance, signals: dict[str, Any]) -> Finding | None:
+    if int(signals["consumption_rows"]) > 0 or balance.current_used <= 0:
+        return None
+    return Finding(
+        kind=FindingKind.USAGE_BEFORE_TRACKING,
+        tokens=balance.current_used,
+        summary=(
+            f"The profile has used {balance.current_used:,} tokens but the ledger has no usage rows:"
+            " the usage likely predates token tracking. Set the balance from the membership tier."
+        ),
+    )
+
+
+def _cost_drift(signals: dict[str, Any]) -> Finding | None:
+    rows = int(signals["drifted_rows"])
+    if rows == 0:
+        return None
+    dollars = (Decimal(signals["drifted_cents"]) / 100).quantize(Decimal("0.01"))
+    return Finding(
+        kind=FindingKind.COST_DRIFT,
+        tokens=int(signals["drifted_tokens"]),
+        rows=rows,
+        summary=(
+            f"{rows:,} operations ({int(signals['drifted_tokens']):,} tokens) were charged a cost that no"
+            f" longer matches the model price table, ${dollars:+,} in total."
+        ),
+    )
+
+
+def _negative_balance(balance: Balance) -> Finding | None:
+    if balance.current_remaining >= 0:
+        return None
+    return Finding(
+        kind=FindingKind.NEGATIVE_BALANCE,
+        tokens=-balance.current_remaining,
+        summary=(
+            f"The balance is negative ({balance.current_remaining:,}); the product should prevent this."
+            " Grant tokens to bring it to zero or above."
+        ),
+    )

@@ -1,0 +1,1 @@
+"""One transaction per use case, behind TokensService, the one front door."""

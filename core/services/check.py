@@ -1,0 +1,54 @@
+"""The `/tokens check` use case: one user's balance, verdict, findings, breakdown and operations."""
+
+from __future__ import annotations
+
+import math
+from uuid import UUID
+
+from sqlalchemy import Connection
+
+from core.domain.balance import judge, read_balance
+from core.domain.findings import diagnose, read_ledger_signals
+from core.domain.models import CheckReport, Page
+from core.domain.quality import ledger_notes, profile_notes
+from core.settings import Settings
+from core.store.columns import Columns
+from core.store.ledger import recent_operations, usage_breakdown
+from core.store.product import ProductShape
+from core.store.tiers import known_amounts, load_tiers
+from core.store.users import find_user
+
+
+def check_user(
+    conn: Connection,
+    shape: ProductShape,
+    settings: Settings,
+    user: UUID | str,
+    *,
+    page: int = 1,
+    initial_grant: int | None = None,
+) -> CheckReport:
+    """Everything the check reply shows, read in the caller's single snapshot."""
+    cols = Columns.of(shape, settings)
+    tiers = load_tiers(conn, shape, settings)
+    ref = find_user(conn, cols, user)
+    balance, sums = read_balance(conn, cols, tiers, ref.user_id, initial_grant)
+    signals = read_ledger_signals(conn, cols, settings, ref.user_id)
+    findings = diagnose(balance, signals, known_amounts(tiers, shape))
+    shown = min(balance.ledger_rows, settings.tokens_recent_operations)
+    size = settings.tokens_page_size
+    pages = max(1, math.ceil(shown / size))
+    number = min(max(page, 1), pages)
+    offset = (number - 1) * size
+    return CheckReport(
+        user=ref,
+        balance=balance,
+        verdict=judge(balance, findings, settings.tokens_problem_threshold, partial=shape.hidden_rows),
+        findings=findings,
+        breakdown=usage_breakdown(conn, cols, ref.user_id),
+        operations=recent_operations(conn, cols, ref.user_id, offset=offset, limit=min(size, shown - offset)),
+        operations_total=balance.ledger_rows,
+        page=Page(number=number, count=pages),
+        explicit_initial_grant=initial_grant,
+        data_quality=ledger_notes(dict(sums)) + profile_notes(balance, shape),
+    )

@@ -1,0 +1,226 @@
+"""The core's front door: each use case opens its one transaction here and returns a typed result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from uuid import UUID
+
+from psycopg.errors import InsufficientPrivilege, QueryCanceled
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError, ProgrammingError
+
+from core.domain.errors import (
+    DatabaseUnavailableError,
+    NotAllowedError,
+    ProductDataError,
+    QueryTimeoutError,
+    TokensBotError,
+)
+from core.domain.models import CheckReport
+from core.domain.reports import DigestReport, DiscrepancyReport, LowBalanceReport, TopReport
+from core.services import approvals
+from core.services.approvals import ApprovalRequest, Decision, LedgerSnapshot, Person, ReconcileReport
+from core.services.check import check_user
+from core.services.digest import build_digest, record_posted
+from core.settings import Settings
+from core.store import fleet
+from core.store.db import unit_of_work
+from core.store.product import ProductShape, inspect_product
+
+
+class TokensService:
+    """Use cases over one product database; the Slack layer and the console both call these."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        read_engine: Engine | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        # Fleet scans read the whole ledger: on a replica when DATABASE_READ_URL is set, never the primary.
+        self.scan_engine = read_engine or engine
+        # Request expiry and the audit trail's timestamps read this clock; tests move it.
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._shape: ProductShape | None = None
+
+    def check(
+        self, actor: str, user: UUID | str, *, page: int = 1, initial_grant: int | None = None
+    ) -> CheckReport:
+        """`/tokens check`: one consistent snapshot of a user's balance and ledger."""
+        self.require_viewer(actor)
+        with self._reading() as conn:
+            return check_user(
+                conn, self.shape(conn), self.settings, user, page=page, initial_grant=initial_grant
+            )
+
+    def request_adjustment(self, actor: Person, user: UUID | str, delta: int, reason: str) -> ApprovalRequest:
+        """`/tokens adjust`: a pending grant or deduction, checked against the current balance."""
+        with self._writing() as conn:
+            return approvals.request_adjustment(
+                conn, self.shape(conn), self.settings, actor, user, delta, reason, self.clock()
+            )
+
+    def reconcile(self, actor: str, user: UUID | str, *, initial_grant: int | None = None) -> ReconcileReport:
+        """`/tokens reconcile`: the guide's Step 4 for one user."""
+        self.require_viewer(actor)
+        with self._reading() as conn:
+            return approvals.reconcile(conn, self.shape(conn), self.settings, user, initial_grant)
+
+    def propose_correction(
+        self, actor: Person, user_id: str, initial_grant: int | None, seen: LedgerSnapshot
+    ) -> ApprovalRequest:
+        """The "Propose correction" button: a pending Step 5 for the values the proposer saw."""
+        with self._writing() as conn:
+            return approvals.propose_correction(
+                conn, self.shape(conn), self.settings, actor, user_id, initial_grant, seen, self.clock()
+            )
+
+    def approve(self, actor: Person, request_id: int) -> Decision:
+        with self._writing() as conn:
+            return approvals.approve(conn, self.shape(conn), self.settings, actor, request_id, self.clock)
+
+    def reject(self, actor: Person, request_id: int, reason: str | None = None) -> Decision:
+        with self._writing() as conn:
+            return approvals.reject(conn, self.settings, actor, request_id, reason, self.clock)
+
+    def cancel(self, actor: Person, request_id: int) -> Decision:
+        with self._writing() as conn:
+            return approvals.cancel(conn, self.settings, actor, request_id, self.clock)
+
+    def expire_due(self) -> list[ApprovalRequest]:
+        with self._writing() as conn:
+            return approvals.expire_due(conn, self.settings, self.clock())
+
+    def pending_requests(self, actor: str) -> list[ApprovalRequest]:
+        self.require_viewer(actor)
+        with self._reading() as conn:
+            return approvals.pending_requests(conn, self.settings, self.clock())
+
+    def attach_message(self, request_id: int, channel: str, ts: str) -> None:
+        with self._writing() as conn:
+            approvals.attach_message(conn, self.settings, request_id, channel, ts)
+
+    def lowbalance(self, actor: str, threshold: int | None = None, *, page: int = 1) -> LowBalanceReport:
+        """`/tokens lowbalance`: users under the threshold, lowest first."""
+        self.require_viewer(actor)
+        limit = self.settings.tokens_lowbalance_threshold if threshold is None else threshold
+        with self._reading(self.scan_engine) as conn:
+            return fleet.low_balances(conn, self.shape(conn), self.settings, threshold=limit, page=page)
+
+    def discrepancies(self, actor: str, minimum: int | None = None, *, page: int = 1) -> DiscrepancyReport:
+        """`/tokens discrepancies`: the whole-ledger scan, in one snapshot."""
+        self.require_viewer(actor)
+        least = self.settings.tokens_scan_threshold if minimum is None else minimum
+        with self._reading(self.scan_engine) as conn:
+            return fleet.scan_discrepancies(conn, self.shape(conn), self.settings, minimum=least, page=page)
+
+    def top(self, actor: str, n: int, *, page: int = 1) -> TopReport:
+        """`/tokens top`: highest lifetime usage."""
+        self.require_viewer(actor)
+        with self._reading(self.scan_engine) as conn:
+            return fleet.top_users(conn, self.shape(conn), self.settings, n=n, page=page)
+
+    def digest(
+        self, channel: str, publish: Callable[[DigestReport], str | None], *, remember: bool = True
+    ) -> DigestReport:
+        """The daily digest: scanned on the scan engine, remembered on the primary once `publish` succeeded.
+
+        `publish` posts the report and returns the message's timestamp; if it raises, nothing is
+        remembered and the next digest compares with the last one that was actually posted. A dry run
+        (`remember=False`) leaves no trace either.
+        """
+        with self._writing() as primary, self._reading(self.scan_engine) as reader:
+            draft = primary.begin_nested()
+            report, digest_id = build_digest(primary, reader, self.shape(reader), self.settings, channel)
+            record_posted(primary, self.settings, digest_id, publish(report))
+            if remember:
+                draft.commit()
+            else:
+                draft.rollback()
+            return report
+
+    def require_viewer(self, actor: str) -> None:
+        if not self.settings.may_view(actor):
+            raise NotAllowedError(
+                "Sorry, balances are personal data, so only tokens-bot admins and viewers can look them"
+                " up. Ask an admin to add your Slack ID to TOKENS_VIEWERS."
+            )
+
+    def shape(self, conn: Connection) -> ProductShape:
+        """Inspect the product schema once per process; it does not change under a running bot.
+
+        Every use case reconciles a cached balance against the ledger, so a schema without one of the
+        guide's required columns, or without cached balances at all, is refused here, plainly.
+        """
+        if self._shape is None:
+            self._shape = inspect_product(conn, self.settings)
+        if self._shape.missing:
+            raise ProductDataError(
+                "tokens-bot cannot reconcile this database: it lacks " + ", ".join(self._shape.missing) + "."
+                " `tokens-bot doctor` shows what it found."
+            )
+        if not self._shape.has_balances:
+            raise ProductDataError(
+                "This product keeps no cached balance (user_profiles has no vibe_assistant_tokens_remaining"
+                " column), so there is nothing to reconcile or adjust: its balance is computed from its"
+                " ledger by the product itself. `tokens-bot doctor` shows what the bot found."
+            )
+        return self._shape
+
+    @contextmanager
+    def _reading(self, engine: Engine | None = None) -> Iterator[Connection]:
+        try:
+            with unit_of_work(
+                engine or self.engine,
+                read_only=True,
+                isolation="REPEATABLE READ",
+                local={"work_mem": self.settings.tokens_work_mem},
+            ) as conn:
+                yield conn
+        except (OperationalError, DataError, ProgrammingError) as exc:
+            raise self._database_error(exc, "nothing was read or changed") from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """READ COMMITTED with row locks: a locked row is re-read after the lock wait, never stale."""
+        try:
+            with unit_of_work(self.engine) as conn:
+                yield conn
+        except (OperationalError, DataError, ProgrammingError) as exc:
+            raise self._database_error(exc, "nothing was changed") from exc
+
+    def _database_error(self, exc: DBAPIError, outcome: str) -> TokensBotError:
+        """Our own statement timeout is told apart from an unreachable database: the fixes differ.
+
+        A value the product stored that PostgreSQL cannot convert, or a permission the bot's role lacks,
+        is the product database's doing: the operator is told which, with PostgreSQL's own words.
+        """
+        diag = getattr(exc.orig, "diag", None)
+        detail = str(getattr(diag, "message_primary", None) or "").strip()
+        if isinstance(exc.orig, InsufficientPrivilege):
+            return ProductDataError(
+                f"tokens-bot's database role may not do what this needs ({detail}), so {outcome}."
+                ' `tokens-bot doctor` and README "Security" list the grants it needs.'
+            )
+        if isinstance(exc, DataError):
+            return ProductDataError(
+                f"The product's database holds a value tokens-bot could not read or write ({detail}),"
+                f" so {outcome}. `tokens-bot doctor` explains how the bot reads this database."
+            )
+        if isinstance(exc, ProgrammingError):
+            raise exc
+        if isinstance(exc.orig, QueryCanceled):
+            seconds = self.settings.tokens_statement_timeout_ms / 1000
+            return QueryTimeoutError(
+                f"The database took longer than {seconds:g} s to answer, so tokens-bot stopped the query and"
+                f" {outcome}. Try again in a minute; if it keeps happening, tell whoever runs tokens-bot."
+            )
+        return DatabaseUnavailableError(
+            f"The database is unavailable right now, so {outcome}. Try again in a minute."
+        )

@@ -1,0 +1,1 @@
+"""All SQL: the only place that names the product's and the bot's columns."""

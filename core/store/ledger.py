@@ -1,0 +1,65 @@
+"""Reading a user's ledger rows: the guide's Steps 2 and 3, every column read as core.store.columns says."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from sqlalchemy import Connection, TextClause, text
+
+from core.domain.models import BreakdownRow, Operation
+from core.store.columns import Columns
+
+
+@lru_cache
+def _breakdown_sql(cols: Columns) -> TextClause:
+    t = "t"
+    ok = cols.success(t)
+    return text(f"""
+    SELECT action_type, model_used,
+           count(*) AS operations,
+           count(*) FILTER (WHERE NOT ok) AS failed_operations,
+           coalesce(sum(tokens) FILTER (WHERE ok), 0) AS tokens,
+           coalesce(sum(cents) FILTER (WHERE ok), 0) / 100 AS cost,
+           min(shown_at) AS first_use,
+           max(shown_at) AS last_use
+    FROM (
+        SELECT t.action_type::text AS action_type, {cols.text_of(t, "model_used")} AS model_used, {ok} AS ok,
+               {cols.tokens(t)} AS tokens, {cols.cents(t)} AS cents, {cols.shown_time(t)} AS shown_at
+        FROM token_usage t
+        WHERE t.user_id = {cols.user_param(cols.ledger)}
+    ) rows
+    GROUP BY action_type, model_used
+    ORDER BY tokens DESC, operations DESC, action_type NULLS LAST, model_used NULLS LAST
+    """)
+
+
+@lru_cache
+def _operations_sql(cols: Columns) -> TextClause:
+    t = "t"
+    # A boolean success is shown as stored (NULL as unknown); any other type as the bot reads it.
+    stored = cols.ledger.has("success") and cols.ledger.column("success").base == "boolean"
+    success = "t.success" if stored else cols.success(t)
+    return text(f"""
+    SELECT {cols.row_id(t)} AS id, {cols.shown_time(t)} AS created_at, t.action_type::text AS action_type,
+           {cols.text_of(t, "model_used")} AS model_used, {cols.tokens(t)} AS tokens_used,
+           {cols.cents(t)} AS cost_estimate, {success} AS success,
+           {cols.text_of(t, "error_message")} AS error_message
+    FROM token_usage t
+    WHERE t.user_id = {cols.user_param(cols.ledger)}
+    ORDER BY t.created_at DESC NULLS LAST, t.id DESC
+    LIMIT :limit OFFSET :offset
+    """)
+
+
+def usage_breakdown(conn: Connection, cols: Columns, user_id: str) -> list[BreakdownRow]:
+    """Usage by action type and model; grant and deduction rows appear too, as the guide's Step 2 shows them."""
+    rows = conn.execute(_breakdown_sql(cols), {"u": user_id}).mappings()
+    return [BreakdownRow.model_validate(dict(row)) for row in rows]
+
+
+def recent_operations(
+    conn: Connection, cols: Columns, user_id: str, *, offset: int, limit: int
+) -> list[Operation]:
+    """A slice of the newest operations, failures and their errors included; undated rows come last."""
+    rows = conn.execute(_operations_sql(cols), {"u": user_id, "limit": limit, "offset": offset}).mappings()
+    return [Operation.model_validate(dict(row)) for row in rows]

@@ -1,0 +1,316 @@
+"""What the product's database looks like, read once from the catalog: the bot owns none of it.
+
+Columns may be missing, nullable, or of another type than the guide's; `user_profiles` may be a view;
+row-level security may hide rows from the bot's role. Everything a query needs to know about that is
+here, and core.store.columns turns it into the one SQL reading of each column that every query shares.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from sqlalchemy import Connection, text
+
+from core.settings import EmailSource, Settings, TierTable
+
+LEDGER = "token_usage"
+PROFILES = "user_profiles"
+# The guide's columns; the bot can work without any of the optional ones.
+LEDGER_REQUIRED = ("id", "user_id", "action_type", "tokens_used", "created_at")
+LEDGER_OPTIONAL = (
+    "model_used",
+    "input_tokens",
+    "output_tokens",
+    "cost_estimate",
+    "success",
+    "error_message",
+    "metadata",
+)
+PROFILE_REQUIRED = ("user_id",)
+PROFILE_BALANCES = (
+    "vibe_assistant_tokens_remaining",
+    "vibe_assistant_tokens_used",
+    "vibe_assistant_total_cost",
+)
+
+_INTEGER_TYPES: dict[str, int] = {
+    "smallint": 32_767,
+    "integer": 2_147_483_647,
+    "bigint": 9_223_372_036_854_775_807,
+}
+_FLOAT_TYPES = {"real", "double precision"}
+# A double holds every integer up to 2**53 exactly; past that the bot refuses to write one.
+_FLOAT_EXACT_LIMIT = 2**53
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column as the catalog describes it."""
+
+    name: str
+    type: str
+    """`format_type` of the column: `bigint`, `numeric(10,4)`, `timestamp with time zone`, an enum's name."""
+    nullable: bool
+    has_default: bool
+    precision: int | None = None
+    scale: int | None = None
+    enum: bool = False
+    check_values: tuple[str, ...] | None = None
+    default: str | None = None
+    """The column's default as SQL text (`100`, `now()`), where it has one."""
+
+    @property
+    def base(self) -> str:
+        """The type without its modifiers: `numeric(10,4)` → `numeric`."""
+        return self.type.split("(")[0]
+
+    @property
+    def is_integer(self) -> bool:
+        return self.base in _INTEGER_TYPES
+
+    @property
+    def is_float(self) -> bool:
+        return self.base in _FLOAT_TYPES
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.base == "numeric"
+
+    @property
+    def largest(self) -> int | None:
+        """The largest whole number the column stores exactly, or None when it has no such limit."""
+        if self.is_integer:
+            return _INTEGER_TYPES[self.base]
+        if self.is_float:
+            return _FLOAT_EXACT_LIMIT
+        if self.is_numeric and self.precision is not None:
+            digits: int = self.precision - (self.scale or 0)
+            return int(10**digits) - 1
+        return None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A product table or view: its kind and its columns, by name."""
+
+    name: str
+    kind: str
+    """`table`, `view`, `materialized view`, `partitioned table`, `foreign table`, or `missing`."""
+    columns: tuple[Column, ...]
+    row_security: bool = False
+    """True when row-level security applies to the bot's role here: some rows may be invisible to it."""
+    primary_key: tuple[str, ...] = ()
+    unique: tuple[tuple[str, ...], ...] = ()
+    """Column lists of the unique indexes without a predicate (the primary key among them)."""
+
+    @property
+    def by_name(self) -> Mapping[str, Column]:
+        return MappingProxyType({c.name: c for c in self.columns})
+
+    def has(self, name: str) -> bool:
+        return name in self.by_name
+
+    def column(self, name: str) -> Column:
+        return self.by_name[name]
+
+
+@dataclass(frozen=True)
+class ProductShape:
+    """Facts about the product schema that vary between deployments; hashable, so queries cache per shape."""
+
+    ledger: Table
+    profiles: Table
+    email_source: EmailSource | None
+    email_id_type: str | None
+    tier_column: str | None
+    bot_schema: str
+    tier_table: TierTable | None = None
+    """TOKENS_TIER_TABLE, where that table and its columns exist."""
+
+    @property
+    def email_table(self) -> str:
+        """The quoted, schema-qualified email table; identifiers were validated by the settings."""
+        assert self.email_source is not None
+        src = self.email_source
+        return f'"{src.schema_name}"."{src.table}"'
+
+    @property
+    def cost_scale(self) -> int:
+        """Digits after the point of the profile's cost: the scale the ledger's cost is compared at."""
+        if not self.profiles.has(PROFILE_BALANCES[2]):
+            return 6
+        scale = self.profiles.column(PROFILE_BALANCES[2]).scale
+        # An unconstrained numeric or a float keeps many digits; cents/100 needs at most 6 for 4-dp cents.
+        return scale if scale is not None else 6
+
+    @property
+    def hidden_rows(self) -> bool:
+        """Row-level security may hide ledger or profile rows from the bot: totals are then partial."""
+        return self.ledger.row_security or self.profiles.row_security
+
+    @property
+    def one_profile_per_user(self) -> bool:
+        """user_id is unique in user_profiles, so a user's row needs no choosing."""
+        return ("user_id",) in self.profiles.unique
+
+    @property
+    def remaining_default(self) -> int | None:
+        """The default of the remaining column when it is a whole number (a product's untracked start)."""
+        if not self.profiles.has(PROFILE_BALANCES[0]):
+            return None
+        default = (self.profiles.column(PROFILE_BALANCES[0]).default or "").strip("()")
+        return int(default) if default.isdigit() else None
+
+    @property
+    def has_balances(self) -> bool:
+        """The product caches a balance at all (later eras dropped the columns for a computed one)."""
+        return self.profiles.has(PROFILE_BALANCES[0])
+
+    @property
+    def missing(self) -> list[str]:
+        """Required tables and columns that are not there: the bot cannot reconcile without them."""
+        gaps = [f"{t.name} (table)" for t in (self.ledger, self.profiles) if t.kind == "missing"]
+        for table, names in ((self.ledger, LEDGER_REQUIRED), (self.profiles, PROFILE_REQUIRED)):
+            if table.kind != "missing":
+                gaps += [f"{table.name}.{name}" for name in names if not table.has(name)]
+        return gaps
+
+
+_COLUMNS_SQL = text(
+    """
+    SELECT a.attname AS name,
+           format_type(a.atttypid, a.atttypmod) AS type,
+           NOT a.attnotnull AS nullable,
+           (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '') AS has_default,
+           information_schema._pg_numeric_precision(a.atttypid, a.atttypmod) AS precision,
+           information_schema._pg_numeric_scale(a.atttypid, a.atttypmod) AS scale,
+           ty.typtype = 'e' AS enum,
+           (SELECT array_agg(e.enumlabel::text ORDER BY e.enumsortorder) FROM pg_enum e
+             WHERE e.enumtypid = a.atttypid) AS labels,
+           (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+             WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) AS default_sql
+    FROM pg_attribute a
+    JOIN pg_type ty ON ty.oid = a.atttypid
+    WHERE a.attrelid = to_regclass(:table) AND a.attnum > 0 AND NOT a.attisdropped
+    ORDER BY a.attnum
+    """
+)
+
+_TABLE_SQL = text(
+    """
+    SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' WHEN 'v' THEN 'view'
+                          WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table' ELSE 'other' END
+               AS kind,
+           c.relrowsecurity
+               AND NOT pg_has_role(c.relowner, 'USAGE')
+               AND NOT (SELECT rolbypassrls FROM pg_roles WHERE rolname = current_user) AS row_security
+    FROM pg_class c WHERE c.oid = to_regclass(:table)
+    """
+)
+
+_UNIQUE_SQL = text(
+    """
+    SELECT x.indisprimary AS primary_key,
+           array_agg(a.attname::text ORDER BY k.ord) AS columns
+    FROM pg_index x
+    CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
+    WHERE x.indrelid = to_regclass(:table) AND x.indisunique AND x.indisvalid AND x.indpred IS NULL
+    GROUP BY x.indexrelid, x.indisprimary
+    """
+)
+
+# The values a CHECK constraint of the form `col IN (...)` / `col = ANY (ARRAY[...])` allows.
+_CHECKS_SQL = text(
+    """
+    SELECT a.attname AS name, pg_get_constraintdef(k.oid) AS definition
+    FROM pg_constraint k
+    JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey)
+    WHERE k.conrelid = to_regclass(:table) AND k.contype = 'c' AND cardinality(k.conkey) = 1
+    """
+)
+
+
+def _read_table(conn: Connection, name: str) -> Table:
+    qualified = f"public.{name}"
+    found = conn.execute(_TABLE_SQL, {"table": qualified}).first()
+    if found is None:
+        return Table(name=name, kind="missing", columns=())
+    checks: dict[str, tuple[str, ...]] = {}
+    for row in conn.execute(_CHECKS_SQL, {"table": qualified}):
+        values = _allowed_values(str(row.definition))
+        if values is not None:
+            checks[row.name] = values
+    columns = tuple(
+        Column(
+            name=row.name,
+            type=row.type,
+            nullable=bool(row.nullable),
+            has_default=bool(row.has_default),
+            precision=row.precision,
+            scale=row.scale,
+            enum=bool(row.enum),
+            # An enum allows its labels, as a CHECK list allows its values.
+            check_values=tuple(row.labels) if row.labels else checks.get(row.name),
+            default=row.default_sql,
+        )
+        for row in conn.execute(_COLUMNS_SQL, {"table": qualified})
+    )
+    keys = conn.execute(_UNIQUE_SQL, {"table": qualified}).all()
+    return Table(
+        name=name,
+        kind=str(found.kind),
+        columns=columns,
+        row_security=bool(found.row_security),
+        primary_key=next((tuple(k.columns) for k in keys if k.primary_key), ()),
+        unique=tuple(tuple(k.columns) for k in keys),
+    )
+
+
+def _allowed_values(definition: str) -> tuple[str, ...] | None:
+    """The quoted literals of a one-column `IN`/`= ANY (ARRAY[...])` check; None for any other check."""
+    if " ANY " not in definition and " IN " not in definition:
+        return None
+    return tuple(value.replace("''", "'") for value in re.findall(r"'((?:[^']|'')*)'", definition))
+
+
+def _tier_table(conn: Connection, settings: Settings) -> TierTable | None:
+    """TOKENS_TIER_TABLE when the table has every column it names; doctor says so when it does not."""
+    table = settings.tokens_tier_table
+    if table is None:
+        return None
+    found = conn.execute(
+        text(
+            "SELECT count(DISTINCT a.attname) FROM pg_attribute a"
+            " WHERE a.attrelid = to_regclass(:table) AND a.attname = ANY(:names) AND NOT a.attisdropped"
+        ),
+        {"table": table.qualified, "names": [table.key, table.name, *table.amounts]},
+    ).scalar_one()
+    return table if found == len({table.key, table.name, *table.amounts}) else None
+
+
+def inspect_product(conn: Connection, settings: Settings) -> ProductShape:
+    """Read the product schema so every query uses only what exists, read the way core.store.columns says."""
+    ledger = _read_table(conn, LEDGER)
+    profiles = _read_table(conn, PROFILES)
+    source = settings.email_source
+    email = conn.execute(
+        text(
+            "SELECT max(format_type(a.atttypid, a.atttypmod)) FILTER (WHERE a.attname = :i) AS id_type"
+            " FROM pg_attribute a WHERE a.attrelid = to_regclass(:table) AND a.attname IN (:c, :i)"
+            " AND NOT a.attisdropped HAVING count(*) = 2"
+        ),
+        {"table": f'"{source.schema_name}"."{source.table}"', "c": source.column, "i": source.id_column},
+    ).first()
+    return ProductShape(
+        tier_table=_tier_table(conn, settings),
+        ledger=ledger,
+        profiles=profiles,
+        email_source=source if email else None,
+        email_id_type=str(email.id_type) if email else None,
+        tier_column=settings.tokens_tier_column if profiles.has(settings.tokens_tier_column) else None,
+        bot_schema=settings.tokens_schema,
+    )

@@ -1,0 +1,122 @@
+"""The whole-fleet discrepancy scan as SQL: the check's balance arithmetic for every user in one pass.
+
+Users, not ledger rows, are paged: the first grant is the smallest `Columns.history_key`, the same row
+the check takes, and min() keeps the ledger's aggregation one parallel hash aggregation (an ordered
+aggregate would force a serial sort of the ledger). Resets, where configured, are found first (one
+DISTINCT ON over the reset rows) and joined in, so each user's sums start after their latest.
+"""
+
+from __future__ import annotations
+
+from core.store.balances import RESET_ORDER, reset_columns
+from core.store.columns import Columns
+from core.store.tiers import Tiers
+
+
+def discrepancy_cte(cols: Columns, tiers: Tiers, *, chosen_users: bool = False) -> str:
+    """CTEs ending in `judged` (every user's balance) and `flagged` (those over `:minimum`).
+
+    `chosen_users` narrows both tables to `:ids`, for re-reading a few users the digest picked.
+    """
+    t, p = "t", "p"
+    ok, tokens = cols.success(t), cols.tokens(t)
+    grant, after = f"{ok} AND {cols.is_grant(t)}", cols.after_reset(t, "r")
+    ledger_ids, profile_ids = (
+        f"CAST(:ids AS {table.column('user_id').type}[])" for table in (cols.ledger, cols.profiles)
+    )
+    only_ledger = f"t.user_id = ANY({ledger_ids})" if chosen_users else "true"
+    only_profiles = f"AND p.user_id = ANY({profile_ids})" if chosen_users else ""
+    # Whether each tier amount was logged as a grant by the product (tokens-bot's own grants are approved
+    # extras, as in the check): one boolean per amount keeps the aggregation parallel (PostgreSQL 15
+    # cannot combine partial array_agg results).
+    amounts = sorted(set(tiers.amounts.values()))
+    logged = "".join(
+        f",\n               bool_or({grant} AND {tokens} = {int(a)} AND NOT {cols.written_by_bot(t)}) AS logged_{i}"
+        for i, a in enumerate(amounts)
+    )
+    tier_logged = (
+        "CASE tg.amount "
+        + " ".join(f"WHEN {int(a)} THEN l.logged_{i}" for i, a in enumerate(amounts))
+        + " END"
+        if amounts
+        else "NULL::boolean"
+    )
+    resets, join_resets = "", ""
+    if cols.reset_actions:
+        resets = f"""
+    resets AS (
+        SELECT DISTINCT ON (t.user_id) t.user_id, {reset_columns(cols)}
+        FROM token_usage t
+        WHERE {only_ledger} AND {ok} AND {cols.is_reset(t)}
+        ORDER BY t.user_id, {RESET_ORDER}
+    ),"""
+        join_resets = "LEFT JOIN resets r ON r.user_id = t.user_id"
+    return f"""
+    tiers AS (
+        SELECT key AS tier, value::numeric AS amount FROM jsonb_each_text(:tier_grants)
+    ),{resets}
+    ledger AS (
+        SELECT t.user_id,
+               {"min(r.reset_tokens) AS reset_tokens, min(r.reset_at) AS reset_at, min(r.reset_action) AS reset_action," if cols.reset_actions else ""}
+               coalesce(sum({tokens}) FILTER (WHERE {cols.is_recent(t, "make_interval(secs => :grace)")}), 0)
+                   AS recent_tokens,
+               count(*) AS ledger_rows,
+               count(*) FILTER (WHERE NOT {ok}) AS failed_rows,
+               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {cols.is_usage(t)}), 0) AS calculated_used,
+               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {cols.is_usage(t)} AND {after}), 0) AS counted_used,
+               coalesce(sum({cols.cents(t)}) FILTER (WHERE {ok} AND {cols.is_usage(t)}), 0) AS calculated_cents,
+               coalesce(sum({tokens}) FILTER (WHERE {grant} AND {after}), 0) AS all_grants,
+               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {cols.is_deduct(t)} AND {after}), 0)
+                   AS admin_deductions,
+               {cols.tokens_of_key(f"min({cols.history_key(t)}) FILTER (WHERE {grant})")} AS first_grant{logged}
+        FROM token_usage t {join_resets}
+        WHERE {only_ledger}
+        GROUP BY t.user_id
+    ),
+    balances AS (
+        SELECT p.user_id::text AS user_id,
+               {cols.profile_balances(p)},
+               {"l.reset_tokens, l.reset_at, l.reset_action," if cols.reset_actions else "NULL::numeric AS reset_tokens, NULL::timestamptz AS reset_at, NULL::text AS reset_action,"}
+               coalesce(l.ledger_rows, 0) AS ledger_rows,
+               coalesce(l.failed_rows, 0) AS failed_rows,
+               coalesce(l.calculated_used, 0) AS calculated_used,
+               coalesce(l.counted_used, 0) AS counted_used,
+               round(coalesce(l.calculated_cents, 0) / {cols.cost_divisor}, {cols.shape.cost_scale}) AS calculated_cost,
+               coalesce(l.admin_deductions, 0) AS admin_deductions,
+               coalesce(l.all_grants, 0) AS all_grants,
+               l.first_grant,
+               tg.amount AS tier_amount,
+               -- As choose_initial_grant: a tier amount counts as logged when a grant of that amount
+               -- exists that tokens-bot did not write; a first grant (the bot's too) is logged by
+               -- definition, so it is counted once either way.
+               CASE WHEN tg.amount IS NOT NULL THEN coalesce({tier_logged}, false)
+                    ELSE l.first_grant IS NOT NULL END AS assumed_grant_logged,
+               coalesce(l.recent_tokens, 0) AS recent_tokens
+        FROM {cols.current_profiles("p")}
+        LEFT JOIN ledger l ON {cols.same_user("l.user_id", cols.ledger, "p.user_id", cols.profiles)}
+        LEFT JOIN tiers tg ON tg.tier = {cols.tier(p)}
+        WHERE true {only_profiles}
+    ),
+    judged AS (
+        SELECT b.*, g.admin_grants,
+               g.initial_grant + g.admin_grants - b.counted_used - b.admin_deductions AS expected_remaining
+        FROM balances b
+        -- A reset replaces the initial grant; otherwise the tier, else the first grant. Never counted
+        -- twice: a grant row that is the initial grant is not also an extra grant.
+        CROSS JOIN LATERAL (
+            SELECT coalesce(b.reset_tokens, b.tier_amount, b.first_grant, 0) AS initial_grant,
+                   b.all_grants - CASE WHEN b.reset_tokens IS NULL AND b.assumed_grant_logged
+                                       THEN coalesce(b.tier_amount, b.first_grant, 0) ELSE 0 END AS admin_grants
+        ) g
+    ),
+    flagged AS (
+        -- A write still in progress (ledger row in, balance not yet) can explain at most the tokens of
+        -- the rows inside the grace window: only a discrepancy within that allowance is deferred.
+        SELECT j.*, w.worst, w.worst - j.recent_tokens <= :minimum AS deferred
+        FROM judged j
+        CROSS JOIN LATERAL (
+            SELECT greatest(abs(j.current_used - j.calculated_used),
+                            abs(j.current_remaining - j.expected_remaining)) AS worst
+        ) w
+        WHERE w.worst > :minimum
+    )"""

@@ -1,0 +1,1 @@
+"""The demo data set, and the product tables for demo and benchmark databases."""
