@@ -17,7 +17,7 @@ from bot.render.approvals import (
 )
 from bot.render.common import Reply
 from bot.slack_api import Interaction, SlackPort
-from core.services.approvals import ApprovalRequest, Decision, LedgerSnapshot, Outcome, Person
+from core.domain.approvals import ApprovalRequest, Decision, LedgerSnapshot, Person, RequestStatus
 from core.services.service import TokensService
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def _publish(
     try:
         if request.channel and request.message_ts:
             slack.update(request.channel, request.message_ts, render_request(request))
-            if decision is not None and decision.outcome is Outcome.APPLIED:
+            if decision is not None and decision.outcome is RequestStatus.APPLIED:
                 grant = request.correction.explicit_initial_grant if request.correction else None
                 report = service.reconcile(decision.actor.slack_id, request.user.user_id, initial_grant=grant)
                 slack.post(request.channel, render_reconcile(report), thread_ts=request.message_ts)

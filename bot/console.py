@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 from bot.handlers import reply_to_action, reply_to_command
 from bot.render.common import Reply, unescape
-from core.services.approvals import Person
+from core.domain.approvals import Person
 from core.services.service import TokensService
 
 PROMPT_HELP = """\

@@ -15,7 +15,7 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web import SlackResponse
 
 from bot.render.common import Reply
-from core.services.approvals import Person
+from core.domain.approvals import Person
 from core.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from core.domain.balance import compute_balance
+from core.domain.approvals import Person, RequestStatus
 from core.domain.models import Balance
-from core.services.approvals import Outcome, Person
 from core.services.service import TokensService
 from core.settings import Settings
+from core.store.balances import compute_balance
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.fake_slack import FakeSlack
 from tests.support.ledger import add_usage, add_user, remaining, spend
@@ -145,7 +145,7 @@ def test_a_click_queued_behind_the_request_lock_is_judged_by_the_clock_when_it_d
         now[0] = request.expires_at + timedelta(seconds=1)
         holder.commit()
         decision = click.result(timeout=10)
-    assert decision.outcome is Outcome.EXPIRED and decision.request.decided_at == now[0]
+    assert decision.outcome is RequestStatus.EXPIRED and decision.request.decided_at == now[0]
     with engine.connect() as conn:
         assert remaining(conn, user) == 10_000
 

@@ -20,11 +20,11 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import Engine, text
 
-from core.domain.balance import compute_balance
+from core.domain.approvals import Person, RequestKind, RequestStatus
 from core.domain.errors import InvalidAdjustmentError, RequestRefusedError
-from core.services.approvals import Outcome, Person, RequestKind, RequestStatus
 from core.services.service import TokensService
 from core.settings import Settings
+from core.store.balances import compute_balance
 from tests.support.ledger import BASE_TIME, add_usage, add_user, remaining, spend
 
 ASKER = Person(slack_id="UADMIN1", name="Ada", email="ada@staff.example")
@@ -168,7 +168,7 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
                     self.service.approve(ASKER if by_requester else APPROVER, request_id)
                 return
             if self.now >= request.expires_at:
-                assert self.service.approve(APPROVER, request_id).outcome is Outcome.EXPIRED
+                assert self.service.approve(APPROVER, request_id).outcome is RequestStatus.EXPIRED
                 request.status = RequestStatus.EXPIRED
                 return
             if request.kind is RequestKind.ADJUSTMENT:
@@ -178,7 +178,7 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
                         self.service.approve(APPROVER, request_id)
                     return
                 decision = self.service.approve(APPROVER, request_id)
-                assert decision.outcome is Outcome.APPLIED
+                assert decision.outcome is RequestStatus.APPLIED
                 assert (decision.request.balance_before, decision.request.balance_after) == (
                     user.remaining,
                     user.remaining + request.delta,
@@ -187,10 +187,10 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
                 user.ledger_rows += 1
                 request.status = RequestStatus.APPLIED
             elif user.ledger_rows != request.ledger_rows_at_proposal:
-                assert self.service.approve(APPROVER, request_id).outcome is Outcome.STALE
+                assert self.service.approve(APPROVER, request_id).outcome is RequestStatus.STALE
                 request.status = RequestStatus.STALE
             else:
-                assert self.service.approve(APPROVER, request_id).outcome is Outcome.APPLIED
+                assert self.service.approve(APPROVER, request_id).outcome is RequestStatus.APPLIED
                 user.remaining -= user.drift
                 user.drift = 0
                 request.status = RequestStatus.APPLIED
@@ -208,9 +208,9 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
                 with pytest.raises(RequestRefusedError):
                     decide()
                 return
-            expected = Outcome.CANCELLED if cancel else Outcome.REJECTED
+            expected = RequestStatus.CANCELLED if cancel else RequestStatus.REJECTED
             if self.now >= request.expires_at:
-                expected = Outcome.EXPIRED
+                expected = RequestStatus.EXPIRED
             assert decide().outcome is expected
             request.status = RequestStatus(expected.value)
 

@@ -7,9 +7,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine
 
+from core.domain.approvals import Person
 from core.domain.errors import EmailLookupUnavailableError, NotAllowedError, UserNotFoundError
 from core.domain.models import FindingKind, GrantSource, Verdict
-from core.services.approvals import Person
 from core.services.service import TokensService
 from core.settings import Settings
 from tests.support.ledger import add_usage, add_user

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from core.domain.approvals import Person
 from core.domain.errors import AmbiguousUserError, InvalidAdjustmentError, ProductDataError, UserNotFoundError
 from core.domain.models import DataQualityKind, Verdict
-from core.services.approvals import Person
 from core.services.service import TokensService
 from core.settings import Settings
 from core.store.db import make_engine

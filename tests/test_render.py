@@ -10,9 +10,9 @@ from typing import Any
 from bot.render.approvals import render_request
 from bot.render.common import MAX_CONTEXT_TEXT
 from bot.render.fleet import render_digest
+from core.domain.approvals import ApprovalRequest, Person, RequestKind, RequestStatus
 from core.domain.models import Page, UserRef
 from core.domain.reports import FleetTotals, LowBalanceReport
-from core.services.approvals import ApprovalRequest, Person, RequestKind, RequestStatus
 from tests.support.reports import quiet_digest
 
 ADA = Person(slack_id="UADMIN1", name="Ada Admin")

@@ -40,10 +40,9 @@ from bot.render.common import (
     signed,
     tokens,
 )
-from core.services.approvals import (
+from core.domain.approvals import (
     ApprovalRequest,
     Decision,
-    Outcome,
     Person,
     ReconcileReport,
     RequestKind,
@@ -167,13 +166,13 @@ def render_decision(decision: Decision) -> Reply:
     request = decision.request
     name = title(request)
     texts = {
-        Outcome.APPLIED: f":white_check_mark: You approved {name}: {_label(request)}'s balance went from"
+        RequestStatus.APPLIED: f":white_check_mark: You approved {name}: {_label(request)}'s balance went from"
         f" {tokens(request.balance_before or 0)} to {tokens(request.balance_after or 0)}.",
-        Outcome.REJECTED: f":x: You rejected {name} ({clip(escape(request.decision_reason or ''), MAX_REASON_SHOWN)}).",
-        Outcome.CANCELLED: f":heavy_minus_sign: You cancelled {name}.",
-        Outcome.EXPIRED: f":hourglass: {name} expired at {when(request.expires_at)}, so it can no longer be"
+        RequestStatus.REJECTED: f":x: You rejected {name} ({clip(escape(request.decision_reason or ''), MAX_REASON_SHOWN)}).",
+        RequestStatus.CANCELLED: f":heavy_minus_sign: You cancelled {name}.",
+        RequestStatus.EXPIRED: f":hourglass: {name} expired at {when(request.expires_at)}, so it can no longer be"
         " decided; nothing was changed.",
-        Outcome.STALE: f":warning: {name} is stale: new ledger rows arrived for {_label(request)} since it was"
+        RequestStatus.STALE: f":warning: {name} is stale: new ledger rows arrived for {_label(request)} since it was"
         " proposed, so nothing was changed. Press Recompute on the message for a fresh reconciliation.",
     }
     text = texts[decision.outcome]

@@ -30,6 +30,7 @@ from bot.render.common import (
     signed,
     tokens,
 )
+from core.domain.approvals import when
 from core.domain.models import UserRef
 from core.domain.reports import (
     DigestReport,
@@ -39,7 +40,6 @@ from core.domain.reports import (
     LowBalanceRow,
     TopReport,
 )
-from core.services.approvals import when
 
 __all__ = ["DISCREPANCIES_PAGE_ACTION", "LOWBALANCE_PAGE_ACTION", "OPEN_CHECK_ACTION", "TOP_PAGE_ACTION"]
 

@@ -1,64 +1,20 @@
-"""The balance arithmetic of the guide's Steps 1 and 4, computed by the database for one user."""
+"""The balance arithmetic of the guide's Steps 1 and 4: the initial grant, the expected balance, the verdict.
+
+Pure: the sums come from a query (core.store.balances or core.store.scan), the rules live here."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
-
-from sqlalchemy import Connection, RowMapping
 
 from core.domain.models import Balance, CostUnit, Finding, FindingKind, GrantSource, InitialGrant, Verdict
-from core.settings import Settings
-from core.store.balances import balance_sql
-from core.store.columns import Columns
-from core.store.product import ProductShape
-from core.store.tiers import Tiers, load_tiers
-
-
-def read_balance(
-    conn: Connection,
-    cols: Columns,
-    tiers: Tiers,
-    user_id: str,
-    explicit_initial_grant: int | None = None,
-) -> tuple[Balance, RowMapping]:
-    """The user's Balance, and the row it came from (it also holds the data-quality counts)."""
-    row = (
-        conn.execute(
-            balance_sql(cols),
-            {"u": user_id, "explicit": explicit_initial_grant, "tiers": json.dumps(tiers.amounts)},
-        )
-        .mappings()
-        .one()
-    )
-    balance = balance_from_sums(
-        row,
-        tiers,
-        cost_unit=cols.cost_unit,
-        gross_grants=int(row["admin_grants"]),
-        explicit_initial_grant=explicit_initial_grant,
-    )
-    return balance, row
-
-
-def compute_balance(
-    conn: Connection,
-    shape: ProductShape,
-    settings: Settings,
-    user_id: UUID | str,
-    explicit_initial_grant: int | None = None,
-) -> Balance:
-    """Compare the profile's cached values with the ledger, choosing the initial grant as DESIGN.md says."""
-    tiers = load_tiers(conn, shape, settings)
-    balance, _ = read_balance(conn, Columns.of(shape, settings), tiers, str(user_id), explicit_initial_grant)
-    return balance
+from core.domain.tiers import Tiers
 
 
 def balance_from_sums(
-    row: RowMapping,
+    row: Mapping[str, Any],
     tiers: Tiers,
     *,
     cost_unit: CostUnit,

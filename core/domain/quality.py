@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.domain.models import Balance, DataQualityKind, DataQualityNote
-from core.store.product import ProductShape
 
 _MEANINGS: dict[DataQualityKind, str] = {
     DataQualityKind.NULL_TOKENS: "ledger rows have no tokens_used; each counts as 0 tokens",
@@ -44,7 +43,7 @@ def ledger_notes(row: Mapping[str, Any]) -> list[DataQualityNote]:
     return notes
 
 
-def profile_notes(balance: Balance, shape: ProductShape) -> list[DataQualityNote]:
+def profile_notes(balance: Balance, hidden_tables: list[str]) -> list[DataQualityNote]:
     """NULL balance columns, and rows the bot's role may not see."""
     notes = []
     if balance.unset:
@@ -57,8 +56,8 @@ def profile_notes(balance: Balance, shape: ProductShape) -> list[DataQualityNote
                 " reads it. An approved adjustment or correction writes a value.",
             )
         )
-    if shape.hidden_rows:
-        tables = [t.name for t in (shape.ledger, shape.profiles) if t.row_security]
+    if hidden_tables:
+        tables = hidden_tables
         notes.append(
             DataQualityNote(
                 kind=DataQualityKind.HIDDEN_ROWS,

@@ -7,15 +7,18 @@ from uuid import UUID
 
 from sqlalchemy import Connection
 
-from core.domain.balance import judge, read_balance
-from core.domain.findings import diagnose, read_ledger_signals
+from core.domain.balance import judge
+from core.domain.findings import diagnose
 from core.domain.models import CheckReport, Page
 from core.domain.quality import ledger_notes, profile_notes
+from core.domain.tiers import known_amounts
 from core.settings import Settings
+from core.store.balances import read_balance
 from core.store.columns import Columns
 from core.store.ledger import recent_operations, usage_breakdown
 from core.store.product import ProductShape
-from core.store.tiers import known_amounts, load_tiers
+from core.store.signals import read_ledger_signals
+from core.store.tiers import load_tiers
 from core.store.users import find_user
 
 
@@ -34,7 +37,7 @@ def check_user(
     ref = find_user(conn, cols, user)
     balance, sums = read_balance(conn, cols, tiers, ref.user_id, initial_grant)
     signals = read_ledger_signals(conn, cols, settings, ref.user_id)
-    findings = diagnose(balance, signals, known_amounts(tiers, shape))
+    findings = diagnose(balance, signals, known_amounts(tiers, shape.remaining_default))
     shown = min(balance.ledger_rows, settings.tokens_recent_operations)
     size = settings.tokens_page_size
     pages = max(1, math.ceil(shown / size))
@@ -50,5 +53,5 @@ def check_user(
         operations_total=balance.ledger_rows,
         page=Page(number=number, count=pages),
         explicit_initial_grant=initial_grant,
-        data_quality=ledger_notes(dict(sums)) + profile_notes(balance, shape),
+        data_quality=ledger_notes(dict(sums)) + profile_notes(balance, shape.hidden_tables),
     )

@@ -11,6 +11,7 @@ from psycopg.errors import InsufficientPrivilege, QueryCanceled
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError, ProgrammingError
 
+from core.domain.approvals import ApprovalRequest, Decision, LedgerSnapshot, Person, ReconcileReport
 from core.domain.errors import (
     DatabaseUnavailableError,
     NotAllowedError,
@@ -21,11 +22,10 @@ from core.domain.errors import (
 from core.domain.models import CheckReport
 from core.domain.reports import DigestReport, DiscrepancyReport, LowBalanceReport, TopReport
 from core.services import approvals
-from core.services.approvals import ApprovalRequest, Decision, LedgerSnapshot, Person, ReconcileReport
 from core.services.check import check_user
 from core.services.digest import build_digest, record_posted
 from core.settings import Settings
-from core.store import fleet
+from core.store import fleet, requests
 from core.store.db import unit_of_work
 from core.store.product import ProductShape, inspect_product
 
@@ -100,11 +100,11 @@ class TokensService:
     def pending_requests(self, actor: str) -> list[ApprovalRequest]:
         self.require_viewer(actor)
         with self._reading() as conn:
-            return approvals.pending_requests(conn, self.settings, self.clock())
+            return requests.pending_requests(conn, self.settings, self.clock())
 
     def attach_message(self, request_id: int, channel: str, ts: str) -> None:
         with self._writing() as conn:
-            approvals.attach_message(conn, self.settings, request_id, channel, ts)
+            requests.attach_message(conn, self.settings, request_id, channel, ts)
 
     def lowbalance(self, actor: str, threshold: int | None = None, *, page: int = 1) -> LowBalanceReport:
         """`/tokens lowbalance`: users under the threshold, lowest first."""

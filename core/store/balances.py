@@ -3,11 +3,19 @@ one pass over the user's rows. Built once per product shape and configuration.""
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from uuid import UUID
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import Connection, RowMapping, TextClause, text
 
+from core.domain.balance import balance_from_sums
+from core.domain.models import Balance
+from core.domain.tiers import Tiers
+from core.settings import Settings
 from core.store.columns import Columns
+from core.store.product import ProductShape
+from core.store.tiers import load_tiers
 
 
 def reset_columns(cols: Columns) -> str:
@@ -96,3 +104,42 @@ def _quality_counts(cols: Columns) -> str:
         f" coalesce(sum({tokens}) FILTER (WHERE {where}), 0) AS {name}_tokens"
         for name, where in conditions.items()
     )
+
+
+def read_balance(
+    conn: Connection,
+    cols: Columns,
+    tiers: Tiers,
+    user_id: str,
+    explicit_initial_grant: int | None = None,
+) -> tuple[Balance, RowMapping]:
+    """The user's Balance, and the row it came from (it also holds the data-quality counts)."""
+    row = (
+        conn.execute(
+            balance_sql(cols),
+            {"u": user_id, "explicit": explicit_initial_grant, "tiers": json.dumps(tiers.amounts)},
+        )
+        .mappings()
+        .one()
+    )
+    balance = balance_from_sums(
+        dict(row),
+        tiers,
+        cost_unit=cols.cost_unit,
+        gross_grants=int(row["admin_grants"]),
+        explicit_initial_grant=explicit_initial_grant,
+    )
+    return balance, row
+
+
+def compute_balance(
+    conn: Connection,
+    shape: ProductShape,
+    settings: Settings,
+    user_id: UUID | str,
+    explicit_initial_grant: int | None = None,
+) -> Balance:
+    """Compare the profile's cached values with the ledger, choosing the initial grant as DESIGN.md says."""
+    tiers = load_tiers(conn, shape, settings)
+    balance, _ = read_balance(conn, Columns.of(shape, settings), tiers, str(user_id), explicit_initial_grant)
+    return balance

@@ -178,7 +178,7 @@ class Columns(ProfileColumns):
         return f"({a}.metadata IS NOT NULL AND coalesce({typeof}({document}), '') <> 'object')"
 
     def written_by_bot(self, a: str) -> str:
-        """A row tokens-bot wrote on approval (core.services.approvals records both keys): never an initial grant."""
+        """A row tokens-bot wrote on approval (core.domain.approvals.approval_trail records both keys): never an initial grant."""
         return f"coalesce({self.meta(a, 'source')} = 'slack' AND {self.meta(a, 'request_id')} IS NOT NULL, false)"
 
     def text_of(self, a: str, name: str) -> str:

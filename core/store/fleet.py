@@ -16,7 +16,7 @@ from sqlalchemy import Connection, TextClause, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from core.domain.balance import balance_from_sums
-from core.domain.findings import diagnose, read_ledger_signals
+from core.domain.findings import diagnose
 from core.domain.models import Page, UserRef
 from core.domain.reports import (
     DiscrepancyReport,
@@ -27,11 +27,13 @@ from core.domain.reports import (
     TopReport,
     TopRow,
 )
+from core.domain.tiers import Tiers, known_amounts
 from core.settings import Settings
 from core.store.columns import COST, REMAINING, USED, Columns
 from core.store.product import ProductShape
 from core.store.scan import discrepancy_cte
-from core.store.tiers import Tiers, known_amounts, load_tiers
+from core.store.signals import read_ledger_signals
+from core.store.tiers import load_tiers
 
 
 def _email_join(cols: Columns, alias: str) -> tuple[str, str]:
@@ -170,7 +172,7 @@ def discrepancy_row(
     return DiscrepancyRow(
         user=UserRef(user_id=row["user_id"], email=row["email"]),
         balance=balance,
-        findings=diagnose(balance, signals, known_amounts(tiers, cols.shape)),
+        findings=diagnose(balance, signals, known_amounts(tiers, cols.shape.remaining_default)),
     )
 
 

@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from sqlalchemy import Connection, TextClause, text
 
+from core.domain.approvals import LedgerSnapshot
 from core.domain.models import BreakdownRow, Operation
 from core.store.columns import Columns
 
@@ -63,3 +64,15 @@ def recent_operations(
     """A slice of the newest operations, failures and their errors included; undated rows come last."""
     rows = conn.execute(_operations_sql(cols), {"u": user_id, "limit": limit, "offset": offset}).mappings()
     return [Operation.model_validate(dict(row)) for row in rows]
+
+
+def ledger_snapshot(conn: Connection, cols: Columns, user_id: str) -> LedgerSnapshot:
+    """How far a user's ledger has got: a correction proposed at one snapshot is stale at another."""
+    row = conn.execute(
+        text(
+            f"SELECT count(*) AS rows, max({cols.shown_time('t')}) AS last_at FROM token_usage t"
+            f" WHERE t.user_id = {cols.user_param(cols.ledger)}"
+        ),
+        {"u": user_id},
+    ).one()
+    return LedgerSnapshot(rows=int(row.rows), last_at=row.last_at)

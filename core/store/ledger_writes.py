@@ -15,8 +15,10 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from core.domain.errors import InvalidAdjustmentError, ProductDataError
-from core.store.columns import Columns
+from core.domain.errors import InvalidAdjustmentError, NotConfiguredError, ProductDataError
+from core.domain.models import Balance
+from core.settings import Settings
+from core.store.columns import COST, REMAINING, USED, Columns
 from core.store.product import Column
 
 # Columns the bot fills itself; any other NOT NULL column without a default makes a write impossible.
@@ -143,3 +145,99 @@ def require_fits(cols: Columns, name: str, value: int | Decimal, what: str) -> N
             f"{what} would be {value:,}, which user_profiles.{name} ({column.type}) cannot hold;"
             " nothing was changed."
         )
+
+
+def current_row(conn: Connection, cols: Columns, user_id: str, *, lock: bool) -> tuple[str, int]:
+    """The user's current profile row (core.store.profile_columns) and its remaining balance as the bot reads it
+    (NULL is 0); `lock` holds exactly that row until commit, and re-reads the balance under the lock."""
+    found = conn.execute(
+        text(
+            f"SELECT p.bot_profile_key AS key, {cols.balance('p', REMAINING)} AS remaining"
+            f" FROM {cols.current_profiles('p')} WHERE p.user_id = {cols.user_param(cols.profiles)}"
+        ),
+        {"u": user_id},
+    ).one()
+    if not lock:
+        return str(found.key), int(found.remaining)
+    locked = (
+        conn.execute(
+            text(
+                f"SELECT {cols.balance('p', REMAINING)} FROM user_profiles p"
+                f" WHERE {cols.is_profile_row('p')} FOR UPDATE"
+            ),
+            {"k": found.key},
+        )
+        .scalars()
+        .all()
+    )
+    if len(locked) != 1:
+        raise ProductDataError(
+            f"user_profiles is a view without a key and holds {len(locked):,} rows for this user, so"
+            " tokens-bot cannot change exactly one of them. Nothing was changed."
+        )
+    return str(found.key), int(locked[0])
+
+
+def require_ledger_writable(cols: Columns, settings: Settings, delta: int) -> None:
+    """Refused when asked, not at the first click: the product's ledger would not take the bot's row."""
+    action = (settings.tokens_grant_actions if delta > 0 else settings.tokens_deduct_actions)[:1]
+    if not action:
+        raise NotConfiguredError(
+            f"No action type is configured for a {'grant' if delta > 0 else 'deduction'}"
+            f" ({'TOKENS_GRANT_ACTIONS' if delta > 0 else 'TOKENS_DEDUCT_ACTIONS'} is empty). Nothing was requested."
+        )
+    problems = ledger_write_problems(cols, action)
+    if problems:
+        raise ProductDataError(
+            "tokens-bot could not record this change in the product's ledger, so it was not requested: "
+            + "; ".join(problems)
+            + ". `tokens-bot doctor` lists what the bot needs."
+        )
+
+
+def _profile_cast(cols: Columns, name: str, param: str) -> str:
+    return f"CAST(:{param} AS {cols.profiles.column(name).type})"
+
+
+def set_remaining(conn: Connection, cols: Columns, key: str, remaining: int) -> None:
+    """The one profile row `key` names gets its new remaining balance."""
+    conn.execute(
+        text(
+            f"UPDATE user_profiles p SET {REMAINING} = {_profile_cast(cols, REMAINING, 'r')} WHERE {cols.is_profile_row('p')}"
+        ),
+        {"r": remaining, "k": key},
+    )
+
+
+def set_balances(
+    conn: Connection, cols: Columns, key: str, *, remaining: int, used: int, cost: Decimal
+) -> None:
+    """A correction: the three cached values of the one profile row `key` names, where the product has them."""
+    targets = {REMAINING: "r", USED: "used", COST: "c"}
+    assignments = ", ".join(
+        f"{name} = {_profile_cast(cols, name, param)}"
+        for name, param in targets.items()
+        if cols.profiles.has(name)
+    )
+    conn.execute(
+        text(f"UPDATE user_profiles p SET {assignments} WHERE {cols.is_profile_row('p')}"),
+        {"r": remaining, "used": used, "c": cost, "k": key},
+    )
+
+
+def profile_image(conn: Connection, cols: Columns, key: str) -> Any:
+    """The whole profile row as JSON, for the audit trail's before-image."""
+    return conn.execute(
+        text(f"SELECT to_jsonb(p) FROM user_profiles p WHERE {cols.is_profile_row('p')}"), {"k": key}
+    ).scalar_one()
+
+
+def require_fits_remaining(cols: Columns, remaining: int) -> None:
+    require_fits(cols, REMAINING, remaining, "The balance")
+
+
+def require_balances_fit(cols: Columns, b: Balance) -> None:
+    """A correction writes only values the profile's columns can hold."""
+    require_fits(cols, REMAINING, b.expected_remaining, "The remaining balance")
+    require_fits(cols, USED, b.calculated_used, "The used total")
+    require_fits(cols, COST, b.calculated_cost, "The total cost")

@@ -170,6 +170,11 @@ class ProductShape:
         return self.profiles.has(PROFILE_BALANCES[0])
 
     @property
+    def hidden_tables(self) -> list[str]:
+        """Tables whose rows row-level security may hide from the bot's role."""
+        return [t.name for t in (self.ledger, self.profiles) if t.row_security]
+
+    @property
     def missing(self) -> list[str]:
         """Required tables and columns that are not there: the bot cannot reconcile without them."""
         gaps = [f"{t.name} (table)" for t in (self.ledger, self.profiles) if t.kind == "missing"]

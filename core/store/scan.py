@@ -8,9 +8,9 @@ DISTINCT ON over the reset rows) and joined in, so each user's sums start after 
 
 from __future__ import annotations
 
+from core.domain.tiers import Tiers
 from core.store.balances import RESET_ORDER, reset_columns
 from core.store.columns import Columns
-from core.store.tiers import Tiers
 
 
 def discrepancy_cte(cols: Columns, tiers: Tiers, *, chosen_users: bool = False) -> str:

@@ -9,19 +9,9 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-from core.domain.models import Frozen
+from core.domain.tiers import Tiers
 from core.settings import Settings
 from core.store.product import ProductShape
-
-
-class Tiers(Frozen):
-    amounts: dict[str, int]
-    """Tokens granted per tier key."""
-    names: dict[str, str]
-    """What a reply calls each tier key (the tier table's name column; the key itself otherwise)."""
-
-    def name(self, key: str) -> str:
-        return self.names.get(key, key)
 
 
 def load_tiers(conn: Connection, shape: ProductShape, settings: Settings) -> Tiers:
@@ -41,15 +31,3 @@ def load_tiers(conn: Connection, shape: ProductShape, settings: Settings) -> Tie
         amounts={row.key: int(row.amount) for row in rows if row.amount is not None},
         names={row.key: row.name or row.key for row in rows},
     )
-
-
-def known_amounts(tiers: Tiers, shape: ProductShape) -> dict[str, int]:
-    """Amounts a balance may hold without a ledger row, each with what a finding calls it: every tier's
-    grant, and the profile's column default (products have started balances at 100 without logging it)."""
-    known = {
-        f"the {tiers.name(key)} tier grant": amount for key, amount in tiers.amounts.items() if amount > 0
-    }
-    default = shape.remaining_default
-    if default is not None and default > 0:
-        known.setdefault("the profile's default starting balance", default)
-    return known

@@ -26,13 +26,13 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import event
 
 from bot.handlers import reply_to_command
-from core.domain.findings import ledger_signals_sql, prices_json
 from core.services.service import TokensService
 from core.settings import Settings
 from core.store.columns import Columns
 from core.store.db import make_engine, unit_of_work
 from core.store.fleet import stream_discrepancies
 from core.store.product import ProductShape
+from core.store.signals import ledger_signals_sql, prices_json
 from tests.benchmarks.bench_check import percentile, summary
 from tests.benchmarks.data import describe, psql_url
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
