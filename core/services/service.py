@@ -23,10 +23,11 @@ from core.domain.models import CheckReport
 from core.domain.reports import DigestReport, DiscrepancyReport, LowBalanceReport, TopReport
 from core.services import approvals
 from core.services.check import check_user
-from core.services.digest import build_digest, record_posted
+from core.services.digest import build_digest
 from core.settings import Settings
 from core.store import fleet, requests
 from core.store.db import unit_of_work
+from core.store.digests import record_posted
 from core.store.product import ProductShape, inspect_product
 
 

@@ -1,0 +1,130 @@
+"""What each daily digest reported, in the bot's own schema, so the next one can say what is new."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Connection, Row, text
+
+from core.settings import Settings
+
+_BATCH = 1_000
+# Any fixed number works; two cron runs for one channel must not both count the same users as new.
+_DIGEST_LOCK = 7_412_003
+
+
+def lock_channel(primary: Connection, channel: str) -> None:
+    """Until commit, the only digest being built for `channel`."""
+    primary.execute(text("SELECT pg_advisory_xact_lock(:k, hashtext(:c))"), {"k": _DIGEST_LOCK, "c": channel})
+
+
+def previous_digest(primary: Connection, settings: Settings, channel: str) -> Row[Any] | None:
+    """The last digest posted to `channel` (id, created_at): the one this digest is compared with."""
+    return primary.execute(
+        text(
+            f'SELECT id, created_at FROM "{settings.tokens_schema}".digests WHERE channel = :c'
+            " ORDER BY id DESC LIMIT 1"
+        ),
+        {"c": channel},
+    ).first()
+
+
+def insert_digest(
+    primary: Connection, settings: Settings, channel: str, at: datetime, minimum: int, low_balances: int
+) -> int:
+    return int(
+        primary.execute(
+            text(
+                f'INSERT INTO "{settings.tokens_schema}".digests'
+                " (channel, created_at, minimum, discrepant, low_balances)"
+                " VALUES (:c, :at, :m, 0, :low) RETURNING id"
+            ),
+            {"c": channel, "at": at, "m": minimum, "low": low_balances},
+        ).scalar_one()
+    )
+
+
+def remember_discrepancies(
+    primary: Connection, settings: Settings, digest_id: int, rows: Iterator[dict[str, Any]]
+) -> None:
+    """Every discrepant user of this digest, written a batch at a time as the scan streams them."""
+    insert = text(
+        f'INSERT INTO "{settings.tokens_schema}".digest_discrepancies'
+        " (digest_id, user_id, worst, used_discrepancy, remaining_discrepancy, deferred)"
+        " VALUES (:d, :user_id, :worst, :used_discrepancy, :remaining_discrepancy, :deferred)"
+    )
+    while chunk := [{"d": digest_id, **row} for row in islice(rows, _BATCH)]:
+        primary.execute(insert, chunk)
+
+
+def compare_with(
+    primary: Connection, settings: Settings, digest_id: int, previous_id: int | None
+) -> dict[str, int]:
+    """Discrepant, deferred, new and resolved users of this digest against the previous one; stores the
+    discrepant count on the digest."""
+    schema = settings.tokens_schema
+    counts = (
+        primary.execute(
+            text(
+                f"""
+            WITH now AS (SELECT * FROM "{schema}".digest_discrepancies WHERE digest_id = :d),
+                 before AS (SELECT * FROM "{schema}".digest_discrepancies WHERE digest_id = :p AND NOT deferred)
+            SELECT count(*) FILTER (WHERE NOT n.deferred) AS discrepant,
+                   count(*) FILTER (WHERE n.deferred) AS deferred,
+                   count(*) FILTER (WHERE NOT n.deferred AND NOT EXISTS
+                       (SELECT 1 FROM before b WHERE b.user_id = n.user_id)) AS new,
+                   (SELECT count(*) FROM before b WHERE NOT EXISTS
+                       (SELECT 1 FROM now x WHERE x.user_id = b.user_id)) AS resolved
+            FROM now n
+            """
+            ),
+            {"d": digest_id, "p": previous_id},
+        )
+        .mappings()
+        .one()
+    )
+    primary.execute(
+        text(f'UPDATE "{schema}".digests SET discrepant = :n WHERE id = :d'),
+        {"n": counts["discrepant"], "d": digest_id},
+    )
+    return {key: int(value) for key, value in counts.items()}
+
+
+def largest(
+    primary: Connection,
+    settings: Settings,
+    digest_id: int,
+    previous_id: int | None,
+    *,
+    seen: bool,
+    limit: int,
+) -> list[str]:
+    """The largest discrepancies of this digest that the previous one did (`seen`) or did not report.
+
+    A user the previous digest only deferred was not reported to anyone, so is still new.
+    """
+    schema = settings.tokens_schema
+    rows = primary.execute(
+        text(
+            f"""
+            SELECT n.user_id FROM "{schema}".digest_discrepancies n
+            WHERE n.digest_id = :d AND NOT n.deferred
+              AND {"" if seen else "NOT"} EXISTS (
+                  SELECT 1 FROM "{schema}".digest_discrepancies b
+                  WHERE b.digest_id = :p AND b.user_id = n.user_id AND NOT b.deferred)
+            ORDER BY n.worst DESC, n.user_id LIMIT :limit
+            """
+        ),
+        {"d": digest_id, "p": previous_id, "limit": limit},
+    )
+    return [row.user_id for row in rows]
+
+
+def record_posted(primary: Connection, settings: Settings, digest_id: int, message_ts: str | None) -> None:
+    primary.execute(
+        text(f'UPDATE "{settings.tokens_schema}".digests SET message_ts = :ts WHERE id = :d'),
+        {"ts": message_ts, "d": digest_id},
+    )
