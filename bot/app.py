@@ -11,9 +11,10 @@ from slack_bolt import App, BoltContext, BoltResponse
 from slack_bolt.error import BoltError
 from slack_sdk.errors import SlackClientError
 
-from bot import delivery, guards, listeners
-from bot.delivery import web_client
+from bot import listeners
 from bot.render.common import render_unexpected_error
+from bot.slack import delivery, guards
+from bot.slack.delivery import web_client
 from core.services.service import TokensService
 from core.settings import Settings
 

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, text
 
 from bot.amounts import parse_amount
 from bot.commands import AdjustCommand, RejectCommand, parse_command
-from bot.console import run_console
+from bot.entrypoints.console import run_console
 from core.domain.errors import UsageError
 from core.services.service import TokensService
 from core.settings import Settings

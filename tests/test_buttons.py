@@ -24,7 +24,7 @@ from bot.buttons import (
     RequestButton,
     TopPage,
 )
-from bot.handlers import reply_to_action
+from bot.routes import reply_to_action
 from core.services.service import TokensService
 from core.settings import Settings
 from tests.support.fake_slack import FakeSlack

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import Engine
 
-from bot.console import run_console
+from bot.entrypoints.console import run_console
 from core.services.service import TokensService
 from core.settings import Settings
 from tests.support.ledger import add_usage, add_user
@@ -48,11 +48,19 @@ def test_demo_data_command_refuses_a_database_with_product_data(database_url: st
         add_user(conn)
     env = {**os.environ, "DATABASE_URL": database_url}
     result = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "demo-data"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "bot.entrypoints.cli", "demo-data"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "already hold" in result.stderr and "--force" in result.stderr
     migrate = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "migrate"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "bot.entrypoints.cli", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert migrate.returncode == 0 and "up to date" in migrate.stdout

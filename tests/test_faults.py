@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import Engine, text
 
-from bot.handlers import reply_to_command
+from bot.routes import reply_to_command
 from core.domain.errors import QueryTimeoutError
 from core.services.service import TokensService
 from core.settings import Settings

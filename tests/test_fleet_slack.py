@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from bot import fleet_cli
+from bot.entrypoints import jobs
 from bot.listeners._progress import respond_in_time
 from bot.render.common import message
 from core.settings import Settings
@@ -162,8 +162,8 @@ def test_digest_reports_what_is_new_since_the_previous_run(
         return [c.body for c in calls]
 
     # A dry run posts nothing and remembers nothing: the first real digest is still "the first".
-    assert fleet_cli.digest(settings, channel, dry_run=True) == 0
-    assert fleet_cli.digest(settings, channel, dry_run=False) == 0
+    assert jobs.digest(settings, channel, dry_run=True) == 0
+    assert jobs.digest(settings, channel, dry_run=False) == 0
     [first] = posted(1)
     text_ = reply_text(first)
     assert "first digest in this channel" in text_ and "*4 new*" in text_ and "Grant never logged" in text_
@@ -187,7 +187,7 @@ def test_digest_reports_what_is_new_since_the_previous_run(
             {"u": users["clean"]},
         )
     engine.dispose()
-    assert fleet_cli.digest(settings, channel, dry_run=False) == 0
+    assert jobs.digest(settings, channel, dry_run=False) == 0
     second = reply_text(posted(2)[1])
     assert "changes since the previous digest" in second
     assert "*1 new*, 3 still unresolved, 1 resolved since last time" in second

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, event
 
 from bot.commands import PARSERS
-from bot.console import ConsoleSlack
-from bot.handlers import reply_to_command
 from bot.render.common import MAX_BLOCKS, MAX_SECTION_TEXT
+from bot.routes import reply_to_command
+from bot.slack.console import ConsoleSlack
 from core.services.service import TokensService
 from core.settings import Settings
 from core.store.db import make_engine

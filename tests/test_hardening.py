@@ -18,9 +18,9 @@ from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from bot.audit import email_digest
 from bot.render.common import message
-from bot.slack_api import WebSlack
+from bot.slack.audit import email_digest
+from bot.slack.port import WebSlack
 from core.settings import Settings
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.fake_slack import FakeSlack, Recorded

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 from sqlalchemy import text as sql
 
-from bot.console import run_console
+from bot.entrypoints.console import run_console
 from bot.render.common import (
     MAX_FALLBACK_TEXT,
     MAX_SECTION_TEXT,

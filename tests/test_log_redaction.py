@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 
-from bot.audit import REDACTED, JsonFormatter, Redactor, email_digest
+from bot.slack.audit import REDACTED, JsonFormatter, Redactor, email_digest
 from core.settings import Settings
 
 

@@ -13,8 +13,8 @@ import bot.render.approvals
 import bot.render.check
 import bot.render.fleet
 from bot.commands import PARSERS
-from bot.handlers import ACTION_HANDLERS
 from bot.listeners.commands import SLASH_COMMAND
+from bot.routes import ACTION_HANDLERS
 
 ROOT = Path(__file__).resolve().parent.parent
 # The scopes each Slack Web API method needs (api.slack.com/methods); users.info needs

@@ -370,7 +370,11 @@ def test_doctor_explains_the_products_configuration(replica: Replica) -> None:
     """`tokens-bot doctor` with the product's environment: action types, profile versioning, cost unit."""
     env = {**os.environ, **CONFIG, "DATABASE_URL": replica.url}
     done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "doctor"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "bot.entrypoints.cli", "doctor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     out = done.stdout + done.stderr
     assert done.returncode in (0, 1) and "Traceback" not in out, out

@@ -301,7 +301,11 @@ def test_doctor_and_digest_commands_explain_the_schema_without_a_traceback(deplo
     outputs = {}
     for argv, codes in ((["doctor"], (0, 1)), (["digest", "--channel", "CDIGEST", "--dry-run"], (0,))):
         done = subprocess.run(
-            [sys.executable, "-m", "bot.cli", *argv], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "bot.entrypoints.cli", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         out = done.stdout + done.stderr
         assert done.returncode in codes and "Traceback" not in out and FAILURE not in out, out

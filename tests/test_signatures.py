@@ -65,6 +65,10 @@ def test_serve_refuses_to_start_without_a_signing_secret(database_url: str) -> N
     env = {k: v for k, v in os.environ.items() if k != "SLACK_SIGNING_SECRET"}
     env.update(HOPEFUL_SWITCHES, DATABASE_URL=database_url, SLACK_BOT_TOKEN="xoxb-test")
     done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "serve"], env=env, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "bot.entrypoints.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 2 and "SLACK_SIGNING_SECRET" in done.stderr

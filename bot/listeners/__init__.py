@@ -1,4 +1,4 @@
-"""Bolt listeners: ack first, then hand Slack-free inputs to bot.handlers and send the reply."""
+"""Bolt listeners: ack first, then hand Slack-free inputs to bot.routes and send the reply."""
 
 from __future__ import annotations
 

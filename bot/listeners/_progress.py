@@ -9,8 +9,8 @@ from concurrent.futures import Executor
 
 from slack_bolt import Respond
 
-from bot.handlers import ActionReply
 from bot.render.common import Reply, message, render_unexpected_error
+from bot.routes import ActionReply
 
 log = logging.getLogger(__name__)
 

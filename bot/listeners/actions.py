@@ -9,9 +9,9 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
-from bot.handlers import ACTION_HANDLERS, SLOW_ACTIONS, ActionReply, reply_to_action
 from bot.listeners._progress import reply_later, respond_in_time
-from bot.slack_api import WebSlack
+from bot.routes import ACTION_HANDLERS, SLOW_ACTIONS, ActionReply, reply_to_action
+from bot.slack.port import WebSlack
 from core.services.service import TokensService
 
 

@@ -25,7 +25,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import event
 
-from bot.handlers import reply_to_command
+from bot.routes import reply_to_command
 from core.services.service import TokensService
 from core.settings import Settings
 from core.store.columns import Columns

@@ -23,12 +23,12 @@ class BotProcess:
     """One `tokens-bot serve` process tree (gunicorn master and workers) on a free loopback port."""
 
     def __init__(self, env: dict[str, str], log_path: Path, *, argv: list[str] | None = None) -> None:
-        """Start `argv` (by default this interpreter's `bot.cli serve`) and wait for /healthz to answer."""
+        """Start `argv` (by default this interpreter's `bot.entrypoints.cli serve`) and wait for /healthz to answer."""
         self.port = free_port()
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            argv or [sys.executable, "-m", "bot.cli", "serve"],
+            argv or [sys.executable, "-m", "bot.entrypoints.cli", "serve"],
             env={**os.environ, **env, "PORT": str(self.port)},
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -86,7 +86,7 @@ def retry_handlers(settings: Settings) -> list[RetryHandler]:
 def web_client(settings: Settings) -> WebClient:
     """The app's Web API client: SLACK_API_URL, a timeout, and no retries of its own.
 
-    Every retry is left to the caller (bot.slack_api), which alone knows whether a call is safe to
+    Every retry is left to the caller (bot.slack.port), which alone knows whether a call is safe to
     repeat: a chat.postMessage whose connection dropped, or that was answered 500, may have been posted.
     The SDK's default would re-send after a dropped connection.
     """

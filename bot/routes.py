@@ -7,9 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from bot import approval_handlers as approvals
+from bot import approval_routes as approvals
 from bot import buttons
-from bot.audit import Audited
 from bot.buttons import (
     APPROVE_ACTION,
     CANCEL_ACTION,
@@ -44,7 +43,8 @@ from bot.commands import (
 from bot.render.check import render_check
 from bot.render.common import Reply, escape, message, render_help, render_unexpected_error, unescape
 from bot.render.fleet import render_discrepancies, render_lowbalance, render_top
-from bot.slack_api import Interaction, SlackPort
+from bot.slack.audit import Audited
+from bot.slack.port import Interaction, SlackPort
 from core.domain.errors import TokensBotError, UsageError
 from core.services.service import TokensService
 

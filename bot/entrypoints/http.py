@@ -13,9 +13,9 @@ from gunicorn.app.base import BaseApplication
 from sqlalchemy import Engine, text
 
 from bot.app import build_app
-from bot.audit import logging_config
 from bot.bootstrap import build_service
-from bot.slack_gate import SlackGate
+from bot.slack.audit import logging_config
+from bot.slack.gate import SlackGate
 from core.services.service import TokensService
 from core.settings import Settings
 

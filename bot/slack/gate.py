@@ -25,7 +25,7 @@ from slack_bolt.adapter.wsgi.http_response import WsgiHttpResponse
 from slack_bolt.context import BoltContext
 from slack_bolt.request.internals import build_context
 
-from bot.guards import SIGNATURE_WINDOW_SECONDS
+from bot.slack.guards import SIGNATURE_WINDOW_SECONDS
 
 log = logging.getLogger(__name__)
 

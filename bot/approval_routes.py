@@ -16,7 +16,7 @@ from bot.render.approvals import (
     render_requester_notice,
 )
 from bot.render.common import Reply
-from bot.slack_api import Interaction, SlackPort
+from bot.slack.port import Interaction, SlackPort
 from core.domain.approvals import ApprovalRequest, Decision, LedgerSnapshot, Person, RequestStatus
 from core.services.service import TokensService
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from slack_bolt import App, BoltRequest, BoltResponse
 
-from bot.audit import Audited
+from bot.slack.audit import Audited
 from core.settings import Settings
 
 log = logging.getLogger(__name__)

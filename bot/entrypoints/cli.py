@@ -7,9 +7,9 @@ import logging
 import logging.config
 import sys
 
-from bot import fleet_cli
-from bot.audit import audit_log, logging_config
 from bot.bootstrap import build_service, prepare_database
+from bot.entrypoints import jobs
+from bot.slack.audit import audit_log, logging_config
 from core.domain.errors import TokensBotError
 from core.settings import Settings
 from core.store.db import make_engine, unit_of_work
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply the bot's schema migrations")
     demo = sub.add_parser("demo-data", help="create the product tables and fill them with demo data")
     demo.add_argument("--force", action="store_true", help="add demo data even where product data exists")
-    fleet_cli.add_commands(sub)
+    jobs.add_commands(sub)
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         if command == "demo-data":
             return _demo_data(settings, force=args.force)
         if command == "digest":
-            return fleet_cli.digest(settings, args.channel, dry_run=args.dry_run)
+            return jobs.digest(settings, args.channel, dry_run=args.dry_run)
         if command == "doctor":
-            return fleet_cli.doctor(settings)
+            return jobs.doctor(settings)
     except TokensBotError as exc:
         print(f"tokens-bot: {exc}", file=sys.stderr)
         return 2
@@ -79,7 +79,7 @@ def _default_mode(settings: Settings) -> str:
 
 
 def _serve(settings: Settings) -> int:
-    from bot.http import serve
+    from bot.entrypoints.http import serve
 
     if not settings.slack_signing_secret:
         print("tokens-bot serve needs SLACK_SIGNING_SECRET (and SLACK_BOT_TOKEN)", file=sys.stderr)
@@ -102,7 +102,7 @@ def _socket(settings: Settings) -> int:
 
 
 def _console(settings: Settings, actor: str | None) -> int:
-    from bot.console import run_console
+    from bot.entrypoints.console import run_console
 
     if not (settings.tokens_admins or settings.tokens_viewers):
         # A fresh local setup has nobody configured: the console user is its admin, and a second
