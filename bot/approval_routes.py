@@ -1,9 +1,10 @@
-"""Handlers for adjust, reconcile, requests and the approval buttons: core decisions, then Slack side effects."""
+"""Routes for adjust, reconcile, requests and the approval buttons, each strictly in order: Slack lookups
+(who is asking) before the service call, the core's decision, then publishing it (message update,
+thread, direct message) and the reply to the person."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from bot.buttons import ProposeCorrection, Recompute, RequestButton
 from bot.commands import AdjustCommand, CancelCommand, ReconcileCommand, RejectCommand, RequestsCommand
@@ -16,78 +17,63 @@ from bot.render.approvals import (
     render_requester_notice,
 )
 from bot.render.common import Reply
-from bot.slack.port import Interaction, SlackPort
-from core.domain.approvals import ApprovalRequest, Decision, LedgerSnapshot, Person, RequestStatus
+from bot.slack.port import SlackPort
+from core.domain.approvals import ApprovalRequest, Decision, LedgerSnapshot, RequestStatus
 from core.services.service import TokensService
 
 log = logging.getLogger(__name__)
 
 
-def adjust(service: TokensService, actor: str, command: AdjustCommand) -> Interaction:
-    def run(slack: SlackPort) -> Reply:
-        request = service.request_adjustment(slack.person(actor), command.user, command.delta, command.reason)
-        return _announce(service, slack, request)
-
-    return run
+def adjust(service: TokensService, slack: SlackPort, actor: str, command: AdjustCommand) -> Reply:
+    request = service.request_adjustment(slack.person(actor), command.user, command.delta, command.reason)
+    return _announce(service, slack, request)
 
 
-def reconcile(service: TokensService, actor: str, command: ReconcileCommand) -> Reply:
+def reconcile(service: TokensService, slack: SlackPort, actor: str, command: ReconcileCommand) -> Reply:
     return render_reconcile(service.reconcile(actor, command.user, initial_grant=command.initial_grant))
 
 
-def list_requests(service: TokensService, actor: str, command: RequestsCommand) -> Interaction:
-    def run(slack: SlackPort) -> Reply:
-        service.require_viewer(actor)
-        # Overdue requests are closed here rather than by a scheduler: their messages then say so too.
-        for request in service.expire_due():
-            _publish(service, slack, request, None)
-        return render_request_list(service.pending_requests(actor))
-
-    return run
+def list_requests(service: TokensService, slack: SlackPort, actor: str, command: RequestsCommand) -> Reply:
+    service.require_viewer(actor)
+    # Overdue requests are closed here rather than by a scheduler: their messages then say so too.
+    for request in service.expire_due():
+        _publish(service, slack, request, None)
+    return render_request_list(service.pending_requests(actor))
 
 
-def reject_with_reason(service: TokensService, actor: str, command: RejectCommand) -> Interaction:
-    return _deciding(
-        service, actor, lambda person: service.reject(person, command.request_id, command.reason)
-    )
+def reject_with_reason(service: TokensService, slack: SlackPort, actor: str, command: RejectCommand) -> Reply:
+    return _published(service, slack, service.reject(slack.person(actor), command.request_id, command.reason))
 
 
-def cancel_by_command(service: TokensService, actor: str, command: CancelCommand) -> Interaction:
-    return _deciding(service, actor, lambda person: service.cancel(person, command.request_id))
+def cancel_by_command(service: TokensService, slack: SlackPort, actor: str, command: CancelCommand) -> Reply:
+    return _published(service, slack, service.cancel(slack.person(actor), command.request_id))
 
 
-# Button handlers get their value validated (bot.buttons), and answer the clicker alone: an Interaction's
-# reply never replaces the shared approval message.
+# The buttons get their value validated (bot.buttons) and answer the clicker alone (bot.routes): their
+# message may be the approval message everyone shares.
 
 
-def approve_button(service: TokensService, actor: str, value: RequestButton) -> Interaction:
-    return _deciding(service, actor, lambda person: service.approve(person, value.r))
+def approve_button(service: TokensService, slack: SlackPort, actor: str, value: RequestButton) -> Reply:
+    return _published(service, slack, service.approve(slack.person(actor), value.r))
 
 
-def reject_button(service: TokensService, actor: str, value: RequestButton) -> Interaction:
-    return _deciding(service, actor, lambda person: service.reject(person, value.r))
+def reject_button(service: TokensService, slack: SlackPort, actor: str, value: RequestButton) -> Reply:
+    return _published(service, slack, service.reject(slack.person(actor), value.r))
 
 
-def cancel_button(service: TokensService, actor: str, value: RequestButton) -> Interaction:
-    return _deciding(service, actor, lambda person: service.cancel(person, value.r))
+def cancel_button(service: TokensService, slack: SlackPort, actor: str, value: RequestButton) -> Reply:
+    return _published(service, slack, service.cancel(slack.person(actor), value.r))
 
 
-def propose_button(service: TokensService, actor: str, value: ProposeCorrection) -> Interaction:
-    def run(slack: SlackPort) -> Reply:
-        seen = LedgerSnapshot(rows=value.n, last_at=value.t)
-        request = service.propose_correction(slack.person(actor), value.u, value.g, seen)
-        return _announce(service, slack, request)
-
-    return run
+def propose_button(service: TokensService, slack: SlackPort, actor: str, value: ProposeCorrection) -> Reply:
+    seen = LedgerSnapshot(rows=value.n, last_at=value.t)
+    request = service.propose_correction(slack.person(actor), value.u, value.g, seen)
+    return _announce(service, slack, request)
 
 
-def recompute_button(service: TokensService, actor: str, value: Recompute) -> Interaction:
+def recompute_button(service: TokensService, slack: SlackPort, actor: str, value: Recompute) -> Reply:
     """A fresh reconciliation for the clicker alone: the shared message it came from stays as it is."""
-
-    def run(slack: SlackPort) -> Reply:
-        return render_reconcile(service.reconcile(actor, value.u, initial_grant=value.g))
-
-    return run
+    return render_reconcile(service.reconcile(actor, value.u, initial_grant=value.g))
 
 
 def _announce(service: TokensService, slack: SlackPort, request: ApprovalRequest) -> Reply:
@@ -100,13 +86,9 @@ def _announce(service: TokensService, slack: SlackPort, request: ApprovalRequest
     return render_created(request, channel, posted=ts is not None)
 
 
-def _deciding(service: TokensService, actor: str, decide: Callable[[Person], Decision]) -> Interaction:
-    def run(slack: SlackPort) -> Reply:
-        decision = decide(slack.person(actor))
-        _publish(service, slack, decision.request, decision)
-        return render_decision(decision)
-
-    return run
+def _published(service: TokensService, slack: SlackPort, decision: Decision) -> Reply:
+    _publish(service, slack, decision.request, decision)
+    return render_decision(decision)
 
 
 def _publish(

@@ -21,7 +21,6 @@ from bot.buttons import (
     REJECT_ACTION,
     TOP_PAGE_ACTION,
     CheckPage,
-    DamagedButtonError,
     DiscrepanciesPage,
     LowBalancePage,
     TopPage,
@@ -44,65 +43,68 @@ from bot.render.check import render_check
 from bot.render.common import Reply, escape, message, render_help, render_unexpected_error, unescape
 from bot.render.fleet import render_discrepancies, render_lowbalance, render_top
 from bot.slack.audit import Audited
-from bot.slack.port import Interaction, SlackPort
+from bot.slack.port import SlackPort
 from core.domain.errors import TokensBotError, UsageError
 from core.services.service import TokensService
 
 log = logging.getLogger(__name__)
 
-# A handler returns its reply, or an Interaction when it needs Slack (people's names, posting, updating).
-# A command handler gets its parsed command, an action handler its button's validated payload
-# (bot.buttons.PAYLOADS names the model for each action id).
-CommandHandler = Callable[[TokensService, str, Any], Reply | Interaction]
-ActionHandler = Callable[[TokensService, str, Any], Reply | Interaction]
+# A route gets the service, the Slack port (for people and posting), who acted, and its parsed command or
+# its button's validated payload (bot.buttons.PAYLOADS names the model for each action id).
+CommandRoute = Callable[[TokensService, SlackPort, str, Any], Reply]
+ActionRoute = Callable[[TokensService, SlackPort, str, Any], Reply]
 
 
 class ActionReply(NamedTuple):
-    """A button's answer. A plain Reply replaces the message the button was on (paging); an Interaction's
-    answer goes to the clicker alone, because its message may be the approval message everyone shares."""
+    """A button's answer, and whether it replaces the message the button was on (paging does; a decision
+    on a shared approval message, a new view or a damaged button's refusal goes to the clicker alone)."""
 
     reply: Reply
     replace_original: bool
 
 
-def _help(service: TokensService, actor: str, command: HelpCommand) -> Reply:
+def _help(service: TokensService, slack: SlackPort, actor: str, command: HelpCommand) -> Reply:
     return render_help(command.problem)
 
 
-def _check(service: TokensService, actor: str, command: CheckCommand) -> Reply:
+def _check(service: TokensService, slack: SlackPort, actor: str, command: CheckCommand) -> Reply:
     return render_check(service.check(actor, command.user))
 
 
-def _check_page(service: TokensService, actor: str, value: CheckPage) -> Reply:
+def _check_page(service: TokensService, slack: SlackPort, actor: str, value: CheckPage) -> Reply:
     report = service.check(actor, value.u, page=value.p, initial_grant=value.g)
     return render_check(report)
 
 
-def _lowbalance(service: TokensService, actor: str, command: LowBalanceCommand) -> Reply:
+def _lowbalance(service: TokensService, slack: SlackPort, actor: str, command: LowBalanceCommand) -> Reply:
     return render_lowbalance(service.lowbalance(actor, command.threshold))
 
 
-def _lowbalance_page(service: TokensService, actor: str, value: LowBalancePage) -> Reply:
+def _lowbalance_page(service: TokensService, slack: SlackPort, actor: str, value: LowBalancePage) -> Reply:
     return render_lowbalance(service.lowbalance(actor, value.t, page=value.p))
 
 
-def _discrepancies(service: TokensService, actor: str, command: DiscrepanciesCommand) -> Reply:
+def _discrepancies(
+    service: TokensService, slack: SlackPort, actor: str, command: DiscrepanciesCommand
+) -> Reply:
     return render_discrepancies(service.discrepancies(actor, command.minimum))
 
 
-def _discrepancies_page(service: TokensService, actor: str, value: DiscrepanciesPage) -> Reply:
+def _discrepancies_page(
+    service: TokensService, slack: SlackPort, actor: str, value: DiscrepanciesPage
+) -> Reply:
     return render_discrepancies(service.discrepancies(actor, value.m, page=value.p))
 
 
-def _top(service: TokensService, actor: str, command: TopCommand) -> Reply:
+def _top(service: TokensService, slack: SlackPort, actor: str, command: TopCommand) -> Reply:
     return render_top(service.top(actor, command.n))
 
 
-def _top_page(service: TokensService, actor: str, value: TopPage) -> Reply:
+def _top_page(service: TokensService, slack: SlackPort, actor: str, value: TopPage) -> Reply:
     return render_top(service.top(actor, value.n, page=value.p))
 
 
-COMMAND_HANDLERS: dict[type[Command], CommandHandler] = {
+COMMAND_ROUTES: dict[type[Command], CommandRoute] = {
     HelpCommand: _help,
     CheckCommand: _check,
     LowBalanceCommand: _lowbalance,
@@ -114,7 +116,7 @@ COMMAND_HANDLERS: dict[type[Command], CommandHandler] = {
     RejectCommand: approvals.reject_with_reason,
     CancelCommand: approvals.cancel_by_command,
 }
-ACTION_HANDLERS: dict[str, ActionHandler] = {
+ACTION_ROUTES: dict[str, ActionRoute] = {
     CHECK_PAGE_ACTION: _check_page,
     # A list row's Check button opens the same view as a new message, so the list stays to click on.
     OPEN_CHECK_ACTION: _check_page,
@@ -127,75 +129,64 @@ ACTION_HANDLERS: dict[str, ActionHandler] = {
     PROPOSE_ACTION: approvals.propose_button,
     RECOMPUTE_ACTION: approvals.recompute_button,
 }
-# Buttons whose answer is a new message rather than a replacement of the one clicked.
-NEW_MESSAGE_ACTIONS = frozenset({OPEN_CHECK_ACTION})
+# Buttons whose answer goes to the clicker alone instead of replacing the message clicked: a new view, and
+# decisions on an approval message everyone shares.
+PRIVATE_ACTIONS = frozenset(
+    {OPEN_CHECK_ACTION, APPROVE_ACTION, REJECT_ACTION, CANCEL_ACTION, PROPOSE_ACTION, RECOMPUTE_ACTION}
+)
 # Paging a fleet list re-runs its scan: these buttons get a "working…" note when it is slow.
 SLOW_ACTIONS = frozenset({LOWBALANCE_PAGE_ACTION, DISCREPANCIES_PAGE_ACTION, TOP_PAGE_ACTION})
 
 
-def reply_to_command(
-    service: TokensService, actor: str, text: str, *, slack: SlackPort | None = None
-) -> Reply:
+def reply_to_command(service: TokensService, actor: str, text: str, *, slack: SlackPort) -> Reply:
     """Answer `/tokens <text>` typed by `actor`; never raises.
 
     Slack sends the text with `&`, `<` and `>` escaped as entities (its markup, such as `<!channel>`,
     stays raw): undone here, a reason is stored as the person typed it, and escaped again wherever shown.
+    The text is parsed once; the audit line is made from the parsed command.
     """
-
-    def run() -> Reply:
+    started = time.perf_counter()
+    try:
         command = parse_command(unescape(text))
-        return _finish(COMMAND_HANDLERS[type(command)](service, actor, command), slack)
-
-    return _safely(run, what=Audited.command(actor, text))
+    except TokensBotError as exc:
+        return _refused(Audited.command(actor, text, None), started, exc)
+    what = Audited.command(actor, text, command)
+    return _safely(lambda: COMMAND_ROUTES[type(command)](service, slack, actor, command), what, started)
 
 
 def reply_to_action(
-    service: TokensService, actor: str, action_id: str, value: str, *, slack: SlackPort | None = None
+    service: TokensService, actor: str, action_id: str, value: str, *, slack: SlackPort
 ) -> ActionReply:
     """Answer a button press by `actor`; never raises.
 
     The value is validated into its payload first: a damaged one is answered to the clicker alone and
     never replaces the message the button was on (which may be the approval message everyone shares).
     """
-    in_place = True
-
-    def run() -> Reply:
-        nonlocal in_place
-        handler = ACTION_HANDLERS.get(action_id)
-        if handler is None:
-            raise UsageError("That button is no longer supported; run the command again.")
-        try:
-            payload = buttons.read(buttons.PAYLOADS[action_id], value)
-        except DamagedButtonError:
-            in_place = False
-            raise
-        answer = handler(service, actor, payload)
-        in_place = isinstance(answer, Reply) and action_id not in NEW_MESSAGE_ACTIONS
-        return _finish(answer, slack)
-
-    reply = _safely(run, what=Audited.action(actor, action_id, value))
-    return ActionReply(reply, replace_original=in_place)
-
-
-def _finish(answer: Reply | Interaction, slack: SlackPort | None) -> Reply:
-    if isinstance(answer, Reply):
-        return answer
-    if slack is None:
-        raise UsageError("That needs Slack (or the console), which this caller did not provide.")
-    return answer(slack)
-
-
-def _safely(run: Callable[[], Reply], *, what: Audited) -> Reply:
-    """Every answer, refusal and failure is audited; the command's free text never reaches the log.
-
-    A refusal's text is escaped whole: core messages echo what was typed and name people and users.
-    """
     started = time.perf_counter()
+    what = Audited.action(actor, action_id, value)
+    route = ACTION_ROUTES.get(action_id)
+    try:
+        if route is None:
+            raise UsageError("That button is no longer supported; run the command again.")
+        payload = buttons.read(buttons.PAYLOADS[action_id], value)
+    except TokensBotError as exc:
+        return ActionReply(_refused(what, started, exc), replace_original=False)
+    reply = _safely(lambda: route(service, slack, actor, payload), what, started)
+    return ActionReply(reply, replace_original=action_id not in PRIVATE_ACTIONS)
+
+
+def _refused(what: Audited, started: float, exc: TokensBotError) -> Reply:
+    """A refusal's text is escaped whole: core messages echo what was typed and name people and users."""
+    what.record("refused", started, type(exc))
+    return message(escape(str(exc)))
+
+
+def _safely(run: Callable[[], Reply], what: Audited, started: float) -> Reply:
+    """Every answer, refusal and failure is audited; the command's free text never reaches the log."""
     try:
         reply = run()
     except TokensBotError as exc:
-        what.record("refused", started, type(exc))
-        return message(escape(str(exc)))
+        return _refused(what, started, exc)
     except Exception as exc:
         log.exception("unexpected error while answering %s", what)
         what.record("failed", started, type(exc))

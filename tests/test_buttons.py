@@ -25,10 +25,14 @@ from bot.buttons import (
     TopPage,
 )
 from bot.routes import reply_to_action
+from bot.slack.console import ConsoleSlack
 from core.services.service import TokensService
 from core.settings import Settings
 from tests.support.fake_slack import FakeSlack
 from tests.support.slack_http import SlackClient, reply_text
+
+# The routes these tests drive never post: a console port that shows nothing.
+NO_SLACK = ConsoleSlack(lambda banner, reply: None)
 
 USER = "3f6c1a52-8d1e-4c1b-9a57-2f0e6a9d4b10"
 # Per action id: forged values, each with the command the reply must point to.
@@ -160,7 +164,9 @@ def test_an_unexpected_error_behind_a_good_button_is_logged_and_the_user_told(
 
     service = Broken(settings, engine)
     with caplog.at_level(logging.ERROR):
-        answer = reply_to_action(service, "UADMIN1", "check_page", CheckPage(u=USER, p=2).encode())
+        answer = reply_to_action(
+            service, "UADMIN1", "check_page", CheckPage(u=USER, p=2).encode(), slack=NO_SLACK
+        )
     assert "Something went wrong" in answer.reply.text
     assert "unexpected error while answering action 'check_page'" in caplog.text
     assert any(r.exc_info and "the disk caught fire" in str(r.exc_info[1]) for r in caplog.records)

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from bot.routes import reply_to_command
+from bot.slack.console import ConsoleSlack
 from core.domain.errors import QueryTimeoutError
 from core.services.service import TokensService
 from core.settings import Settings
@@ -17,6 +18,9 @@ from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.fake_slack import FakeSlack
 from tests.support.ledger import add_usage, add_user
 from tests.support.slack_http import SlackClient, reply_text
+
+# The routes these tests drive never post: a console port that shows nothing.
+NO_SLACK = ConsoleSlack(lambda banner, reply: None)
 
 
 def _wait_until_blocked(engine: Engine, application_name: str = "tokens-bot") -> None:
@@ -50,7 +54,7 @@ def test_a_slow_query_ends_in_a_friendly_reply(settings: Settings, database_url:
             started = time.monotonic()
             with pytest.raises(QueryTimeoutError):
                 service.check("UADMIN1", user)
-            reply = reply_to_command(service, "UADMIN1", f"check {user}")
+            reply = reply_to_command(service, "UADMIN1", f"check {user}", slack=NO_SLACK)
             elapsed = time.monotonic() - started
             locker.rollback()
         assert "took longer than 0.3 s" in reply.text and "nothing was read or changed" in reply.text

@@ -14,7 +14,7 @@ import bot.render.check
 import bot.render.fleet
 from bot.commands import PARSERS
 from bot.listeners.commands import SLASH_COMMAND
-from bot.routes import ACTION_HANDLERS
+from bot.routes import ACTION_ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 # The scopes each Slack Web API method needs (api.slack.com/methods); users.info needs
@@ -54,7 +54,7 @@ def test_every_button_the_bot_renders_has_a_listener_and_every_listener_a_button
         for name, value in vars(module).items()
         if name.endswith("_ACTION") and isinstance(value, str)
     }
-    assert rendered == set(ACTION_HANDLERS)
+    assert rendered == set(ACTION_ROUTES)
     assert manifest()["settings"]["interactivity"]["is_enabled"] is True
 
 

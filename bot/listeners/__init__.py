@@ -1,16 +1,40 @@
-"""Bolt listeners: ack first, then hand Slack-free inputs to bot.routes and send the reply."""
+"""Bolt listeners: module-level callbacks that ack first, then hand Slack-free inputs to bot.routes.
+
+The service and the reply threads reach them through Bolt's context, put there by one middleware.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
-from slack_bolt import App
+from slack_bolt import App, BoltContext, BoltResponse
 
-from bot.listeners import actions, commands
+from bot.listeners.actions import button_callback
+from bot.listeners.commands import SLASH_COMMAND, tokens_command_callback
+from bot.listeners.context import REPLIES, SERVICE
+from bot.routes import ACTION_ROUTES
 from core.services.service import TokensService
+
+
+@dataclass(frozen=True)
+class _Provide:
+    """Middleware: every request's context carries the service and the executor replies run on."""
+
+    service: TokensService
+    replies: Executor
+
+    def __call__(self, context: BoltContext, next: Callable[[], BoltResponse]) -> BoltResponse:
+        context[SERVICE] = self.service
+        context[REPLIES] = self.replies
+        return next()
 
 
 def register(app: App, service: TokensService, replies: Executor) -> None:
     """Every listener acks in the request's thread and computes its reply on `replies`."""
-    commands.register(app, service, replies)
-    actions.register(app, service, replies)
+    app.use(_Provide(service, replies))
+    app.command(SLASH_COMMAND)(tokens_command_callback)
+    ids = "|".join(re.escape(action_id) for action_id in ACTION_ROUTES)
+    app.action(re.compile(f"^({ids})$"))(button_callback)

@@ -14,8 +14,7 @@ from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 from bot import buttons
-from bot.commands import PARSERS, parse_command
-from core.domain.errors import TokensBotError
+from bot.commands import PARSERS
 from core.settings import Settings
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
@@ -129,17 +128,14 @@ class Audited:
     target: str | None = None
 
     @classmethod
-    def command(cls, slack_user: str, text: str) -> Audited:
+    def command(cls, slack_user: str, text: str, command: object | None) -> Audited:
+        """`command` is the text as bot.routes parsed it (None when it did not parse): never parsed twice."""
         words = text.split()
         name = words[0].lower() if words else "help"
         if name not in PARSERS:
             # Free text the bot does not understand may be anything; it is not logged.
             return cls("command", "unknown" if words else "help", slack_user)
-        try:
-            target = _target(getattr(parse_command(text), "user", None))
-        except TokensBotError:
-            target = None
-        return cls("command", name, slack_user, target)
+        return cls("command", name, slack_user, _target(getattr(command, "user", None)))
 
     @classmethod
     def action(cls, slack_user: str, action_id: str, value: str) -> Audited:

@@ -56,10 +56,6 @@ class SlackPort(Protocol):
         ...
 
 
-Interaction = Callable[[SlackPort], Reply]
-"""A handler's work when it needs Slack: run after the ack, it returns the reply to the person."""
-
-
 class WebSlack:
     """The port over Slack's Web API, retrying what is safe to retry with bounded backoff."""
 

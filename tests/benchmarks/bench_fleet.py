@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import event
 
 from bot.routes import reply_to_command
+from bot.slack.console import ConsoleSlack
 from core.services.service import TokensService
 from core.settings import Settings
 from core.store.columns import Columns
@@ -38,6 +39,9 @@ from tests.benchmarks.data import describe, psql_url
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.fake_slack import FakeSlack
 from tests.support.slack_http import SlackClient
+
+# The routes these tests drive never post: a console port that shows nothing.
+NO_SLACK = ConsoleSlack(lambda banner, reply: None)
 
 ACTOR = "UBENCH"
 
@@ -144,7 +148,7 @@ def bot_statements(service: TokensService, command: str) -> list[tuple[str, Any]
 
     event.listen(service.engine, "before_cursor_execute", record)
     try:
-        reply_to_command(service, ACTOR, command)
+        reply_to_command(service, ACTOR, command, slack=NO_SLACK)
     finally:
         event.remove(service.engine, "before_cursor_execute", record)
     return seen
@@ -165,7 +169,7 @@ def memory_probe(url: str) -> dict[str, float]:
     settings = Settings(database_url=url, tokens_admins=[ACTOR])
     service = TokensService(settings, make_engine(url, pool_size=1))
     tracemalloc.start()
-    reply_to_command(service, ACTOR, "discrepancies")
+    reply_to_command(service, ACTOR, "discrepancies", slack=NO_SLACK)
     streamed = 0
     with unit_of_work(service.engine, read_only=True, isolation="REPEATABLE READ") as conn:
         for _ in stream_discrepancies(conn, service.shape(conn), settings, minimum=0):
@@ -264,7 +268,7 @@ def main() -> None:
             (
                 "discrepancies, vs the bot's own SQL",
                 *paired(
-                    lambda: reply_to_command(service, ACTOR, "discrepancies"),
+                    lambda: reply_to_command(service, ACTOR, "discrepancies", slack=NO_SLACK),
                     lambda: replay(conn, scan_sql),
                     args.scan_repeat,
                 ),
@@ -273,7 +277,7 @@ def main() -> None:
             (
                 "discrepancies, vs hand-written SQL",
                 *paired(
-                    lambda: reply_to_command(service, ACTOR, "discrepancies"),
+                    lambda: reply_to_command(service, ACTOR, "discrepancies", slack=NO_SLACK),
                     lambda: raw_discrepancies(conn, settings, shape),
                     args.scan_repeat,
                 ),
@@ -282,7 +286,7 @@ def main() -> None:
             (
                 "lowbalance (page 1)",
                 *paired(
-                    lambda: reply_to_command(service, ACTOR, "lowbalance"),
+                    lambda: reply_to_command(service, ACTOR, "lowbalance", slack=NO_SLACK),
                     lambda: raw_queries(conn, [RAW_LOWBALANCE_SQL]),
                     args.repeat,
                 ),
@@ -291,7 +295,7 @@ def main() -> None:
             (
                 "top 20 (page 1)",
                 *paired(
-                    lambda: reply_to_command(service, ACTOR, "top"),
+                    lambda: reply_to_command(service, ACTOR, "top", slack=NO_SLACK),
                     lambda: raw_queries(conn, RAW_TOP_SQL),
                     args.repeat,
                 ),
