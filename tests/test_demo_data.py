@@ -19,7 +19,8 @@ from core.domain.models import CheckReport, DataQualityKind, FindingKind, Verdic
 from core.services.service import TokensService
 from core.settings import Settings
 from core.store.db import make_engine
-from demo.data import REFERENCE_TIME, DemoSummary, load_demo_data
+from demo.catalog import REFERENCE_TIME
+from demo.data import DemoSummary, load_demo_data
 from tests.support.databases import scratch_database
 
 CONSUMPTION_ACTIONS = {

@@ -100,7 +100,9 @@ def install(app: App, settings: Settings) -> None:
     def limit_commands(body: dict[str, object], next: Callable[[], BoltResponse]) -> BoltResponse:
         user = str(body.get("user_id") or "")
         if body.get("command") and not limiter.allow(user):
-            Audited.command(user, str(body.get("text") or ""), None).record("rate_limited", time.perf_counter())
+            Audited.command(user, str(body.get("text") or ""), None).record(
+                "rate_limited", time.perf_counter()
+            )
             # A slash command's ack body is shown to the user as an ephemeral message.
             return BoltResponse(
                 status=200,

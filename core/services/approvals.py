@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection
@@ -21,10 +20,8 @@ from core.domain.approvals import (
     Decision,
     LedgerSnapshot,
     Person,
-    ReconcileReport,
     RequestKind,
     RequestStatus,
-    approval_trail,
     check_correction_limits,
     check_limits,
     require_pending,
@@ -37,22 +34,18 @@ from core.domain.errors import (
     StaleCorrectionError,
     UsageError,
 )
+from core.services.apply import apply_adjustment, apply_correction
+from core.services.reconcile import reconcile
 from core.settings import Settings
-from core.store.balances import compute_balance
 from core.store.columns import Columns
-from core.store.ledger import ledger_snapshot
 from core.store.ledger_writes import (
     current_row,
-    insert_ledger_row,
-    profile_image,
     require_balances_fit,
     require_fits_remaining,
     require_ledger_writable,
-    set_balances,
-    set_remaining,
 )
 from core.store.product import ProductShape
-from core.store.requests import close_request, insert_request, overdue_requests, read_request
+from core.store.requests import decide, insert_request, overdue_requests, read_request
 from core.store.users import find_user
 
 
@@ -79,20 +72,6 @@ def request_adjustment(
     require_ledger_writable(cols, settings, delta)
     return insert_request(
         conn, settings, actor, ref, RequestKind.ADJUSTMENT, reason, int(remaining), now, delta=delta
-    )
-
-
-def reconcile(
-    conn: Connection, shape: ProductShape, settings: Settings, user: UUID | str, initial_grant: int | None
-) -> ReconcileReport:
-    """`/tokens reconcile`: current against ledger-derived values, read in one snapshot."""
-    cols = Columns.of(shape, settings)
-    ref = find_user(conn, cols, user)
-    return ReconcileReport(
-        user=ref,
-        balance=compute_balance(conn, shape, settings, ref.user_id, initial_grant),
-        snapshot=ledger_snapshot(conn, cols, ref.user_id),
-        explicit_initial_grant=initial_grant,
     )
 
 
@@ -178,7 +157,7 @@ def approve(
             f"You asked for request #{request.id} yourself; it needs a second person's approval."
         )
     if now >= request.expires_at:
-        return _decide(conn, settings, request, RequestStatus.EXPIRED, actor, now)
+        return decide(conn, settings, request, RequestStatus.EXPIRED, actor, now)
     target = find_user(conn, Columns.of(shape, settings), request.user.user_id)
     if actor.email is None:
         raise RequestRefusedError(
@@ -192,8 +171,8 @@ def approve(
             " address: nobody approves their own grant. Another approver has to decide it."
         )
     if request.correction is not None:
-        return _apply_correction(conn, shape, settings, request, request.correction, actor, now)
-    return _apply_adjustment(conn, Columns.of(shape, settings), settings, request, actor, now)
+        return apply_correction(conn, shape, settings, request, request.correction, actor, now)
+    return apply_adjustment(conn, Columns.of(shape, settings), settings, request, actor, now)
 
 
 def reject(
@@ -216,9 +195,9 @@ def reject(
             f" (`/tokens cancel {request.id}` or Cancel in `/tokens requests`)."
         )
     if now >= request.expires_at:
-        return _decide(conn, settings, request, RequestStatus.EXPIRED, actor, now)
+        return decide(conn, settings, request, RequestStatus.EXPIRED, actor, now)
     why = (reason or "").strip() or "no reason given"
-    return _decide(conn, settings, request, RequestStatus.REJECTED, actor, now, why)
+    return decide(conn, settings, request, RequestStatus.REJECTED, actor, now, why)
 
 
 def cancel(
@@ -234,131 +213,13 @@ def cancel(
         )
     require_pending(request)
     if now >= request.expires_at:
-        return _decide(conn, settings, request, RequestStatus.EXPIRED, actor, now)
-    return _decide(conn, settings, request, RequestStatus.CANCELLED, actor, now)
+        return decide(conn, settings, request, RequestStatus.EXPIRED, actor, now)
+    return decide(conn, settings, request, RequestStatus.CANCELLED, actor, now)
 
 
 def expire_due(conn: Connection, settings: Settings, now: datetime) -> list[ApprovalRequest]:
     """Close every overdue pending request; rows another replica is deciding right now are skipped."""
     return [
-        _decide(conn, settings, request, RequestStatus.EXPIRED, SYSTEM, now).request
+        decide(conn, settings, request, RequestStatus.EXPIRED, SYSTEM, now).request
         for request in overdue_requests(conn, settings, now)
     ]
-
-
-def _apply_adjustment(
-    conn: Connection,
-    cols: Columns,
-    settings: Settings,
-    request: ApprovalRequest,
-    actor: Person,
-    now: datetime,
-) -> Decision:
-    assert request.delta is not None
-    key, before = current_row(conn, cols, request.user.user_id, lock=True)
-    check_limits(settings, request.delta, before)
-    require_fits_remaining(cols, before + request.delta)
-    after = before + request.delta
-    metadata = {
-        **approval_trail(request, actor, now),
-        "reason": request.reason,
-        "delta": request.delta,
-        "balance_before": before,
-        "balance_after": after,
-    }
-    actions = settings.tokens_grant_actions if request.delta > 0 else settings.tokens_deduct_actions
-    row_id = insert_ledger_row(
-        conn,
-        cols,
-        model=settings.tokens_ledger_model,
-        user_id=request.user.user_id,
-        action=actions[0],
-        tokens=abs(request.delta),
-        metadata=metadata,
-        now=now,
-    )
-    set_remaining(conn, cols, key, after)
-    return _decide(
-        conn,
-        settings,
-        request,
-        RequestStatus.APPLIED,
-        actor,
-        now,
-        details={**metadata, "ledger_row_id": row_id},
-        applied=(before, after, row_id),
-    )
-
-
-def _apply_correction(
-    conn: Connection,
-    shape: ProductShape,
-    settings: Settings,
-    request: ApprovalRequest,
-    correction: Correction,
-    actor: Person,
-    now: datetime,
-) -> Decision:
-    # The profile lock comes first: a product write already holding it commits before the ledger is read.
-    cols = Columns.of(shape, settings)
-    key, _ = current_row(conn, cols, request.user.user_id, lock=True)
-    image = profile_image(conn, cols, key)
-    report = reconcile(conn, shape, settings, request.user.user_id, correction.explicit_initial_grant)
-    b = report.balance
-    if report.snapshot != correction.snapshot or (
-        b.expected_remaining,
-        b.calculated_used,
-        b.calculated_cost,
-    ) != (
-        correction.remaining,
-        correction.used,
-        correction.cost,
-    ):
-        stale = {
-            "proposed": correction.snapshot.model_dump(mode="json"),
-            "now": report.snapshot.model_dump(mode="json"),
-        }
-        return _decide(conn, settings, request, RequestStatus.STALE, actor, now, details=stale)
-    check_correction_limits(settings, b)
-    require_balances_fit(cols, b)
-    set_balances(conn, cols, key, remaining=correction.remaining, used=correction.used, cost=correction.cost)
-    details = {
-        **approval_trail(request, actor, now),
-        "initial_grant": correction.initial_grant.model_dump(mode="json"),
-        "ledger": correction.snapshot.model_dump(mode="json"),
-        "before": image,
-        "after": {
-            "vibe_assistant_tokens_remaining": correction.remaining,
-            "vibe_assistant_tokens_used": correction.used,
-            "vibe_assistant_total_cost": str(correction.cost),
-        },
-    }
-    return _decide(
-        conn,
-        settings,
-        request,
-        RequestStatus.APPLIED,
-        actor,
-        now,
-        details=details,
-        applied=(b.current_remaining, correction.remaining, None),
-    )
-
-
-def _decide(
-    conn: Connection,
-    settings: Settings,
-    request: ApprovalRequest,
-    outcome: RequestStatus,
-    actor: Person,
-    now: datetime,
-    reason: str | None = None,
-    *,
-    details: dict[str, Any] | None = None,
-    applied: tuple[int, int, str | None] | None = None,
-) -> Decision:
-    """Close the request as `outcome` (row and audit trail, in the caller's transaction) and say so."""
-    closed = close_request(
-        conn, settings, request, outcome, actor, now, reason, details=details, applied=applied
-    )
-    return Decision(outcome=outcome, request=closed, actor=actor)

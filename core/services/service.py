@@ -24,11 +24,13 @@ from core.domain.reports import DigestReport, DiscrepancyReport, LowBalanceRepor
 from core.services import approvals
 from core.services.check import check_user
 from core.services.digest import build_digest
+from core.services.reconcile import reconcile
 from core.settings import Settings
 from core.store import fleet, requests
+from core.store.catalog import inspect_product
 from core.store.db import unit_of_work
 from core.store.digests import record_posted
-from core.store.product import ProductShape, inspect_product
+from core.store.product import ProductShape
 
 
 class TokensService:
@@ -71,7 +73,7 @@ class TokensService:
         """`/tokens reconcile`: the guide's Step 4 for one user."""
         self.require_viewer(actor)
         with self._reading() as conn:
-            return approvals.reconcile(conn, self.shape(conn), self.settings, user, initial_grant)
+            return reconcile(conn, self.shape(conn), self.settings, user, initial_grant)
 
     def propose_correction(
         self, actor: Person, user_id: str, initial_grant: int | None, seen: LedgerSnapshot

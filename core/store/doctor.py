@@ -9,12 +9,13 @@ from sqlalchemy.engine import make_url
 
 from core.domain.reports import DoctorReport, IndexCheck
 from core.settings import Settings, to_sqlalchemy_url
+from core.store.catalog import inspect_product
 from core.store.columns import Columns
 from core.store.db import TRANSACTION_POOLER_PORT
 from core.store.doctor_product import count_action_types, explain_product, suggested_settings
 from core.store.doctor_schema import count_odd_rows, explain_schema
 from core.store.migrate import current_revision
-from core.store.product import ProductShape, inspect_product
+from core.store.product import ProductShape
 
 
 @dataclass(frozen=True)

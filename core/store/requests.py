@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, text
 
-from core.domain.approvals import ApprovalRequest, Correction, Person, RequestKind, RequestStatus
+from core.domain.approvals import ApprovalRequest, Correction, Decision, Person, RequestKind, RequestStatus
 from core.domain.errors import RequestNotFoundError
 from core.domain.models import UserRef
 from core.settings import Settings
@@ -207,3 +207,22 @@ def _from_row(row: RowMapping) -> ApprovalRequest:
         channel=row["channel"],
         message_ts=row["message_ts"],
     )
+
+
+def decide(
+    conn: Connection,
+    settings: Settings,
+    request: ApprovalRequest,
+    outcome: RequestStatus,
+    actor: Person,
+    now: datetime,
+    reason: str | None = None,
+    *,
+    details: dict[str, Any] | None = None,
+    applied: tuple[int, int, str | None] | None = None,
+) -> Decision:
+    """Close the request as `outcome` (row and audit trail, in the caller's transaction) and say so."""
+    closed = close_request(
+        conn, settings, request, outcome, actor, now, reason, details=details, applied=applied
+    )
+    return Decision(outcome=outcome, request=closed, actor=actor)
