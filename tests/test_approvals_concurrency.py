@@ -17,6 +17,7 @@ from core.services.service import TokensService
 from core.settings import Settings
 from core.store.balances import compute_balance
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
+from tests.support.databases import SCHEMA
 from tests.support.fake_slack import FakeSlack
 from tests.support.ledger import add_usage, add_user, remaining, spend
 from tests.support.slack_http import SlackClient, buttons
@@ -75,7 +76,7 @@ def test_fifty_simultaneous_approve_clicks_on_two_bots_apply_once(
             {"u": user, "r": str(number)},
         ).scalar_one()
         applied = conn.execute(
-            text("SELECT count(*) FROM tokens_bot.audit_log WHERE request_id = :r AND event = 'applied'"),
+            text(f"SELECT count(*) FROM {SCHEMA}.audit_log WHERE request_id = :r AND event = 'applied'"),
             {"r": number},
         ).scalar_one()
         assert (rows, applied, remaining(conn, user)) == (1, 1, 612_345)
@@ -134,7 +135,7 @@ def test_a_click_queued_behind_the_request_lock_is_judged_by_the_clock_when_it_d
     request = service.request_adjustment(asker, user, 1_000, "queued click")
     with ThreadPoolExecutor(1) as pool, engine.connect() as holder:
         holder.execute(
-            text("SELECT 1 FROM tokens_bot.approval_requests WHERE id = :id FOR UPDATE"), {"id": request.id}
+            text(f"SELECT 1 FROM {SCHEMA}.approval_requests WHERE id = :id FOR UPDATE"), {"id": request.id}
         )
         holder_pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
         click = pool.submit(service.approve, approver, request.id)

@@ -25,6 +25,7 @@ from core.domain.errors import InvalidAdjustmentError, RequestRefusedError
 from core.services.service import TokensService
 from core.settings import Settings
 from core.store.balances import compute_balance
+from tests.support.databases import SCHEMA
 from tests.support.ledger import BASE_TIME, add_usage, add_user, remaining, spend
 
 ASKER = Person(slack_id="UADMIN1", name="Ada", email="ada@staff.example")
@@ -251,7 +252,7 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
                 rows = conn.execute(
                     text(
                         "SELECT t.id, t.metadata->>'request_id' AS request_id, t.tokens_used, t.action_type,"
-                        " (SELECT count(*) FROM tokens_bot.approval_requests r WHERE r.ledger_row_id = t.id::text"
+                        f" (SELECT count(*) FROM {SCHEMA}.approval_requests r WHERE r.ledger_row_id = t.id::text"
                         "  AND r.status = 'applied' AND r.id::text = t.metadata->>'request_id') AS requests"
                         " FROM token_usage t WHERE t.user_id = ANY(:users)"
                         " AND t.action_type IN ('admin_grant', 'admin_deduct')"
@@ -260,7 +261,7 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
                 ).all()
                 statuses = dict(
                     conn.execute(
-                        text("SELECT id, status FROM tokens_bot.approval_requests WHERE id = ANY(:ids)"),
+                        text(f"SELECT id, status FROM {SCHEMA}.approval_requests WHERE id = ANY(:ids)"),
                         {"ids": list(self.open)},
                     ).all()
                 )

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
+from tests.support.databases import SCHEMA
 from tests.support.fake_slack import FakeSlack, Recorded
-from tests.support.ledger import add_usage, add_user, remaining, spend
-from tests.support.slack_http import SlackClient, ask, buttons, reply_text
+from tests.support.ledger import add_usage, add_user, remaining_of, spend
+from tests.support.slack_http import SlackClient, ask, buttons, press, reply_text
 
 CHANNEL = "CAPPROVALS"
 
@@ -20,15 +21,6 @@ CHANNEL = "CAPPROVALS"
 @pytest.fixture(autouse=True)
 def names(fake_slack: FakeSlack) -> None:
     fake_slack.users.update({"UADMIN1": {"name": "Ada Admin"}, "UADMIN2": {"name": "Bea Approver"}})
-
-
-def click(
-    slack: SlackClient, fake_slack: FakeSlack, action_id: str, value: str, user: str = "UADMIN2"
-) -> dict[str, Any]:
-    result, name = slack.click(action_id, value, user=user, channel=CHANNEL)
-    assert result.status == 200, result.body
-    [body] = fake_slack.responses(name)
-    return body
 
 
 def request_number(reply: dict[str, Any]) -> int:
@@ -76,12 +68,12 @@ def written(engine: Engine, user: uuid.UUID) -> tuple[Any, ...]:
         ).all()
         profile = conn.execute(text("SELECT * FROM user_profiles WHERE user_id = :u"), {"u": user}).one()
         requests = conn.execute(
-            text("SELECT id, status FROM tokens_bot.approval_requests WHERE user_id = :u ORDER BY id"),
+            text(f"SELECT id, status FROM {SCHEMA}.approval_requests WHERE user_id = :u ORDER BY id"),
             {"u": user},
         ).all()
         audit = conn.execute(
             text(
-                "SELECT a.id FROM tokens_bot.audit_log a JOIN tokens_bot.approval_requests r ON r.id = a.request_id"
+                f"SELECT a.id FROM {SCHEMA}.audit_log a JOIN {SCHEMA}.approval_requests r ON r.id = a.request_id"
                 " WHERE r.user_id = :u"
             ),
             {"u": user},
@@ -124,7 +116,7 @@ def test_full_flow_applies_once_updates_the_message_threads_the_reconciliation_a
     assert set(buttons(posted.body)) == {"approval_approve", "approval_reject", "approval_cancel"}
     assert remaining_of(engine, user) == 600_000
 
-    reply = click(slack, fake_slack, "approval_approve", value)
+    reply = press(slack, fake_slack, "approval_approve", value)
     assert reply["replace_original"] is False and reply["response_type"] == "ephemeral"
     assert "You approved" in reply["text"] and "600,000 to 650,000" in reply["text"]
 
@@ -148,13 +140,13 @@ def test_full_flow_applies_once_updates_the_message_threads_the_reconciliation_a
             {"u": user},
         ).all()
         request = (
-            conn.execute(text("SELECT * FROM tokens_bot.approval_requests WHERE id = :id"), {"id": number})
+            conn.execute(text(f"SELECT * FROM {SCHEMA}.approval_requests WHERE id = :id"), {"id": number})
             .mappings()
             .one()
         )
         events = (
             conn.execute(
-                text("SELECT event FROM tokens_bot.audit_log WHERE request_id = :id ORDER BY id"),
+                text(f"SELECT event FROM {SCHEMA}.audit_log WHERE request_id = :id ORDER BY id"),
                 {"id": number},
             )
             .scalars()
@@ -179,14 +171,9 @@ def test_full_flow_applies_once_updates_the_message_threads_the_reconciliation_a
     )
     assert events == ["requested", "applied"]
 
-    again = click(slack, fake_slack, "approval_approve", value)
+    again = press(slack, fake_slack, "approval_approve", value)
     assert re.search(r"already approved by Bea Approver at \d{4}-\d\d-\d\d \d\d:\d\d UTC", again["text"])
     assert remaining_of(engine, user) == 650_000
-
-
-def remaining_of(engine: Engine, user: uuid.UUID) -> int:
-    with engine.connect() as conn:
-        return remaining(conn, user)
 
 
 def test_refusals_when_asking_write_nothing(
@@ -230,7 +217,7 @@ def test_refusals_when_deciding_leave_the_request_pending_and_write_nothing(
         "UADMIN2": "from 400,000 to -100,000",
     }
     for clicker, expected in cases.items():
-        assert expected in click(slack, fake_slack, "approval_approve", value, user=clicker)["text"], clicker
+        assert expected in press(slack, fake_slack, "approval_approve", value, user=clicker)["text"], clicker
     assert written(engine, user) == before
     assert [status for _id, status in before[2]] == ["pending"]
 
@@ -245,12 +232,12 @@ def test_beneficiary_cannot_approve_their_own_grant(
     fake_slack.users["UADMIN2"] = {"name": "Bea Approver", "email": "BEA.herself@example.com"}
     try:
         before = written(engine, user)
-        refused = click(slack, fake_slack, "approval_approve", value)
+        refused = press(slack, fake_slack, "approval_approve", value)
         assert "which is your own email address: nobody approves their own grant" in refused["text"]
         assert written(engine, user) == before
     finally:
         fake_slack.users["UADMIN2"] = {"name": "Bea Approver"}
-    assert "You approved" in click(slack, fake_slack, "approval_approve", value)["text"]
+    assert "You approved" in press(slack, fake_slack, "approval_approve", value)["text"]
     assert remaining_of(engine, user) == 601_000
 
 
@@ -274,20 +261,20 @@ def test_requests_list_reject_with_and_without_reason_and_cancel(
     dms(fake_slack, "UADMIN1", first)
 
     value = buttons(approval_message(fake_slack, second).body)["approval_reject"]
-    assert "no reason given" in click(slack, fake_slack, "approval_reject", value)["text"]
+    assert "no reason given" in press(slack, fake_slack, "approval_reject", value)["text"]
 
     cancel = buttons(approval_message(fake_slack, third).body)["approval_cancel"]
-    assert "Only Ada Admin, who asked" in click(slack, fake_slack, "approval_cancel", cancel)["text"]
-    assert "You cancelled" in click(slack, fake_slack, "approval_cancel", cancel, user="UADMIN1")["text"]
+    assert "Only Ada Admin, who asked" in press(slack, fake_slack, "approval_cancel", cancel)["text"]
+    assert "You cancelled" in press(slack, fake_slack, "approval_cancel", cancel, user="UADMIN1")["text"]
     approve = buttons(approval_message(fake_slack, third).body)["approval_approve"]
-    assert "was cancelled by Ada Admin" in click(slack, fake_slack, "approval_approve", approve)["text"]
+    assert "was cancelled by Ada Admin" in press(slack, fake_slack, "approval_approve", approve)["text"]
 
     still_pending = reply_text(ask(slack, fake_slack, "requests"))
     assert all(f"request #{n}*" not in still_pending for n in (first, second, third))
     with engine.connect() as conn:
         audit = conn.execute(
             text(
-                "SELECT request_id, event, details->>'reason' FROM tokens_bot.audit_log"
+                f"SELECT request_id, event, details->>'reason' FROM {SCHEMA}.audit_log"
                 " WHERE request_id IN (:a, :b, :c) AND event <> 'requested' ORDER BY request_id"
             ),
             {"a": first, "b": second, "c": third},
@@ -310,21 +297,21 @@ def test_expired_request_cannot_be_approved_and_its_message_says_so(
     with engine.begin() as conn:
         conn.execute(
             text(
-                "UPDATE tokens_bot.approval_requests SET expires_at = now() - interval '1 minute' WHERE id = :id"
+                f"UPDATE {SCHEMA}.approval_requests SET expires_at = now() - interval '1 minute' WHERE id = :id"
             ),
             {"id": number},
         )
-    reply = click(slack, fake_slack, "approval_approve", buttons(posted.body)["approval_approve"])
+    reply = press(slack, fake_slack, "approval_approve", buttons(posted.body)["approval_approve"])
     assert "expired at" in reply["text"] and "nothing was changed" in reply["text"]
     [update] = updates(fake_slack, posted.response["ts"])
     assert "Expired" in reply_text(update.body) and not buttons(update.body)
-    again = click(slack, fake_slack, "approval_approve", buttons(posted.body)["approval_approve"])
+    again = press(slack, fake_slack, "approval_approve", buttons(posted.body)["approval_approve"])
     assert "can no longer be decided" in again["text"]
     assert remaining_of(engine, user) == 600_000
     with engine.connect() as conn:
         events = (
             conn.execute(
-                text("SELECT event FROM tokens_bot.audit_log WHERE request_id = :id ORDER BY id"),
+                text(f"SELECT event FROM {SCHEMA}.audit_log WHERE request_id = :id ORDER BY id"),
                 {"id": number},
             )
             .scalars()
@@ -346,7 +333,7 @@ def test_correction_applies_ledger_values_with_before_image_and_a_stale_one_is_r
         add_usage(conn, user, tokens=5_000, success=False, error="timeout", seconds=120)
     report = ask(slack, fake_slack, "reconcile drift@example.com", user="UVIEWER")
     assert "Differs from the ledger" in reply_text(report) and "599,000" in reply_text(report)
-    proposed = click(
+    proposed = press(
         slack, fake_slack, "reconcile_propose", buttons(report)["reconcile_propose"], user="UADMIN1"
     )
     number = request_number(proposed)
@@ -354,7 +341,7 @@ def test_correction_applies_ledger_values_with_before_image_and_a_stale_one_is_r
     assert "Correction request" in posted.body["text"] and "remaining +5,000" in posted.body["text"]
     ledger_before = written(engine, user)[0]
 
-    applied = click(slack, fake_slack, "approval_approve", buttons(posted.body)["approval_approve"])
+    applied = press(slack, fake_slack, "approval_approve", buttons(posted.body)["approval_approve"])
     assert "You approved" in applied["text"]
     with engine.connect() as conn:
         profile = conn.execute(
@@ -366,7 +353,7 @@ def test_correction_applies_ledger_values_with_before_image_and_a_stale_one_is_r
         ).one()
         [(event, details)] = conn.execute(
             text(
-                "SELECT event, details FROM tokens_bot.audit_log WHERE request_id = :id AND event <> 'requested'"
+                f"SELECT event, details FROM {SCHEMA}.audit_log WHERE request_id = :id AND event <> 'requested'"
             ),
             {"id": number},
         ).all()
@@ -393,23 +380,23 @@ def test_correction_applies_ledger_values_with_before_image_and_a_stale_one_is_r
         add_usage(conn, user, tokens=10, seconds=600)
     assert (
         "changed since that report"
-        in click(slack, fake_slack, "reconcile_propose", propose, user="UADMIN1")["text"]
+        in press(slack, fake_slack, "reconcile_propose", propose, user="UADMIN1")["text"]
     )
 
     report = ask(slack, fake_slack, "reconcile drift@example.com")
     number = request_number(
-        click(slack, fake_slack, "reconcile_propose", buttons(report)["reconcile_propose"], "UADMIN1")
+        press(slack, fake_slack, "reconcile_propose", buttons(report)["reconcile_propose"], user="UADMIN1")
     )
     posted = approval_message(fake_slack, number)
     with engine.begin() as conn:
         add_usage(conn, user, tokens=20, seconds=700)
     before = written(engine, user)
-    stale = click(slack, fake_slack, "approval_approve", buttons(posted.body)["approval_approve"])
+    stale = press(slack, fake_slack, "approval_approve", buttons(posted.body)["approval_approve"])
     assert "is stale" in stale["text"] and "nothing was changed" in stale["text"]
     assert written(engine, user)[:2] == before[:2]
     [update] = updates(fake_slack, posted.response["ts"])
     assert "Stale" in reply_text(update.body) and list(buttons(update.body)) == ["reconcile_recompute"]
-    fresh = click(slack, fake_slack, "reconcile_recompute", buttons(update.body)["reconcile_recompute"])
+    fresh = press(slack, fake_slack, "reconcile_recompute", buttons(update.body)["reconcile_recompute"])
     assert fresh["replace_original"] is False and "reconcile_propose" in buttons(fresh)
 
 
@@ -421,7 +408,7 @@ def test_slack_failure_after_commit_is_retried_and_never_reapplies(
     number = request_number(ask(slack, fake_slack, "adjust flaky@example.com +2,500 apology"))
     posted = approval_message(fake_slack, number)
     fake_slack.fail("chat.update", 429, 500, retry_after="1")
-    reply = click(
+    reply = press(
         slack, fake_slack, "approval_approve", buttons(posted.body)["approval_approve"], user="UADMIN2"
     )
     assert "You approved" in reply["text"]

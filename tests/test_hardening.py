@@ -23,6 +23,7 @@ from bot.slack.audit import email_digest
 from bot.slack.port import WebSlack
 from core.settings import Settings
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
+from tests.support.databases import SCHEMA
 from tests.support.fake_slack import FakeSlack, Recorded
 from tests.support.ledger import add_usage, add_user
 from tests.support.slack_http import SlackClient, reply_text
@@ -225,7 +226,7 @@ def test_an_approval_message_slack_never_answers_is_reported_and_never_posted_tw
     assert len([c for c in guarded.fake.calls if to_channel(c)]) == before + 1
     with engine.connect() as conn:
         requests = conn.execute(
-            text("SELECT status, channel FROM tokens_bot.approval_requests WHERE user_id = :u"), {"u": user}
+            text(f"SELECT status, channel FROM {SCHEMA}.approval_requests WHERE user_id = :u"), {"u": user}
         ).all()
     assert [tuple(r) for r in requests] == [("pending", None)]
 

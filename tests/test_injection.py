@@ -39,6 +39,7 @@ from core.domain.models import Page, UserRef
 from core.domain.reports import FleetTotals, LowBalanceReport, LowBalanceRow, TopReport, TopRow
 from core.services.service import TokensService
 from core.settings import Settings
+from tests.support.databases import SCHEMA
 from tests.support.fake_slack import FakeSlack, Recorded
 from tests.support.ledger import add_usage, add_user
 from tests.support.reports import quiet_digest
@@ -196,7 +197,7 @@ def test_a_reason_is_stored_as_typed_whatever_words_and_entities_it_holds(
     assert "fix payload bug &amp; refund &lt;3" in str(message.body["blocks"])
     with engine.connect() as conn:
         stored = conn.execute(
-            sql("SELECT reason FROM tokens_bot.approval_requests WHERE id = :n"), {"n": number}
+            sql(f"SELECT reason FROM {SCHEMA}.approval_requests WHERE id = :n"), {"n": number}
         ).scalar_one()
     assert stored == "fix payload bug & refund <3"
 

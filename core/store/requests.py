@@ -14,7 +14,7 @@ from core.domain.models import UserRef
 from core.settings import Settings
 
 
-def close_request(
+def decide(
     conn: Connection,
     settings: Settings,
     request: ApprovalRequest,
@@ -25,8 +25,9 @@ def close_request(
     *,
     details: dict[str, Any] | None = None,
     applied: tuple[int, int, str | None] | None = None,
-) -> ApprovalRequest:
-    """Record a decision on the request row and in the audit log; the caller's transaction commits both."""
+) -> Decision:
+    """Record a decision on the request row and in the audit log (the caller's transaction commits both),
+    and say what it was."""
     before, after, row_id = applied or (None, None, None)
     # An expiry is the clock's doing: the request records no decider, the audit log who noticed it.
     decider = None if outcome is RequestStatus.EXPIRED else actor
@@ -60,7 +61,9 @@ def close_request(
         now,
         {**(details or {}), **({"reason": reason} if reason else {})},
     )
-    return read_request(conn, settings, request.id, for_update=False)
+    return Decision(
+        outcome=outcome, request=read_request(conn, settings, request.id, for_update=False), actor=actor
+    )
 
 
 def insert_request(
@@ -207,22 +210,3 @@ def _from_row(row: RowMapping) -> ApprovalRequest:
         channel=row["channel"],
         message_ts=row["message_ts"],
     )
-
-
-def decide(
-    conn: Connection,
-    settings: Settings,
-    request: ApprovalRequest,
-    outcome: RequestStatus,
-    actor: Person,
-    now: datetime,
-    reason: str | None = None,
-    *,
-    details: dict[str, Any] | None = None,
-    applied: tuple[int, int, str | None] | None = None,
-) -> Decision:
-    """Close the request as `outcome` (row and audit trail, in the caller's transaction) and say so."""
-    closed = close_request(
-        conn, settings, request, outcome, actor, now, reason, details=details, applied=applied
-    )
-    return Decision(outcome=outcome, request=closed, actor=actor)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -103,3 +103,9 @@ def remaining(conn: Connection, user_id: uuid.UUID | str) -> int:
             {"u": user_id},
         ).scalar_one()
     )
+
+
+def remaining_of(engine: Engine, user_id: uuid.UUID | str) -> int:
+    """`remaining` in a connection of its own."""
+    with engine.connect() as conn:
+        return remaining(conn, user_id)

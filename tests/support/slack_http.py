@@ -118,6 +118,23 @@ def ask(slack: SlackClient, fake_slack: FakeSlack, text: str, user: str = "UADMI
     return body
 
 
+def press(
+    slack: SlackClient,
+    fake_slack: FakeSlack,
+    action_id: str,
+    value: str,
+    *,
+    user: str = "UADMIN2",
+    channel: str = "CAPPROVALS",
+) -> dict[str, Any]:
+    """Press a button as `user` (an approver, by default, on the approvals channel) and return the answer
+    the bot posted to the click's response URL."""
+    result, name = slack.click(action_id, value, user=user, channel=channel)
+    assert result.status == 200, result.body
+    [body] = fake_slack.responses(name)
+    return body
+
+
 def reply_text(body: dict[str, Any]) -> str:
     """Everything a person would read in a message: the fallback and every block's text."""
     return str(body.get("text", "")) + "\n" + json.dumps(body.get("blocks", []), ensure_ascii=False)
