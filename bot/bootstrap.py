@@ -8,10 +8,10 @@ from sqlalchemy import Engine
 
 from core.services.service import TokensService
 from core.settings import Settings
-from core.store.db import make_engine, unit_of_work
+from core.store.db import make_engine
 from core.store.embedded import start_embedded
 from core.store.migrate import migrate
-from demo.data import has_product_data, load_demo_data
+from demo.data import fill_empty_database
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +23,9 @@ def database_url(settings: Settings) -> str:
     url = start_embedded(settings.tokens_data_dir / "pg")
     engine = make_engine(url, pool_size=1)
     try:
-        with unit_of_work(engine) as conn:
-            if not has_product_data(conn):
-                summary = load_demo_data(conn)
-                log.info("embedded database filled with demo data: %s users", summary.users)
+        summary = fill_empty_database(engine)
+        if summary is not None:
+            log.info("embedded database filled with demo data: %s users", summary.users)
     finally:
         engine.dispose()
     return url

@@ -19,9 +19,10 @@ from importlib.resources import files
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from core.domain.errors import ProductDataExistsError
+from core.store.db import unit_of_work
 from demo.population import build
 from demo.rows import User
 
@@ -165,3 +166,21 @@ def _insert(conn: Connection, users: list[User]) -> int:
     ]
     conn.execute(_INSERT_USAGE, _columns(usage))
     return len(usage)
+
+
+def fill_demo_database(engine: Engine, *, force: bool = False) -> DemoSummary:
+    """Load the demo data set in a transaction of its own, committed once it is whole."""
+    with unit_of_work(engine) as conn:
+        summary = load_demo_data(conn, force=force)
+        conn.commit()
+        return summary
+
+
+def fill_empty_database(engine: Engine) -> DemoSummary | None:
+    """The embedded database's first start: demo data when the product tables hold no row, else nothing."""
+    with unit_of_work(engine) as conn:
+        if has_product_data(conn):
+            return None
+        summary = load_demo_data(conn)
+        conn.commit()
+        return summary

@@ -12,8 +12,8 @@ from bot.entrypoints import jobs
 from bot.slack.audit import audit_log, logging_config
 from core.domain.errors import TokensBotError
 from core.settings import Settings
-from core.store.db import make_engine, unit_of_work
-from demo.data import load_demo_data
+from core.store.db import make_engine
+from demo.data import fill_demo_database
 
 CONSOLE_USER = "UCONSOLE"
 
@@ -123,8 +123,7 @@ def _console(settings: Settings, actor: str | None) -> int:
 def _demo_data(settings: Settings, *, force: bool) -> int:
     engine = make_engine(prepare_database(settings), pool_size=1)
     try:
-        with unit_of_work(engine) as conn:
-            summary = load_demo_data(conn, force=force)
+        summary = fill_demo_database(engine, force=force)
     finally:
         engine.dispose()
     print(f"demo data: {summary.users} users, {summary.ledger_rows} ledger rows")

@@ -65,9 +65,11 @@ class TokensService:
     def request_adjustment(self, actor: Person, user: UUID | str, delta: int, reason: str) -> ApprovalRequest:
         """`/tokens adjust`: a pending grant or deduction, checked against the current balance."""
         with self._writing() as conn:
-            return approvals.request_adjustment(
+            request = approvals.request_adjustment(
                 conn, self.shape(conn), self.settings, actor, user, delta, reason, self.clock()
             )
+            conn.commit()
+            return request
 
     def reconcile(self, actor: str, user: UUID | str, *, initial_grant: int | None = None) -> ReconcileReport:
         """`/tokens reconcile`: the guide's Step 4 for one user."""
@@ -80,25 +82,35 @@ class TokensService:
     ) -> ApprovalRequest:
         """The "Propose correction" button: a pending Step 5 for the values the proposer saw."""
         with self._writing() as conn:
-            return approvals.propose_correction(
+            request = approvals.propose_correction(
                 conn, self.shape(conn), self.settings, actor, user_id, initial_grant, seen, self.clock()
             )
+            conn.commit()
+            return request
 
     def approve(self, actor: Person, request_id: int) -> Decision:
         with self._writing() as conn:
-            return approvals.approve(conn, self.shape(conn), self.settings, actor, request_id, self.clock)
+            decision = approvals.approve(conn, self.shape(conn), self.settings, actor, request_id, self.clock)
+            conn.commit()
+            return decision
 
     def reject(self, actor: Person, request_id: int, reason: str | None = None) -> Decision:
         with self._writing() as conn:
-            return approvals.reject(conn, self.settings, actor, request_id, reason, self.clock)
+            decision = approvals.reject(conn, self.settings, actor, request_id, reason, self.clock)
+            conn.commit()
+            return decision
 
     def cancel(self, actor: Person, request_id: int) -> Decision:
         with self._writing() as conn:
-            return approvals.cancel(conn, self.settings, actor, request_id, self.clock)
+            decision = approvals.cancel(conn, self.settings, actor, request_id, self.clock)
+            conn.commit()
+            return decision
 
     def expire_due(self) -> list[ApprovalRequest]:
         with self._writing() as conn:
-            return approvals.expire_due(conn, self.settings, self.clock())
+            expired = approvals.expire_due(conn, self.settings, self.clock())
+            conn.commit()
+            return expired
 
     def pending_requests(self, actor: str) -> list[ApprovalRequest]:
         self.require_viewer(actor)
@@ -108,6 +120,7 @@ class TokensService:
     def attach_message(self, request_id: int, channel: str, ts: str) -> None:
         with self._writing() as conn:
             requests.attach_message(conn, self.settings, request_id, channel, ts)
+            conn.commit()
 
     def lowbalance(self, actor: str, threshold: int | None = None, *, page: int = 1) -> LowBalanceReport:
         """`/tokens lowbalance`: users under the threshold, lowest first."""
@@ -139,13 +152,10 @@ class TokensService:
         (`remember=False`) leaves no trace either.
         """
         with self._writing() as primary, self._reading(self.scan_engine) as reader:
-            draft = primary.begin_nested()
             report, digest_id = build_digest(primary, reader, self.shape(reader), self.settings, channel)
             record_posted(primary, self.settings, digest_id, publish(report))
             if remember:
-                draft.commit()
-            else:
-                draft.rollback()
+                primary.commit()
             return report
 
     def require_viewer(self, actor: str) -> None:

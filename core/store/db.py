@@ -73,7 +73,8 @@ def unit_of_work(
     isolation: Isolation = "READ COMMITTED",
     local: Mapping[str, str] | None = None,
 ) -> Iterator[Connection]:
-    """Open one transaction for one use case; leaving the block without error commits, an error rolls back.
+    """Open one transaction for one use case; it commits only when the use case says so (`conn.commit()`),
+    and rolls back otherwise, an error or a refusal included.
 
     Read-only use cases run REPEATABLE READ so every query of one reply sees the same snapshot; the
     driver opens them with a single `BEGIN ... READ ONLY`. The engine's statement timeout and the
@@ -82,7 +83,8 @@ def unit_of_work(
     """
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level=isolation, postgresql_readonly=read_only)
-        with conn.begin():
+        transaction = conn.begin()
+        try:
             settings = dict(local or {})
             timeout = conn.get_execution_options().get(_STATEMENT_TIMEOUT)
             if timeout:
@@ -90,3 +92,6 @@ def unit_of_work(
             if settings:
                 conn.execute(_SET_LOCAL, {"names": list(settings), "values": list(settings.values())})
             yield conn
+        finally:
+            if transaction.is_active:
+                transaction.rollback()

@@ -11,7 +11,7 @@ from core.domain.reports import DoctorReport, IndexCheck
 from core.settings import Settings, to_sqlalchemy_url
 from core.store.catalog import inspect_product
 from core.store.columns import Columns
-from core.store.db import TRANSACTION_POOLER_PORT
+from core.store.db import TRANSACTION_POOLER_PORT, unit_of_work
 from core.store.doctor_product import count_action_types, explain_product, suggested_settings
 from core.store.doctor_schema import count_odd_rows, explain_schema
 from core.store.migrate import current_revision
@@ -73,7 +73,7 @@ ORDER BY i.relname
 def diagnose_database(engine: Engine, url: str, settings: Settings) -> DoctorReport:
     """Read-only inspection: server, pooler, row estimates, the indexes the bot relies on."""
     sa_url = make_url(to_sqlalchemy_url(url))
-    with engine.connect() as conn:
+    with unit_of_work(engine, read_only=True) as conn:
         facts = (
             conn.execute(
                 text(
