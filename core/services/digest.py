@@ -27,7 +27,7 @@ def build_digest(
     """
     digests.lock_channel(primary, channel)
     previous = digests.previous_digest(primary, settings, channel)
-    previous_id = previous.id if previous else None
+    previous_id = previous["id"] if previous else None
     generated_at = reader.execute(text("SELECT now()")).scalar_one()
     low = low_balances(reader, shape, settings, threshold=settings.tokens_lowbalance_threshold, page=1)
     minimum = settings.tokens_scan_threshold
@@ -44,7 +44,7 @@ def build_digest(
     report = DigestReport(
         channel=channel,
         generated_at=generated_at,
-        previous_at=previous.created_at if previous else None,
+        previous_at=previous["created_at"] if previous else None,
         totals=fleet_totals(reader, shape, settings),
         low=low,
         minimum=minimum,

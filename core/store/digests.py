@@ -7,9 +7,10 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Connection, Row, text
+from sqlalchemy import Connection, RowMapping, insert, select, text, update
 
 from core.settings import Settings
+from core.store.tables import digest_discrepancies, digests, in_bot_schema
 
 _BATCH = 1_000
 # Any fixed number works; two cron runs for one channel must not both count the same users as new.
@@ -21,15 +22,19 @@ def lock_channel(primary: Connection, channel: str) -> None:
     primary.execute(text("SELECT pg_advisory_xact_lock(:k, hashtext(:c))"), {"k": _DIGEST_LOCK, "c": channel})
 
 
-def previous_digest(primary: Connection, settings: Settings, channel: str) -> Row[Any] | None:
+def previous_digest(primary: Connection, settings: Settings, channel: str) -> RowMapping | None:
     """The last digest posted to `channel` (id, created_at): the one this digest is compared with."""
-    return primary.execute(
-        text(
-            f'SELECT id, created_at FROM "{settings.tokens_schema}".digests WHERE channel = :c'
-            " ORDER BY id DESC LIMIT 1"
-        ),
-        {"c": channel},
-    ).first()
+    return (
+        primary.execute(
+            select(digests.c.id, digests.c.created_at)
+            .where(digests.c.channel == channel)
+            .order_by(digests.c.id.desc())
+            .limit(1),
+            execution_options=in_bot_schema(settings),
+        )
+        .mappings()
+        .first()
+    )
 
 
 def insert_digest(
@@ -37,12 +42,10 @@ def insert_digest(
 ) -> int:
     return int(
         primary.execute(
-            text(
-                f'INSERT INTO "{settings.tokens_schema}".digests'
-                " (channel, created_at, minimum, discrepant, low_balances)"
-                " VALUES (:c, :at, :m, 0, :low) RETURNING id"
-            ),
-            {"c": channel, "at": at, "m": minimum, "low": low_balances},
+            insert(digests)
+            .values(channel=channel, created_at=at, minimum=minimum, discrepant=0, low_balances=low_balances)
+            .returning(digests.c.id),
+            execution_options=in_bot_schema(settings),
         ).scalar_one()
     )
 
@@ -51,13 +54,8 @@ def remember_discrepancies(
     primary: Connection, settings: Settings, digest_id: int, rows: Iterator[dict[str, Any]]
 ) -> None:
     """Every discrepant user of this digest, written a batch at a time as the scan streams them."""
-    insert = text(
-        f'INSERT INTO "{settings.tokens_schema}".digest_discrepancies'
-        " (digest_id, user_id, worst, used_discrepancy, remaining_discrepancy, deferred)"
-        " VALUES (:d, :user_id, :worst, :used_discrepancy, :remaining_discrepancy, :deferred)"
-    )
-    while chunk := [{"d": digest_id, **row} for row in islice(rows, _BATCH)]:
-        primary.execute(insert, chunk)
+    while chunk := [{"digest_id": digest_id, **row} for row in islice(rows, _BATCH)]:
+        primary.execute(insert(digest_discrepancies), chunk, execution_options=in_bot_schema(settings))
 
 
 def compare_with(
@@ -87,8 +85,8 @@ def compare_with(
         .one()
     )
     primary.execute(
-        text(f'UPDATE "{schema}".digests SET discrepant = :n WHERE id = :d'),
-        {"n": counts["discrepant"], "d": digest_id},
+        update(digests).where(digests.c.id == digest_id).values(discrepant=counts["discrepant"]),
+        execution_options=in_bot_schema(settings),
     )
     return {key: int(value) for key, value in counts.items()}
 
@@ -125,6 +123,6 @@ def largest(
 
 def record_posted(primary: Connection, settings: Settings, digest_id: int, message_ts: str | None) -> None:
     primary.execute(
-        text(f'UPDATE "{settings.tokens_schema}".digests SET message_ts = :ts WHERE id = :d'),
-        {"ts": message_ts, "d": digest_id},
+        update(digests).where(digests.c.id == digest_id).values(message_ts=message_ts),
+        execution_options=in_bot_schema(settings),
     )

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, text
+from sqlalchemy import Connection, RowMapping, insert, select, update
 
 from core.domain.approvals import ApprovalRequest, Correction, Decision, Person, RequestKind, RequestStatus
 from core.domain.errors import RequestNotFoundError
 from core.domain.models import UserRef
 from core.settings import Settings
+from core.store.tables import approval_requests, audit_log, in_bot_schema
 
 
 def decide(
@@ -32,22 +32,19 @@ def decide(
     # An expiry is the clock's doing: the request records no decider, the audit log who noticed it.
     decider = None if outcome is RequestStatus.EXPIRED else actor
     conn.execute(
-        text(
-            f"UPDATE {_table(settings)} SET status = :s, decided_by = :by, decided_by_name = :name,"
-            " decided_at = :at, decision_reason = :why, balance_before = :before, balance_after = :after,"
-            " ledger_row_id = :row WHERE id = :id"
+        update(approval_requests)
+        .where(approval_requests.c.id == request.id)
+        .values(
+            status=outcome.value,
+            decided_by=decider.slack_id if decider else None,
+            decided_by_name=decider.name if decider else None,
+            decided_at=now,
+            decision_reason=reason,
+            balance_before=before,
+            balance_after=after,
+            ledger_row_id=row_id,
         ),
-        {
-            "s": outcome.value,
-            "by": decider.slack_id if decider else None,
-            "name": decider.name if decider else None,
-            "at": now,
-            "why": reason,
-            "before": before,
-            "after": after,
-            "row": row_id,
-            "id": request.id,
-        },
+        execution_options=in_bot_schema(settings),
     )
     event = (
         "corrected" if outcome is RequestStatus.APPLIED and request.correction is not None else outcome.value
@@ -80,25 +77,22 @@ def insert_request(
     correction: Correction | None = None,
 ) -> ApprovalRequest:
     request_id = conn.execute(
-        text(
-            f"INSERT INTO {_table(settings)} (kind, user_id, user_email, delta, reason, remaining_at_request,"
-            " correction, requested_by, requested_by_name, requested_at, expires_at)"
-            " VALUES (:kind, :u, :email, :delta, :reason, :remaining, CAST(:corr AS jsonb), :by, :name, :at,"
-            " :expires) RETURNING id"
-        ),
-        {
-            "kind": kind.value,
-            "u": user.user_id,
-            "email": user.email,
-            "delta": delta,
-            "reason": reason,
-            "remaining": remaining,
-            "corr": correction.model_dump_json() if correction else None,
-            "by": actor.slack_id,
-            "name": actor.name,
-            "at": now,
-            "expires": now + timedelta(hours=settings.tokens_request_ttl_hours),
-        },
+        insert(approval_requests)
+        .values(
+            kind=kind.value,
+            user_id=user.user_id,
+            user_email=user.email,
+            delta=delta,
+            reason=reason,
+            remaining_at_request=remaining,
+            correction=correction.model_dump(mode="json") if correction else None,
+            requested_by=actor.slack_id,
+            requested_by_name=actor.name,
+            requested_at=now,
+            expires_at=now + timedelta(hours=settings.tokens_request_ttl_hours),
+        )
+        .returning(approval_requests.c.id),
+        execution_options=in_bot_schema(settings),
     ).scalar_one()
     details: dict[str, Any] = {"reason": reason, "remaining": remaining}
     if delta is not None:
@@ -119,18 +113,15 @@ def audit(
     details: dict[str, Any],
 ) -> None:
     conn.execute(
-        text(
-            f'INSERT INTO "{settings.tokens_schema}".audit_log (request_id, event, actor, actor_name, at, details)'
-            " VALUES (:r, :e, :a, :n, :at, CAST(:d AS jsonb))"
+        insert(audit_log).values(
+            request_id=request_id,
+            event=event,
+            actor=actor.slack_id,
+            actor_name=actor.name,
+            at=now,
+            details=details,
         ),
-        {
-            "r": request_id,
-            "e": event,
-            "a": actor.slack_id,
-            "n": actor.name,
-            "at": now,
-            "d": json.dumps(details),
-        },
+        execution_options=in_bot_schema(settings),
     )
 
 
@@ -138,9 +129,11 @@ def read_request(
     conn: Connection, settings: Settings, request_id: int, *, for_update: bool
 ) -> ApprovalRequest:
     """The request row; `for_update` locks it until commit: the line every concurrent click for it queues in."""
-    lock = " FOR UPDATE" if for_update else ""
+    query = select(approval_requests).where(approval_requests.c.id == request_id)
     row = (
-        conn.execute(text(f"SELECT * FROM {_table(settings)} WHERE id = :id{lock}"), {"id": request_id})
+        conn.execute(
+            query.with_for_update() if for_update else query, execution_options=in_bot_schema(settings)
+        )
         .mappings()
         .one_or_none()
     )
@@ -153,60 +146,57 @@ def read_request(
 
 def overdue_requests(conn: Connection, settings: Settings, now: datetime) -> list[ApprovalRequest]:
     """Pending requests past their expiry, locked; rows another replica is deciding right now are skipped."""
-    rows = conn.execute(
-        text(
-            f"SELECT * FROM {_table(settings)} WHERE status = 'pending' AND expires_at <= :now"
-            " ORDER BY id FOR UPDATE SKIP LOCKED"
-        ),
-        {"now": now},
-    ).mappings()
-    return [_from_row(row) for row in rows]
+    query = (
+        select(approval_requests)
+        .where(
+            approval_requests.c.status == RequestStatus.PENDING.value, approval_requests.c.expires_at <= now
+        )
+        .order_by(approval_requests.c.id)
+        .with_for_update(skip_locked=True)
+    )
+    return [
+        _from_row(row) for row in conn.execute(query, execution_options=in_bot_schema(settings)).mappings()
+    ]
 
 
 def pending_requests(conn: Connection, settings: Settings, now: datetime) -> list[ApprovalRequest]:
-    rows = conn.execute(
-        text(f"SELECT * FROM {_table(settings)} WHERE status = 'pending' AND expires_at > :now ORDER BY id"),
-        {"now": now},
-    ).mappings()
-    return [_from_row(row) for row in rows]
+    query = (
+        select(approval_requests)
+        .where(
+            approval_requests.c.status == RequestStatus.PENDING.value, approval_requests.c.expires_at > now
+        )
+        .order_by(approval_requests.c.id)
+    )
+    return [
+        _from_row(row) for row in conn.execute(query, execution_options=in_bot_schema(settings)).mappings()
+    ]
 
 
 def attach_message(conn: Connection, settings: Settings, request_id: int, channel: str, ts: str) -> None:
     """Remember where the approval message is, so every later decision can update it in place."""
     conn.execute(
-        text(f"UPDATE {_table(settings)} SET channel = :c, message_ts = :ts WHERE id = :id"),
-        {"c": channel, "ts": ts, "id": request_id},
+        update(approval_requests)
+        .where(approval_requests.c.id == request_id)
+        .values(channel=channel, message_ts=ts),
+        execution_options=in_bot_schema(settings),
     )
 
 
-def _table(settings: Settings) -> str:
-    return f'"{settings.tokens_schema}".approval_requests'
-
-
 def _from_row(row: RowMapping) -> ApprovalRequest:
+    """The row as the domain's request: people and the user are values of their own there."""
     decider = (
         Person(slack_id=row["decided_by"], name=row["decided_by_name"])
         if row["decided_by"] is not None
         else None
     )
-    return ApprovalRequest(
-        id=row["id"],
-        kind=RequestKind(row["kind"]),
-        status=RequestStatus(row["status"]),
-        user=UserRef(user_id=str(row["user_id"]), email=row["user_email"]),
-        delta=row["delta"],
-        reason=row["reason"],
-        remaining_at_request=int(row["remaining_at_request"]),
-        correction=Correction.model_validate(row["correction"]) if row["correction"] is not None else None,
-        requester=Person(slack_id=row["requested_by"], name=row["requested_by_name"]),
-        requested_at=row["requested_at"],
-        expires_at=row["expires_at"],
-        decider=decider,
-        decided_at=row["decided_at"],
-        decision_reason=row["decision_reason"],
-        balance_before=None if row["balance_before"] is None else int(row["balance_before"]),
-        balance_after=None if row["balance_after"] is None else int(row["balance_after"]),
-        ledger_row_id=row["ledger_row_id"],
-        channel=row["channel"],
-        message_ts=row["message_ts"],
+    return ApprovalRequest.model_validate(
+        {
+            **row,
+            "user": UserRef(user_id=str(row["user_id"]), email=row["user_email"]),
+            "requester": Person(slack_id=row["requested_by"], name=row["requested_by_name"]),
+            "decider": decider,
+            "remaining_at_request": int(row["remaining_at_request"]),
+            "balance_before": None if row["balance_before"] is None else int(row["balance_before"]),
+            "balance_after": None if row["balance_after"] is None else int(row["balance_after"]),
+        }
     )
