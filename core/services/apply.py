@@ -19,7 +19,7 @@ from core.domain.approvals import (
 )
 from core.services.reconcile import reconcile
 from core.settings import Settings
-from core.store.columns import Columns
+from core.store.columns import COST, REMAINING, USED, Columns
 from core.store.ledger_writes import (
     current_row,
     insert_ledger_row,
@@ -114,11 +114,7 @@ def apply_correction(
         "initial_grant": correction.initial_grant.model_dump(mode="json"),
         "ledger": correction.snapshot.model_dump(mode="json"),
         "before": image,
-        "after": {
-            "vibe_assistant_tokens_remaining": correction.remaining,
-            "vibe_assistant_tokens_used": correction.used,
-            "vibe_assistant_total_cost": str(correction.cost),
-        },
+        "after": {REMAINING: correction.remaining, USED: correction.used, COST: str(correction.cost)},
     }
     return decide(
         conn,
