@@ -97,7 +97,10 @@ def _discrepancies(report: CheckReport) -> JsonBlock:
 
 def _findings(report: CheckReport) -> str:
     if not report.findings:
-        return "*Findings*\nNothing suspicious in the ledger."
+        if report.verdict is Verdict.RECONCILED:
+            return "*Findings*\nNothing suspicious in the ledger."
+        below = " See Data quality below." if report.data_quality else ""
+        return f"*Findings*\nNo known cause in the ledger explains this discrepancy.{below}"
     lines = [
         f"• *{FINDING_TITLES[f.kind]}* — {tokens(f.tokens)} tokens. {escape(f.summary)}"
         for f in report.findings

@@ -37,10 +37,27 @@ def ledger_notes(row: Mapping[str, Any]) -> list[DataQualityNote]:
         if rows:
             tokens = int(row[f"{kind.value}_tokens"])
             amount = f" ({tokens:,} tokens)" if tokens and kind is not DataQualityKind.NULL_TOKENS else ""
+            said = meaning if rows > 1 else _singular(meaning)
             notes.append(
-                DataQualityNote(kind=kind, rows=rows, tokens=tokens, summary=f"{rows:,} {meaning}{amount}.")
+                DataQualityNote(kind=kind, rows=rows, tokens=tokens, summary=f"{rows:,} {said}{amount}.")
             )
     return notes
+
+
+_SINGULAR = (
+    ("rows have", "row has"),
+    ("rows are", "row is"),
+    ("rows spell", "row spells"),
+    ("rows hold", "row holds"),
+    ("they count", "it counts"),
+    ("If they are", "If it is"),
+)
+
+
+def _singular(meaning: str) -> str:
+    for plural, singular in _SINGULAR:
+        meaning = meaning.replace(plural, singular)
+    return meaning
 
 
 def profile_notes(balance: Balance, hidden_tables: list[str]) -> list[DataQualityNote]:
