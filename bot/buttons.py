@@ -16,11 +16,12 @@ from typing import Annotated, ClassVar, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from bot.commands import TOP_MAX
+from bot.commands import CHART_DAYS_MAX, TOP_MAX
 from core.domain.errors import UsageError
 
 CHECK_PAGE_ACTION = "check_page"
 OPEN_CHECK_ACTION = "open_check"
+CHART_ACTION = "usage_chart"
 LOWBALANCE_PAGE_ACTION = "lowbalance_page"
 DISCREPANCIES_PAGE_ACTION = "discrepancies_page"
 TOP_PAGE_ACTION = "top_page"
@@ -80,6 +81,14 @@ class CheckPage(ButtonValue):
     u: UserId
     p: PageNumber
     g: Amount | None = None
+
+
+class ChartButton(ButtonValue):
+    """A check's Chart button: the user and how many days back to draw."""
+
+    rerun: ClassVar[str] = "run `/tokens chart <user>` instead"
+    u: UserId
+    d: Annotated[int, Field(ge=1, le=CHART_DAYS_MAX)]
 
 
 class LowBalancePage(ButtonValue):
@@ -142,6 +151,7 @@ class _Named(ButtonValue):
 PAYLOADS: dict[str, type[ButtonValue]] = {
     CHECK_PAGE_ACTION: CheckPage,
     OPEN_CHECK_ACTION: CheckPage,
+    CHART_ACTION: ChartButton,
     LOWBALANCE_PAGE_ACTION: LowBalancePage,
     DISCREPANCIES_PAGE_ACTION: DiscrepanciesPage,
     TOP_PAGE_ACTION: TopPage,

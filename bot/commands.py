@@ -14,6 +14,8 @@ from core.domain.errors import UsageError
 EXAMPLE_UUID = "3f6c1a52-8d1e-4c1b-9a57-2f0e6a9d4b10"
 TOP_DEFAULT = 20
 TOP_MAX = 100
+CHART_DAYS_DEFAULT = 90
+CHART_DAYS_MAX = 366
 _EMAIL = re.compile(r"^[^@\s<>|]+@[^@\s<>|]+\.[^@\s<>|]+$")
 _SLACK_MAILTO = re.compile(r"^<mailto:([^|>]+)(?:\|[^>]*)?>$")
 _SLACK_MENTION = re.compile(r"^<[@#!][^>]*>$")
@@ -21,6 +23,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 USAGE = """\
 `/tokens check <user>` — balance vs ledger, discrepancies, findings, recent operations
+`/tokens chart <user> [days]` — a picture of the user's daily usage and balance (default 90 days), sent to you alone
 `/tokens adjust <user> <delta> <reason>` — ask for a grant (`+50k`) or deduction (`-1200`); a second person approves
 `/tokens reconcile <user> [initial_grant]` — expected balance from the ledger, and a correction to approve
 `/tokens requests` — pending grants, deductions and corrections, with their buttons
@@ -46,6 +49,11 @@ class HelpCommand(_Command):
 
 class CheckCommand(_Command):
     user: UUID | str
+
+
+class ChartCommand(_Command):
+    user: UUID | str
+    days: int = CHART_DAYS_DEFAULT
 
 
 class AdjustCommand(_Command):
@@ -90,6 +98,7 @@ Command = (
     | DiscrepanciesCommand
     | TopCommand
     | CheckCommand
+    | ChartCommand
     | AdjustCommand
     | ReconcileCommand
     | RequestsCommand
@@ -133,6 +142,26 @@ def _parse_check(args: list[str]) -> CheckCommand:
             f"`check` takes one user, but got extra words: `{extra}`. Try `/tokens check {_clip(args[0])}`."
         )
     return CheckCommand(user=parse_user(args[0], "check"))
+
+
+def _parse_chart(args: list[str]) -> ChartCommand:
+    """A user and optionally how many days back (`30` or `30d`), at most a leap year."""
+    example = "`/tokens chart ada@example.com` or `/tokens chart ada@example.com 30`"
+    if not args or len(args) > 2:
+        raise UsageError(f"`chart` takes a user and optionally a number of days, e.g. {example}.")
+    user = parse_user(args[0], "chart")
+    if len(args) == 1:
+        return ChartCommand(user=user)
+    word = args[1].lower().removesuffix("d")
+    if not word.isascii() or not word.isdigit():
+        raise UsageError(f"`{_clip(args[1])}` is not a number of days; e.g. {example}.")
+    days = int(word) if len(word) <= 6 else CHART_DAYS_MAX + 1  # no 5,000-digit int() for a typo
+    if not 1 <= days <= CHART_DAYS_MAX:
+        raise UsageError(
+            f"A chart covers 1 to {CHART_DAYS_MAX} days; you asked for {_clip(word)}. Try `/tokens chart"
+            f" {_clip(args[0])} {CHART_DAYS_DEFAULT}`."
+        )
+    return ChartCommand(user=user, days=days)
 
 
 def _parse_adjust(args: list[str]) -> AdjustCommand:
@@ -228,6 +257,7 @@ def _parse_help(args: list[str]) -> HelpCommand:
 
 PARSERS: dict[str, Callable[[list[str]], Command]] = {
     "check": _parse_check,
+    "chart": _parse_chart,
     "adjust": _parse_adjust,
     "reconcile": _parse_reconcile,
     "requests": _parse_requests,

@@ -8,10 +8,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from bot import approval_routes as approvals
-from bot import buttons
+from bot import buttons, chart_routes
 from bot.buttons import (
     APPROVE_ACTION,
     CANCEL_ACTION,
+    CHART_ACTION,
     CHECK_PAGE_ACTION,
     DISCREPANCIES_PAGE_ACTION,
     LOWBALANCE_PAGE_ACTION,
@@ -28,6 +29,7 @@ from bot.buttons import (
 from bot.commands import (
     AdjustCommand,
     CancelCommand,
+    ChartCommand,
     CheckCommand,
     Command,
     DiscrepanciesCommand,
@@ -107,6 +109,7 @@ def _top_page(service: TokensService, slack: SlackPort, actor: str, value: TopPa
 COMMAND_ROUTES: dict[type[Command], CommandRoute] = {
     HelpCommand: _help,
     CheckCommand: _check,
+    ChartCommand: chart_routes.chart_command,
     LowBalanceCommand: _lowbalance,
     DiscrepanciesCommand: _discrepancies,
     TopCommand: _top,
@@ -120,6 +123,8 @@ ACTION_ROUTES: dict[str, ActionRoute] = {
     CHECK_PAGE_ACTION: _check_page,
     # A list row's Check button opens the same view as a new message, so the list stays to click on.
     OPEN_CHECK_ACTION: _check_page,
+    # The chart goes to the clicker's direct message; their reply says so, the check stays as it was.
+    CHART_ACTION: chart_routes.chart_button,
     LOWBALANCE_PAGE_ACTION: _lowbalance_page,
     DISCREPANCIES_PAGE_ACTION: _discrepancies_page,
     TOP_PAGE_ACTION: _top_page,
@@ -129,10 +134,18 @@ ACTION_ROUTES: dict[str, ActionRoute] = {
     PROPOSE_ACTION: approvals.propose_button,
     RECOMPUTE_ACTION: approvals.recompute_button,
 }
-# Buttons whose answer goes to the clicker alone instead of replacing the message clicked: a new view, and
-# decisions on an approval message everyone shares.
+# Buttons whose answer goes to the clicker alone instead of replacing the message clicked: a new view, a
+# chart sent elsewhere, and decisions on an approval message everyone shares.
 PRIVATE_ACTIONS = frozenset(
-    {OPEN_CHECK_ACTION, APPROVE_ACTION, REJECT_ACTION, CANCEL_ACTION, PROPOSE_ACTION, RECOMPUTE_ACTION}
+    {
+        OPEN_CHECK_ACTION,
+        CHART_ACTION,
+        APPROVE_ACTION,
+        REJECT_ACTION,
+        CANCEL_ACTION,
+        PROPOSE_ACTION,
+        RECOMPUTE_ACTION,
+    }
 )
 # Paging a fleet list re-runs its scan: these buttons get a "working…" note when it is slow.
 SLOW_ACTIONS = frozenset({LOWBALANCE_PAGE_ACTION, DISCREPANCIES_PAGE_ACTION, TOP_PAGE_ACTION})

@@ -63,6 +63,10 @@ FORGED: dict[str, tuple[str, list[Any]]] = {
         ],
     ),
     "open_check": ("/tokens check", [{"u": None, "p": 1}]),
+    "usage_chart": (
+        "/tokens chart",
+        [{"u": USER, "d": 0}, {"u": USER, "d": 367}, {"u": USER, "d": "90"}, {"u": USER}, {"d": 90}],
+    ),
     "lowbalance_page": ("/tokens lowbalance", [{"t": -5, "p": 2}, {"t": 10_000}, {"t": 10**20, "p": 1}]),
     "discrepancies_page": ("/tokens discrepancies", [{"m": "100", "p": 2}, {"p": 2}]),
     "top_page": ("/tokens top", [{"n": -1, "p": 1}, {"n": 101, "p": 1}, {"n": 0, "p": 1}, {"p": 1}]),

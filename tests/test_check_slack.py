@@ -38,8 +38,9 @@ def test_check_reply_shows_verdict_discrepancies_findings_and_pages(
     blocks = body["blocks"]
     assert len(blocks) <= 50  # type: ignore[arg-type]
     [paging] = [b for b in blocks if b["type"] == "actions"]  # type: ignore[union-attr,index]
-    [next_button] = paging["elements"]
-    assert next_button["action_id"] == "check_page"
+    # Next, then Chart (tests/test_charts_slack.py presses that one).
+    next_button, chart_button = paging["elements"]
+    assert next_button["action_id"] == "check_page" and chart_button["action_id"] == "usage_chart"
 
     result, name = slack.click("check_page", next_button["value"])
     assert result.status == 200
@@ -49,6 +50,7 @@ def test_check_reply_shows_verdict_discrepancies_findings_and_pages(
     assert [e["text"]["text"] for b in page2["blocks"] if b["type"] == "actions" for e in b["elements"]] == [
         ":arrow_left: Previous",
         "Next :arrow_right:",
+        ":bar_chart: Chart",
     ]
 
 

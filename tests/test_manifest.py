@@ -18,11 +18,15 @@ from bot.routes import ACTION_ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 # The scopes each Slack Web API method needs (api.slack.com/methods); users.info needs
-# users:read.email to include the email the beneficiary check compares.
+# users:read.email to include the email the beneficiary check compares, and conversations.open of one
+# person needs im:write.
 SCOPES_BY_METHOD = {
     "chat_postMessage": {"chat:write"},
     "chat_update": {"chat:write"},
     "users_info": {"users:read", "users:read.email"},
+    "files_getUploadURLExternal": {"files:write"},
+    "files_completeUploadExternal": {"files:write"},
+    "conversations_open": {"im:write"},
 }
 
 

@@ -37,7 +37,8 @@ def run_console(
         print(f"\n{banner}", file=stream)
         show(reply)
 
-    slack = ConsoleSlack(show_posted)
+    # Charts are written under the data directory: the console's "direct message" is a file to open.
+    slack = ConsoleSlack(show_posted, service.settings.tokens_data_dir / "charts")
     print(PROMPT_HELP, file=stream)
     while True:
         try:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from bot.bootstrap import build_service, prepare_database
+from bot.render.charts import fleet_trend_png
 from bot.render.common import Reply
 from bot.render.doctor import format_doctor
 from bot.render.fleet import render_digest
@@ -14,9 +16,12 @@ from bot.slack.delivery import web_client
 from bot.slack.port import WebSlack
 from core.domain.errors import DigestNotPostedError
 from core.domain.reports import DigestReport
+from core.services.service import TokensService
 from core.settings import Settings
 from core.store.db import make_engine
 from core.store.doctor import diagnose_database
+
+log = logging.getLogger(__name__)
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,23 +39,40 @@ def digest(settings: Settings, channel: str, *, dry_run: bool) -> int:
         print("tokens-bot digest needs SLACK_BOT_TOKEN (or --dry-run)", file=sys.stderr)
         return 2
     service = build_service(settings, prepare_database(settings))
+    slack = WebSlack(web_client(settings), settings)
+    posted: list[str] = []
 
     def publish(report: DigestReport) -> str | None:
         reply = render_digest(report)
         if dry_run:
             print(_as_text(reply))
             return None
-        ts = WebSlack(web_client(settings), settings).post(channel, reply)
+        ts = slack.post(channel, reply)
         if ts is None:
             raise DigestNotPostedError(f"Slack did not accept the digest for {channel}; see the log above.")
+        posted.append(ts)
         return ts
 
     report = service.digest(channel, publish, remember=not dry_run)
+    if posted:
+        _thread_trend_chart(service, slack, channel, posted[0])
     print(
         f"digest {'printed' if dry_run else f'posted to {channel}'}: {report.low.total:,} low balances,"
         f" {report.discrepant:,} discrepancies ({report.new:,} new, {report.resolved:,} resolved)"
     )
     return 0
+
+
+def _thread_trend_chart(service: TokensService, slack: WebSlack, channel: str, ts: str) -> None:
+    """The channel's trend, drawn after the digest committed (so it is the last point) and shared in the
+    digest's thread. Best-effort: the digest is posted and remembered already, and stands without it."""
+    try:
+        png = fleet_trend_png(service.fleet_trend(channel))
+        title = "Fleet trend: discrepancies, low balances and daily consumption per digest"
+        if not slack.upload(channel, f"tokens-trend-{channel}.png", png, title, thread_ts=ts):
+            log.warning("Slack did not take the trend chart for %s; the digest stands without it", channel)
+    except Exception:
+        log.exception("drawing or sharing the trend chart for %s failed; the digest stands", channel)
 
 
 def _as_text(reply: Reply) -> str:

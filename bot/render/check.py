@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from slack_sdk.models.blocks import Block
 
-from bot.buttons import CHECK_PAGE_ACTION, CheckPage
+from bot.buttons import CHART_ACTION, CHECK_PAGE_ACTION, ChartButton, CheckPage
+from bot.commands import CHART_DAYS_DEFAULT
 from bot.render.common import (
     DIVIDER,
     JsonBlock,
     Reply,
+    button_json,
     code,
     code_cell,
     context_json,
@@ -17,14 +19,13 @@ from bot.render.common import (
     fields_json,
     header_json,
     money,
-    page_buttons,
     section_json,
     signed,
     tokens,
 )
 from core.domain.models import CheckReport, FindingKind, Operation, Verdict
 
-__all__ = ["CHECK_PAGE_ACTION", "FINDING_TITLES", "check_page_value", "render_check"]
+__all__ = ["CHART_ACTION", "CHECK_PAGE_ACTION", "FINDING_TITLES", "check_page_value", "render_check"]
 
 _VERDICT_TITLE = {
     Verdict.RECONCILED: ":white_check_mark: Reconciled",
@@ -69,8 +70,25 @@ def render_check(report: CheckReport) -> Reply:
         section_json(_breakdown(report)),
         section_json(_operations(report)),
     ]
-    blocks += page_buttons(report.page, CHECK_PAGE_ACTION, lambda number: check_page_value(report, number))
+    blocks.append(_buttons(report))
     return Reply(text=_fallback(report), blocks=blocks)
+
+
+def _buttons(report: CheckReport) -> JsonBlock:
+    """One row: Previous and Next where there is such a page, then Chart (sent to the clicker's DM)."""
+    page = report.page
+    row = []
+    if page.has_previous:
+        row.append(
+            button_json(":arrow_left: Previous", CHECK_PAGE_ACTION, check_page_value(report, page.number - 1))
+        )
+    if page.has_next:
+        row.append(
+            button_json("Next :arrow_right:", CHECK_PAGE_ACTION, check_page_value(report, page.number + 1))
+        )
+    chart = ChartButton(u=str(report.user.user_id), d=CHART_DAYS_DEFAULT).encode()
+    row.append(button_json(":bar_chart: Chart", CHART_ACTION, chart))
+    return {"type": "actions", "elements": row}
 
 
 def _discrepancies(report: CheckReport) -> JsonBlock:

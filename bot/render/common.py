@@ -155,6 +155,12 @@ def button(
     return ButtonElement(text=label, action_id=action_id, value=value, style=style, confirm=confirm)
 
 
+def button_json(label: str, action_id: str, value: str) -> JsonBlock:
+    """`button(label, action_id, value)` as JSON, for replies built on every request."""
+    text = {"type": "plain_text", "text": label, "emoji": True}
+    return {"type": "button", "text": text, "action_id": action_id, "value": value}
+
+
 def actions(*buttons: ButtonElement) -> ActionsBlock:
     return ActionsBlock(elements=list(buttons))
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
-from bot.render.common import Reply
+from bot.render.common import Reply, escape, message
 from core.domain.approvals import Person
 
 
@@ -12,11 +13,14 @@ class ConsoleSlack:
     """The Slack port inside the console: what the bot would post is printed, and its buttons can be pressed.
 
     The console has no Slack directory, so people get placeholder emails under the reserved `.invalid`
-    domain, which no product user can have, unless `as U123 email` gave them one.
+    domain, which no product user can have, unless `as U123 email` gave them one. Files (charts) are
+    written under `files_dir` (the data directory's `charts/`), and their path shown; without one, an
+    upload is refused as Slack would refuse it.
     """
 
-    def __init__(self, show: Callable[[str, Reply], None]) -> None:
+    def __init__(self, show: Callable[[str, Reply], None], files_dir: Path | None = None) -> None:
         self.show = show
+        self.files_dir = files_dir
         self.emails: dict[str, str] = {}
         self._messages = 0
 
@@ -30,8 +34,7 @@ class ConsoleSlack:
     def post(self, channel: str, reply: Reply, *, thread_ts: str | None = None) -> str | None:
         self._messages += 1
         ts = f"console.{self._messages}"
-        where = f"in the thread of message {thread_ts} in {channel}" if thread_ts else f"to {channel}"
-        self.show(f"--- posted {where} (message {ts}) ---", reply)
+        self.show(f"--- posted {_where(channel, thread_ts)} (message {ts}) ---", reply)
         return ts
 
     def update(self, channel: str, ts: str, reply: Reply) -> bool:
@@ -40,3 +43,24 @@ class ConsoleSlack:
 
     def notify(self, user_id: str, reply: Reply) -> None:
         self.show(f"--- direct message to {user_id} ---", reply)
+
+    def direct_channel(self, user_id: str) -> str | None:
+        return f"D{user_id}"
+
+    def upload(
+        self, channel: str, filename: str, content: bytes, title: str, *, thread_ts: str | None = None
+    ) -> bool:
+        if self.files_dir is None:
+            return False
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        path = self.files_dir / Path(filename).name  # only ever a name inside the directory
+        path.write_bytes(content)
+        self.show(
+            f"--- file uploaded {_where(channel, thread_ts)} ---",
+            message(f"{escape(title)}: saved as `{escape(str(path.resolve()))}`"),
+        )
+        return True
+
+
+def _where(channel: str, thread_ts: str | None) -> str:
+    return f"in the thread of message {thread_ts} in {channel}" if thread_ts else f"to {channel}"

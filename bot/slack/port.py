@@ -1,4 +1,5 @@
-"""The Slack calls approvals need beyond a reply, behind a small port the console can implement too."""
+"""The Slack calls routes need beyond a reply (approvals, direct messages, charts), behind a small port the
+console can implement too."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import time
 from collections.abc import Callable
 from http.client import HTTPException
 from typing import Protocol
-from urllib.error import URLError
+from urllib.error import HTTPError, URLError
+from urllib.request import Request, urlopen
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
@@ -55,6 +57,17 @@ class SlackPort(Protocol):
         """Tell one person something privately (a direct message from the bot)."""
         ...
 
+    def direct_channel(self, user_id: str) -> str | None:
+        """The channel of the bot's direct message with one person, opened if need be; None when Slack
+        refused or answered with anything but a direct message, so nothing private goes elsewhere."""
+        ...
+
+    def upload(
+        self, channel: str, filename: str, content: bytes, title: str, *, thread_ts: str | None = None
+    ) -> bool:
+        """Share a file (a chart) in a channel, or in a thread of it; False when Slack refused it."""
+        ...
+
 
 class WebSlack:
     """The port over Slack's Web API, retrying what is safe to retry with bounded backoff."""
@@ -63,6 +76,7 @@ class WebSlack:
         self.client = client
         self.retries = settings.tokens_slack_retries
         self.base_delay = settings.tokens_slack_retry_seconds
+        self.timeout = settings.tokens_slack_timeout_seconds
 
     def person(self, user_id: str) -> Person:
         response = self._call("users.info", lambda: self.client.users_info(user=user_id), idempotent=True)
@@ -94,6 +108,80 @@ class WebSlack:
     def notify(self, user_id: str, reply: Reply) -> None:
         # Posting to a user ID opens the direct message with the bot; it stays in their DMs, unlike an ephemeral.
         self.post(user_id, reply)
+
+    def direct_channel(self, user_id: str) -> str | None:
+        # Opening a direct message that is already open gives the same channel: safe to repeat.
+        response = self._call(
+            "conversations.open", lambda: self.client.conversations_open(users=user_id), idempotent=True
+        )
+        channel = response.get("channel") if response is not None else None
+        channel_id = channel.get("id") if isinstance(channel, dict) else None
+        # A direct message's ID starts with D; anything else would be a conversation others can read.
+        if not isinstance(channel_id, str) or not channel_id.startswith("D"):
+            if response is not None:
+                log.warning("Slack conversations.open gave no direct message channel: %r", channel_id)
+            return None
+        return channel_id
+
+    def upload(
+        self, channel: str, filename: str, content: bytes, title: str, *, thread_ts: str | None = None
+    ) -> bool:
+        """Slack's external upload: ask for an upload URL, POST the bytes there, then share the file.
+
+        Asking for a URL and sending the bytes to it are safe to repeat (nothing is shared until the
+        last step); completing may have shared the file even when its answer was lost, so it is only
+        retried like a message post.
+        """
+        ticket = self._call(
+            "files.getUploadURLExternal",
+            lambda: self.client.files_getUploadURLExternal(filename=filename, length=len(content)),
+            idempotent=True,
+        )
+        url = ticket.get("upload_url") if ticket is not None else None
+        file_id = ticket.get("file_id") if ticket is not None else None
+        if not isinstance(url, str) or not isinstance(file_id, str):
+            if ticket is not None:
+                log.warning("Slack files.getUploadURLExternal gave no upload URL and file id")
+            return False
+        if not self._send_bytes(url, content):
+            return False
+        done = self._call(
+            "files.completeUploadExternal",
+            lambda: self.client.files_completeUploadExternal(
+                files=[{"id": file_id, "title": title}], channel_id=channel, thread_ts=thread_ts
+            ),
+            idempotent=False,
+        )
+        return done is not None
+
+    def _send_bytes(self, url: str, content: bytes) -> bool:
+        """POST a file's bytes to the upload URL Slack gave (pre-signed: no token goes with them).
+
+        Retried within the same bounds as the Web API calls; the URL itself is never logged.
+        """
+        attempt = 0
+        while True:
+            request = Request(
+                url, data=content, method="POST", headers={"Content-Type": "application/octet-stream"}
+            )
+            try:
+                with urlopen(request, timeout=self.timeout) as response:
+                    response.read()
+                return True
+            except HTTPError as exc:
+                if not (exc.code == 429 or exc.code >= 500) or attempt >= self.retries:
+                    log.warning("Slack's file upload failed for good (HTTP %s)", exc.code)
+                    return False
+                failure = f"HTTP {exc.code}"
+            except (OSError, HTTPException) as exc:
+                if attempt >= self.retries:
+                    log.warning("Slack's file upload failed for good (%s)", type(exc).__name__)
+                    return False
+                failure = type(exc).__name__
+            delay = self._backoff(attempt)
+            attempt += 1
+            log.info("Slack's file upload failed (%s); retry %d in %.2fs", failure, attempt, delay)
+            time.sleep(delay)
 
     def _call(
         self, method: str, send: Callable[[], SlackResponse], *, idempotent: bool

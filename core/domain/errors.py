@@ -65,3 +65,7 @@ class AmbiguousUserError(TokensBotError):
 
 class ProductDataError(TokensBotError):
     """The product's database holds a value or grants a permission the bot cannot work with."""
+
+
+class NothingToChartError(TokensBotError):
+    """The user has no ledger rows at all, so a picture of their ledger would be empty."""

@@ -31,7 +31,10 @@ def build_digest(
     generated_at = reader.execute(text("SELECT now()")).scalar_one()
     low = low_balances(reader, shape, settings, threshold=settings.tokens_lowbalance_threshold, page=1)
     minimum = settings.tokens_scan_threshold
-    digest_id = digests.insert_digest(primary, settings, channel, generated_at, minimum, low.total)
+    totals = fleet_totals(reader, shape, settings)
+    digest_id = digests.insert_digest(
+        primary, settings, channel, generated_at, minimum, low.total, negative=totals.negative
+    )
     digests.remember_discrepancies(
         primary, settings, digest_id, stream_discrepancies(reader, shape, settings, minimum=minimum)
     )
@@ -45,7 +48,7 @@ def build_digest(
         channel=channel,
         generated_at=generated_at,
         previous_at=previous["created_at"] if previous else None,
-        totals=fleet_totals(reader, shape, settings),
+        totals=totals,
         low=low,
         minimum=minimum,
         discrepant=discrepant,

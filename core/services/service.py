@@ -12,16 +12,18 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError, ProgrammingError
 
 from core.domain.approvals import ApprovalRequest, Decision, LedgerSnapshot, Person, ReconcileReport
+from core.domain.charts import FleetTrend, UsageChart
 from core.domain.errors import (
     DatabaseUnavailableError,
     NotAllowedError,
     ProductDataError,
     QueryTimeoutError,
     TokensBotError,
+    UsageError,
 )
 from core.domain.models import CheckReport
 from core.domain.reports import DigestReport, DiscrepancyReport, LowBalanceReport, TopReport
-from core.services import approvals
+from core.services import approvals, charts
 from core.services.check import check_user
 from core.services.digest import build_digest
 from core.services.reconcile import reconcile
@@ -31,6 +33,9 @@ from core.store.catalog import inspect_product
 from core.store.db import unit_of_work
 from core.store.digests import record_posted
 from core.store.product import ProductShape
+
+# A chart's days: at least today, at most a year (a leap year's 366 days).
+MIN_CHART_DAYS, MAX_CHART_DAYS = 1, 366
 
 
 class TokensService:
@@ -157,6 +162,23 @@ class TokensService:
             if remember:
                 primary.commit()
             return report
+
+    def usage_chart(self, actor: str, user: UUID | str, *, days: int = 90) -> UsageChart:
+        """`/tokens chart`: a user's daily usage and balance, read in one snapshot like the check."""
+        self.require_viewer(actor)
+        if not MIN_CHART_DAYS <= days <= MAX_CHART_DAYS:
+            raise UsageError(
+                f"A chart covers {MIN_CHART_DAYS} to {MAX_CHART_DAYS} days (a year), not {days:,}."
+                " For example: `/tokens chart ada@example.com 30`."
+            )
+        with self._reading() as conn:
+            return charts.usage_chart(conn, self.shape(conn), self.settings, user, days)
+
+    def fleet_trend(self, channel: str) -> FleetTrend:
+        """The digest channel's trend: its digests from the primary (where they are written), the fleet's
+        consumption from the scan engine (it reads the whole ledger's span), both read-only."""
+        with self._reading() as primary, self._reading(self.scan_engine) as reader:
+            return charts.fleet_trend(primary, reader, self.shape(reader), self.settings, channel)
 
     def require_viewer(self, actor: str) -> None:
         if not self.settings.may_view(actor):

@@ -38,12 +38,27 @@ def previous_digest(primary: Connection, settings: Settings, channel: str) -> Ro
 
 
 def insert_digest(
-    primary: Connection, settings: Settings, channel: str, at: datetime, minimum: int, low_balances: int
+    primary: Connection,
+    settings: Settings,
+    channel: str,
+    at: datetime,
+    minimum: int,
+    low_balances: int,
+    *,
+    negative: int,
 ) -> int:
+    """The digest's row; `negative` (balances below zero) is kept for the trend chart."""
     return int(
         primary.execute(
             insert(digests)
-            .values(channel=channel, created_at=at, minimum=minimum, discrepant=0, low_balances=low_balances)
+            .values(
+                channel=channel,
+                created_at=at,
+                minimum=minimum,
+                discrepant=0,
+                low_balances=low_balances,
+                negative=negative,
+            )
             .returning(digests.c.id),
             execution_options=in_bot_schema(settings),
         ).scalar_one()
@@ -126,3 +141,59 @@ def record_posted(primary: Connection, settings: Settings, digest_id: int, messa
         update(digests).where(digests.c.id == digest_id).values(message_ts=message_ts),
         execution_options=in_bot_schema(settings),
     )
+
+
+def digest_history(primary: Connection, settings: Settings, channel: str, *, limit: int) -> list[RowMapping]:
+    """The channel's last `limit` digests, oldest first, with their new and resolved users.
+
+    New and resolved are counted from digest_discrepancies exactly as `compare_with` counted them when each
+    digest was built (against the digest before it, which is why one more is read than shown), so they
+    need no stored copy and are exact for digests older than migration 0005 too. `negative` was first
+    stored by migration 0005: older digests have none and read as 0.
+    """
+    schema = settings.tokens_schema
+    rows = primary.execute(
+        text(
+            f"""
+            WITH recent AS (
+                SELECT id, created_at, discrepant, low_balances, negative,
+                       lag(id) OVER (ORDER BY id) AS previous_id
+                FROM (SELECT * FROM "{schema}".digests WHERE channel = :c
+                      ORDER BY id DESC LIMIT CAST(:limit AS integer) + 1) latest
+            ),
+            now AS (
+                SELECT r.id AS digest_id, n.user_id, n.deferred
+                FROM recent r JOIN "{schema}".digest_discrepancies n ON n.digest_id = r.id
+            ),
+            before AS (
+                SELECT r.id AS digest_id, b.user_id
+                FROM recent r JOIN "{schema}".digest_discrepancies b ON b.digest_id = r.previous_id
+                WHERE NOT b.deferred
+            ),
+            new AS (
+                SELECT n.digest_id, count(*) AS new FROM now n
+                WHERE NOT n.deferred AND NOT EXISTS
+                    (SELECT 1 FROM before b WHERE b.digest_id = n.digest_id AND b.user_id = n.user_id)
+                GROUP BY n.digest_id
+            ),
+            resolved AS (
+                SELECT b.digest_id, count(*) AS resolved FROM before b
+                WHERE NOT EXISTS
+                    (SELECT 1 FROM now n WHERE n.digest_id = b.digest_id AND n.user_id = b.user_id)
+                GROUP BY b.digest_id
+            )
+            SELECT * FROM (
+                SELECT r.id, r.created_at AS at, r.discrepant, r.low_balances,
+                       coalesce(r.negative, 0) AS negative,
+                       coalesce(new.new, 0) AS new, coalesce(resolved.resolved, 0) AS resolved
+                FROM recent r
+                LEFT JOIN new ON new.digest_id = r.id
+                LEFT JOIN resolved ON resolved.digest_id = r.id
+                ORDER BY r.id DESC LIMIT :limit
+            ) shown
+            ORDER BY id
+            """
+        ),
+        {"c": channel, "limit": limit},
+    )
+    return list(rows.mappings())

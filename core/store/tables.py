@@ -64,6 +64,8 @@ digests = Table(
     Column("discrepant", BigInteger, nullable=False),
     Column("low_balances", BigInteger, nullable=False),
     Column("message_ts", Text),
+    # Negative balances at the digest (migration 0005); NULL on digests stored before it.
+    Column("negative", BigInteger),
 )
 
 digest_discrepancies = Table(

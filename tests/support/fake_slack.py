@@ -1,4 +1,9 @@
-"""A fake Slack Web API on loopback: records what the bot sends, the way bolt-python's own tests do."""
+"""A fake Slack Web API on loopback: records what the bot sends, the way bolt-python's own tests do.
+
+Files go through Slack's external upload as they would: files.getUploadURLExternal hands out an upload URL
+on this same server (`/upload/<file id>`), the bytes POSTed there are recorded as they came, and
+files.completeUploadExternal records which files were shared where.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ from urllib.parse import parse_qs
 
 @dataclass(frozen=True)
 class Recorded:
-    """One call the bot made: a Web API method (`chat.postMessage`) or a response_url post."""
+    """One call the bot made: a Web API method (`chat.postMessage`), a response_url post, or a file's
+    bytes POSTed to an upload URL (`/upload/<file id>`, body `{"content": bytes, "content_type": ...}`)."""
 
     path: str
     body: dict[str, Any]
@@ -45,18 +51,23 @@ class FakeSlack:
         self._stalls: dict[str, list[float]] = {}
         self._changed = threading.Condition()
         self._next_ts = 1_700_000_000.000100
+        self._next_file = 0
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length).decode()
+                data_in = self.rfile.read(length)
                 time.sleep(fake._stall(self.path))
-                if self.headers.get("Content-Type", "").startswith("application/json"):
+                content_type = self.headers.get("Content-Type", "")
+                raw = "" if self.path.startswith("/upload/") else data_in.decode()
+                if self.path.startswith("/upload/"):
+                    body: dict[str, Any] = {"content": data_in, "content_type": content_type}
+                elif content_type.startswith("application/json"):
                     body = json.loads(raw or "{}")
                 else:
                     body = {k: v[0] for k, v in parse_qs(raw).items()}
-                    for key in ("blocks", "attachments"):
+                    for key in ("blocks", "attachments", "files"):
                         if isinstance(body.get(key), str):
                             body[key] = json.loads(body[key])
                 status, retry_after, payload = fake._answer(self.path, body)
@@ -125,7 +136,7 @@ class FakeSlack:
     def _payload(self, path: str, method: str, body: dict[str, Any], status: int, ts: str) -> dict[str, Any]:
         if status != 200:
             return {"ok": False, "error": "ratelimited" if status == 429 else "internal_error"}
-        if path.startswith("/response/"):
+        if path.startswith(("/response/", "/upload/")):
             return {"ok": True}
         if method == "auth.test":
             return {"ok": True, "user_id": "UBOT", "team_id": "T1", "bot_id": "B1"}
@@ -133,6 +144,15 @@ class FakeSlack:
             return {"ok": True, "channel": body.get("channel"), "ts": body.get("ts") or ts}
         if method == "users.info":
             return {"ok": True, "user": self._user(str(body.get("user")))}
+        if method == "conversations.open":
+            # Slack gives a person's direct message with the bot a D… id; this fake derives it.
+            return {"ok": True, "channel": {"id": f"D{body.get('users')}"}}
+        if method == "files.getUploadURLExternal":
+            self._next_file += 1
+            file_id = f"F{self._next_file:06d}"
+            return {"ok": True, "upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id}
+        if method == "files.completeUploadExternal":
+            return {"ok": True, "files": body.get("files", [])}
         return {"ok": True}
 
     def _user(self, user_id: str) -> dict[str, Any]:
@@ -163,6 +183,14 @@ class FakeSlack:
                         f" {[c.path for c in self.calls]}"
                     )
                 self._changed.wait(remaining)
+
+    def uploads(self, file_ids: list[str]) -> dict[str, bytes]:
+        """The bytes POSTed to each file's upload URL, by file id."""
+        return {
+            c.path.removeprefix("/upload/"): c.body["content"]
+            for c in self.calls
+            if c.path.startswith("/upload/") and c.path.removeprefix("/upload/") in file_ids
+        }
 
     def responses(self, name: str, *, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
         """The bodies posted to the response URL called `name`, once `count` of them arrived."""
