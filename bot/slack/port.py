@@ -10,6 +10,7 @@ from collections.abc import Callable
 from http.client import HTTPException
 from typing import Protocol
 from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
 
 from slack_sdk import WebClient
@@ -139,9 +140,14 @@ class WebSlack:
         )
         url = ticket.get("upload_url") if ticket is not None else None
         file_id = ticket.get("file_id") if ticket is not None else None
-        if not isinstance(url, str) or not isinstance(file_id, str):
+        # Only a web URL: urllib would also open file: and other schemes, which Slack never sends.
+        if (
+            not isinstance(url, str)
+            or not isinstance(file_id, str)
+            or urlsplit(url).scheme not in ("https", "http")
+        ):
             if ticket is not None:
-                log.warning("Slack files.getUploadURLExternal gave no upload URL and file id")
+                log.warning("Slack files.getUploadURLExternal gave no usable upload URL and file id")
             return False
         if not self._send_bytes(url, content):
             return False
