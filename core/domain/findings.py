@@ -45,7 +45,8 @@ def _failed_charged(balance: Balance, signals: dict[str, Any]) -> Finding | None
         summary=(
             f"{int(signals['failed_rows']):,} failed operations carry {failed_tokens:,} tokens, which explain"
             f" {fit} tokens the profile counts as used beyond the ledger. Failed operations must not"
-            " deduct tokens: grant them back."
+            " deduct tokens. The profile is what is wrong: correct it to the ledger (/tokens reconcile, then"
+            " Propose correction); a grant would move the ledger too and leave the gap."
         ),
     )
 
@@ -61,7 +62,8 @@ def _duplicates(signals: dict[str, Any]) -> Finding | None:
         rows=rows,
         summary=(
             f"{rows:,} likely duplicate entries ({tokens:,} tokens): same action, model and token counts"
-            " seconds apart, or a repeated request id. Check whether the user was charged twice."
+            " seconds apart, or a repeated request id. If the profile charged them once, the ledger is what is"
+            " wrong: correcting the profile to the ledger would charge the user twice."
         ),
     )
 
@@ -130,7 +132,7 @@ def _unlogged_grant(balance: Balance, known: dict[str, int]) -> Finding | None:
         tokens=gap,
         summary=(
             f"The balance is {gap:,} tokens above the ledger while usage agrees: {what}."
-            " The ledger is missing a grant row."
+            " The ledger is missing a grant row; the profile is right, so do not correct it to the ledger."
         ),
     )
 
@@ -143,7 +145,8 @@ def _usage_before_tracking(balance: Balance, signals: dict[str, Any]) -> Finding
         tokens=balance.current_used,
         summary=(
             f"The profile has used {balance.current_used:,} tokens but the ledger has no usage rows:"
-            " the usage likely predates token tracking. Set the balance from the membership tier."
+            " the usage likely predates token tracking. The profile is right about usage the ledger never saw:"
+            " do not correct it to the ledger."
         ),
     )
 
