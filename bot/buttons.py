@@ -30,6 +30,7 @@ REJECT_ACTION = "approval_reject"
 CANCEL_ACTION = "approval_cancel"
 PROPOSE_ACTION = "reconcile_propose"
 RECOMPUTE_ACTION = "reconcile_recompute"
+HISTORY_PAGE_ACTION = "history_page"
 
 BIGINT_MAX = 2**63 - 1
 # Past this a page number is not one the bot ever rendered; asking for it shows the last page instead.
@@ -109,6 +110,14 @@ class TopPage(ButtonValue):
     p: PageNumber
 
 
+class HistoryPage(ButtonValue):
+    """A history's Previous/Next: whose history, and which page."""
+
+    rerun: ClassVar[str] = "run `/tokens history <user>` again"
+    u: UserId
+    p: PageNumber
+
+
 class RequestButton(ButtonValue):
     """Approve, Reject and Cancel on a request: its number."""
 
@@ -160,6 +169,7 @@ PAYLOADS: dict[str, type[ButtonValue]] = {
     CANCEL_ACTION: RequestButton,
     PROPOSE_ACTION: ProposeCorrection,
     RECOMPUTE_ACTION: Recompute,
+    HISTORY_PAGE_ACTION: HistoryPage,
 }
 
 V = TypeVar("V", bound=ButtonValue)

@@ -27,6 +27,7 @@ USAGE = """\
 `/tokens adjust <user> <delta> <reason>` — ask for a grant (`+50k`) or deduction (`-1200`); a second person approves
 `/tokens reconcile <user> [initial_grant]` — expected balance from the ledger, and a correction to approve
 `/tokens requests` — pending grants, deductions and corrections, with their buttons
+`/tokens history <user>` — every request, decision, correction and ledger entry tokens-bot made for the user
 `/tokens reject <request> <reason>` — reject a pending request, recording why
 `/tokens cancel <request>` — withdraw your own pending request
 `/tokens lowbalance [threshold]` — users under the threshold (default 10k), lowest first, with a burn forecast
@@ -54,6 +55,10 @@ class CheckCommand(_Command):
 class ChartCommand(_Command):
     user: UUID | str
     days: int = CHART_DAYS_DEFAULT
+
+
+class HistoryCommand(_Command):
+    user: UUID | str
 
 
 class AdjustCommand(_Command):
@@ -99,6 +104,7 @@ Command = (
     | TopCommand
     | CheckCommand
     | ChartCommand
+    | HistoryCommand
     | AdjustCommand
     | ReconcileCommand
     | RequestsCommand
@@ -133,15 +139,25 @@ def _clip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _parse_check(args: list[str]) -> CheckCommand:
+def _one_user(args: list[str], command: str) -> UUID | str:
+    """The single user `check` and `history` take."""
     if not args:
-        raise UsageError(f"`check` needs a user. Try `/tokens check {EXAMPLE_UUID}`.")
+        raise UsageError(f"`{command}` needs a user. Try `/tokens {command} {EXAMPLE_UUID}`.")
     if len(args) > 1:
         extra = _clip(" ".join(args[1:]))
         raise UsageError(
-            f"`check` takes one user, but got extra words: `{extra}`. Try `/tokens check {_clip(args[0])}`."
+            f"`{command}` takes one user, but got extra words: `{extra}`."
+            f" Try `/tokens {command} {_clip(args[0])}`."
         )
-    return CheckCommand(user=parse_user(args[0], "check"))
+    return parse_user(args[0], command)
+
+
+def _parse_check(args: list[str]) -> CheckCommand:
+    return CheckCommand(user=_one_user(args, "check"))
+
+
+def _parse_history(args: list[str]) -> HistoryCommand:
+    return HistoryCommand(user=_one_user(args, "history"))
 
 
 def _parse_chart(args: list[str]) -> ChartCommand:
@@ -261,6 +277,7 @@ PARSERS: dict[str, Callable[[list[str]], Command]] = {
     "adjust": _parse_adjust,
     "reconcile": _parse_reconcile,
     "requests": _parse_requests,
+    "history": _parse_history,
     "reject": _parse_reject,
     "cancel": _parse_cancel,
     "lowbalance": _parse_lowbalance,

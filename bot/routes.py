@@ -15,6 +15,7 @@ from bot.buttons import (
     CHART_ACTION,
     CHECK_PAGE_ACTION,
     DISCREPANCIES_PAGE_ACTION,
+    HISTORY_PAGE_ACTION,
     LOWBALANCE_PAGE_ACTION,
     OPEN_CHECK_ACTION,
     PROPOSE_ACTION,
@@ -23,6 +24,7 @@ from bot.buttons import (
     TOP_PAGE_ACTION,
     CheckPage,
     DiscrepanciesPage,
+    HistoryPage,
     LowBalancePage,
     TopPage,
 )
@@ -34,6 +36,7 @@ from bot.commands import (
     Command,
     DiscrepanciesCommand,
     HelpCommand,
+    HistoryCommand,
     LowBalanceCommand,
     ReconcileCommand,
     RejectCommand,
@@ -44,6 +47,7 @@ from bot.commands import (
 from bot.render.check import render_check
 from bot.render.common import Reply, escape, message, render_help, render_unexpected_error, unescape
 from bot.render.fleet import render_discrepancies, render_lowbalance, render_top
+from bot.render.history import render_history
 from bot.slack.audit import Audited
 from bot.slack.port import SlackPort
 from core.domain.errors import TokensBotError, UsageError
@@ -78,6 +82,14 @@ def _check_page(service: TokensService, slack: SlackPort, actor: str, value: Che
     return render_check(report)
 
 
+def _history(service: TokensService, slack: SlackPort, actor: str, command: HistoryCommand) -> Reply:
+    return render_history(service.history(actor, command.user))
+
+
+def _history_page(service: TokensService, slack: SlackPort, actor: str, value: HistoryPage) -> Reply:
+    return render_history(service.history(actor, value.u, page=value.p))
+
+
 def _lowbalance(service: TokensService, slack: SlackPort, actor: str, command: LowBalanceCommand) -> Reply:
     return render_lowbalance(service.lowbalance(actor, command.threshold))
 
@@ -110,6 +122,7 @@ COMMAND_ROUTES: dict[type[Command], CommandRoute] = {
     HelpCommand: _help,
     CheckCommand: _check,
     ChartCommand: chart_routes.chart_command,
+    HistoryCommand: _history,
     LowBalanceCommand: _lowbalance,
     DiscrepanciesCommand: _discrepancies,
     TopCommand: _top,
@@ -128,6 +141,7 @@ ACTION_ROUTES: dict[str, ActionRoute] = {
     LOWBALANCE_PAGE_ACTION: _lowbalance_page,
     DISCREPANCIES_PAGE_ACTION: _discrepancies_page,
     TOP_PAGE_ACTION: _top_page,
+    HISTORY_PAGE_ACTION: _history_page,
     APPROVE_ACTION: approvals.approve_button,
     REJECT_ACTION: approvals.reject_button,
     CANCEL_ACTION: approvals.cancel_button,

@@ -19,6 +19,7 @@ from bot.buttons import (
     PAYLOADS,
     CheckPage,
     DamagedButtonError,
+    HistoryPage,
     ProposeCorrection,
     Recompute,
     RequestButton,
@@ -84,6 +85,7 @@ FORGED: dict[str, tuple[str, list[Any]]] = {
         ],
     ),
     "reconcile_recompute": ("/tokens reconcile", [{"g": 5}, {"u": USER, "g": 2**64}]),
+    "history_page": ("/tokens history", [{"u": USER, "p": 0}, {"u": USER, "p": "2"}, {"p": 2}, {"u": USER}]),
 }
 
 
@@ -138,6 +140,7 @@ amounts = st.integers(min_value=0, max_value=BIGINT_MAX)
     st.one_of(
         st.builds(CheckPage, u=user_ids, p=st.integers(1, MAX_PAGE), g=st.none() | amounts),
         st.builds(RequestButton, r=st.integers(1, BIGINT_MAX)),
+        st.builds(HistoryPage, u=user_ids, p=st.integers(1, MAX_PAGE)),
         st.builds(Recompute, u=user_ids, g=st.none() | amounts),
         st.builds(
             ProposeCorrection,

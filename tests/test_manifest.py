@@ -12,6 +12,7 @@ from slack_sdk import WebClient
 import bot.render.approvals
 import bot.render.check
 import bot.render.fleet
+import bot.render.history
 from bot.commands import PARSERS
 from bot.listeners.commands import SLASH_COMMAND
 from bot.routes import ACTION_ROUTES
@@ -54,7 +55,7 @@ def test_every_button_the_bot_renders_has_a_listener_and_every_listener_a_button
     """Action ids in the renderers and in the listeners agree, and interactivity is on for them."""
     rendered = {
         value
-        for module in (bot.render.check, bot.render.approvals, bot.render.fleet)
+        for module in (bot.render.check, bot.render.approvals, bot.render.fleet, bot.render.history)
         for name, value in vars(module).items()
         if name.endswith("_ACTION") and isinstance(value, str)
     }

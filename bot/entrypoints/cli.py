@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             return jobs.digest(settings, args.channel, dry_run=args.dry_run)
         if command == "doctor":
             return jobs.doctor(settings)
+        if command == "audit-export":
+            return jobs.audit_export(settings, args.since, args.format)
     except TokensBotError as exc:
         print(f"tokens-bot: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from uuid import UUID
 
 from psycopg.errors import InsufficientPrivilege, QueryCanceled
@@ -21,9 +21,10 @@ from core.domain.errors import (
     TokensBotError,
     UsageError,
 )
+from core.domain.history import AuditRecord, HistoryReport
 from core.domain.models import CheckReport
 from core.domain.reports import DigestReport, DiscrepancyReport, LowBalanceReport, TopReport
-from core.services import approvals, charts
+from core.services import approvals, charts, history
 from core.services.check import check_user
 from core.services.digest import build_digest
 from core.services.reconcile import reconcile
@@ -126,6 +127,18 @@ class TokensService:
         with self._writing() as conn:
             requests.attach_message(conn, self.settings, request_id, channel, ts)
             conn.commit()
+
+    def history(self, actor: str, user: UUID | str, *, page: int = 1) -> HistoryReport:
+        """`/tokens history`: the user's audit trail, newest first, paged, in one snapshot."""
+        self.require_viewer(actor)
+        with self._reading() as conn:
+            return history.user_history(conn, self.shape(conn), self.settings, user, page=page)
+
+    def export_audit(self, write: Callable[[AuditRecord], None], *, since: date | None = None) -> int:
+        """`tokens-bot audit-export`: the whole audit log in one snapshot, streamed to `write`. Run from the
+        command line by whoever holds DATABASE_URL, so there is no Slack user to check."""
+        with self._reading() as conn:
+            return history.export_audit(conn, self.settings, write, since)
 
     def lowbalance(self, actor: str, threshold: int | None = None, *, page: int = 1) -> LowBalanceReport:
         """`/tokens lowbalance`: users under the threshold, lowest first."""
