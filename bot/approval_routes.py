@@ -4,24 +4,20 @@ thread, direct message) and the reply to the person."""
 
 from __future__ import annotations
 
-import logging
-
 from bot.buttons import ProposeCorrection, Recompute, RequestButton
 from bot.commands import AdjustCommand, CancelCommand, ReconcileCommand, RejectCommand, RequestsCommand
+from bot.publishing import publish
 from bot.render.approvals import (
     render_created,
     render_decision,
     render_reconcile,
     render_request,
     render_request_list,
-    render_requester_notice,
 )
 from bot.render.common import Reply
 from bot.slack.port import SlackPort
-from core.domain.approvals import ApprovalRequest, Decision, LedgerSnapshot, RequestStatus
+from core.domain.approvals import ApprovalRequest, Decision, LedgerSnapshot
 from core.services.service import TokensService
-
-log = logging.getLogger(__name__)
 
 
 def adjust(service: TokensService, slack: SlackPort, actor: str, command: AdjustCommand) -> Reply:
@@ -35,9 +31,10 @@ def reconcile(service: TokensService, slack: SlackPort, actor: str, command: Rec
 
 def list_requests(service: TokensService, slack: SlackPort, actor: str, command: RequestsCommand) -> Reply:
     service.require_viewer(actor)
-    # Overdue requests are closed here rather than by a scheduler: their messages then say so too.
+    # `tokens-bot tick` closes overdue requests every minute; closing them here too means a list never
+    # shows one that expired since the last tick (or where no tick runs). Their messages say so as well.
     for request in service.expire_due():
-        _publish(service, slack, request, None)
+        publish(service, slack, request, None)
     return render_request_list(service.pending_requests(actor))
 
 
@@ -87,26 +84,5 @@ def _announce(service: TokensService, slack: SlackPort, request: ApprovalRequest
 
 
 def _published(service: TokensService, slack: SlackPort, decision: Decision) -> Reply:
-    _publish(service, slack, decision.request, decision)
+    publish(service, slack, decision.request, decision)
     return render_decision(decision)
-
-
-def _publish(
-    service: TokensService, slack: SlackPort, request: ApprovalRequest, decision: Decision | None
-) -> None:
-    """After the commit: update the message in place, thread the fresh reconciliation, tell the requester.
-
-    Each step is best-effort; a failure is logged and the clicker still learns what their click did,
-    because the database outcome already stands.
-    """
-    try:
-        if request.channel and request.message_ts:
-            slack.update(request.channel, request.message_ts, render_request(request))
-            if decision is not None and decision.outcome is RequestStatus.APPLIED:
-                grant = request.correction.explicit_initial_grant if request.correction else None
-                report = service.reconcile(decision.actor.slack_id, request.user.user_id, initial_grant=grant)
-                slack.post(request.channel, render_reconcile(report), thread_ts=request.message_ts)
-        if decision is None or decision.actor.slack_id != request.requester.slack_id:
-            slack.notify(request.requester.slack_id, render_requester_notice(request))
-    except Exception:
-        log.exception("after request #%s was %s, telling Slack failed", request.id, request.status.value)

@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     tokens_scan_grace_seconds: int = Field(default=60, ge=0)
     tokens_max_adjustment: int = Field(default=10_000_000, ge=1)
     tokens_request_ttl_hours: int = Field(default=24, ge=1)
+    # `tokens-bot tick` reminds approvers in a pending request's thread once it has waited this long,
+    # and again at most once per this interval; 0 turns reminders off.
+    tokens_remind_after_hours: int = Field(default=4, ge=0, le=24 * 366)
     tokens_slack_retries: int = Field(default=5, ge=0, le=10)
     tokens_slack_retry_seconds: float = Field(default=0.5, gt=0, le=30)
     # Per-transaction sort memory for the bot's reads: a heavy user's duplicate scan sorts ~20k rows,

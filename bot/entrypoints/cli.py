@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             return _demo_data(settings, force=args.force)
         if command == "digest":
             return jobs.digest(settings, args.channel, dry_run=args.dry_run)
+        if command == "tick":
+            return jobs.tick(settings)
         if command == "doctor":
             return jobs.doctor(settings)
         if command == "audit-export":

@@ -1,4 +1,5 @@
-"""`tokens-bot digest`, `doctor` and `audit-export`: the command-line entry points, for cron, ops and auditors."""
+"""`tokens-bot digest`, `tick`, `doctor` and `audit-export`: the command-line entry points, for cron, ops and
+auditors."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import date
 from typing import TextIO
 
 from bot.bootstrap import build_service, prepare_database
+from bot.publishing import publish, remind
 from bot.render.charts import fleet_trend_png
 from bot.render.common import Reply
 from bot.render.doctor import format_doctor
@@ -36,6 +38,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     digest.add_argument("--channel", required=True, help="Slack channel ID, e.g. C0123456789")
     digest.add_argument(
         "--dry-run", action="store_true", help="print the digest instead of posting it, and remember nothing"
+    )
+    sub.add_parser(
+        "tick", help="expire overdue requests and remind approvers (for cron or a CronJob, every minute)"
     )
     sub.add_parser("doctor", help="check indexes, row counts and pooler settings of the database(s)")
     export = sub.add_parser(
@@ -135,6 +140,38 @@ def digest(settings: Settings, channel: str, *, dry_run: bool) -> int:
     print(
         f"digest {'printed' if dry_run else f'posted to {channel}'}: {report.low.total:,} low balances,"
         f" {report.discrepant:,} discrepancies ({report.new:,} new, {report.resolved:,} resolved)"
+    )
+    return 0
+
+
+def tick(settings: Settings) -> int:
+    """The scheduled approval work: decide and record it in one transaction, then tell Slack.
+
+    Slack hears of it after the commit and best-effort: an expiry stands and a reminder stays marked
+    even when Slack fails (logged), so a flaky Slack never makes the next tick repeat a message. Exit 0
+    also when another tick held the lock: that one is doing the work.
+    """
+    if not settings.slack_bot_token:
+        print("tokens-bot tick needs SLACK_BOT_TOKEN", file=sys.stderr)
+        return 2
+    service = build_service(settings, prepare_database(settings))
+    try:
+        result = service.tick()
+        if not result.ran:
+            log.info("another tokens-bot tick holds the lock; this one skips")
+            print("tick skipped: another tick is running")
+            return 0
+        slack = WebSlack(web_client(settings), settings)
+        for request in result.expired:
+            publish(service, slack, request, None)
+        approvers = settings.approvers
+        reminded = sum(remind(slack, approvers, request, result.at) for request in result.reminders)
+    finally:
+        service.engine.dispose()
+    failed = len(result.reminders) - reminded
+    print(
+        f"tick: {len(result.expired):,} expired, {reminded:,} reminded"
+        + (f", {failed:,} reminders not posted (Slack refused them)" if failed else "")
     )
     return 0
 

@@ -61,7 +61,7 @@ __all__ = [
 MAX_REASON_SHOWN = 2000
 # What Slack's user ids look like: only such an id becomes a mention. The approvals channel comes from
 # the settings (the console names it `approvals`): a link to it is made of word characters alone.
-_SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
+SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{1,20}$")
 _CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 
 
@@ -71,7 +71,7 @@ def who(person: Person) -> str:
     The name is whatever the person typed into their Slack profile, so it is escaped; the mention is
     the bot's own markup, made only from an id that is shaped like one.
     """
-    if _SLACK_USER_ID.match(person.slack_id):
+    if SLACK_USER_ID.match(person.slack_id):
         return f"{escape(person.name)} (<@{person.slack_id}>)"
     return f"{escape(person.name)} ({escape(person.slack_id)})"
 
@@ -86,6 +86,11 @@ def title(request: ApprovalRequest) -> str:
         return f"Correction request #{request.id}"
     assert request.delta is not None
     return f"{'Grant' if request.delta > 0 else 'Deduction'} request #{request.id}"
+
+
+def summary(request: ApprovalRequest) -> str:
+    """What a request asks, in one line of mrkdwn: `Grant request #12 (+50,000 tokens for ada@example.com)`."""
+    return f"{title(request)} ({_change(request)} for {_label(request)})"
 
 
 def render_request(request: ApprovalRequest) -> Reply:
@@ -155,7 +160,7 @@ def render_created(request: ApprovalRequest, channel: str, *, posted: bool) -> R
     shown = f"<#{channel}>" if _CHANNEL_NAME.match(channel) else escape(channel)
     where = f"in {shown}" if posted else "in `/tokens requests` (posting to the approvals channel failed)"
     text = (
-        f":hourglass_flowing_sand: {title(request)} ({_change(request)} for {_label(request)}) is waiting for"
+        f":hourglass_flowing_sand: {summary(request)} is waiting for"
         f" a second person's approval {where}. It expires at {when(request.expires_at)}."
     )
     return Reply(text=text, blocks=[section(text)])
@@ -181,7 +186,7 @@ def render_decision(decision: Decision) -> Reply:
 
 def render_requester_notice(request: ApprovalRequest) -> Reply:
     """The direct message that tells the requester how their request ended."""
-    text = f"Your {title(request)} ({_change(request)} for {_label(request)}): {outcome_line(request)}"
+    text = f"Your {summary(request)}: {outcome_line(request)}"
     return Reply(text=text, blocks=[section(text)])
 
 

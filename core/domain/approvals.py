@@ -46,9 +46,6 @@ class Person(Frozen):
 
 
 # Expiries found by a sweep are nobody's decision; the audit trail names the bot itself.
-
-
-# Expiries found by a sweep are nobody's decision; the audit trail names the bot itself.
 SYSTEM = Person(slack_id="tokens-bot", name="tokens-bot")
 
 
@@ -96,6 +93,7 @@ class ApprovalRequest(Frozen):
     ledger_row_id: str | None
     channel: str | None
     message_ts: str | None
+    reminded_at: datetime | None = None
 
     @property
     def resulting_balance(self) -> int:
@@ -112,6 +110,19 @@ class Decision(Frozen):
     outcome: RequestStatus
     request: ApprovalRequest
     actor: Person
+
+
+class TickResult(Frozen):
+    """What one `tokens-bot tick` did in the database, for the Slack side to publish after the commit.
+
+    `ran` is False when another tick held the lock: this one then did nothing, and nothing is due from it.
+    `reminders` are already marked reminded at `at`, so every other tick leaves them alone for the interval.
+    """
+
+    ran: bool
+    at: datetime
+    expired: tuple[ApprovalRequest, ...] = ()
+    reminders: tuple[ApprovalRequest, ...] = ()
 
 
 class ReconcileReport(Frozen):

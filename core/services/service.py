@@ -11,7 +11,14 @@ from psycopg.errors import InsufficientPrivilege, QueryCanceled
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError, ProgrammingError
 
-from core.domain.approvals import ApprovalRequest, Decision, LedgerSnapshot, Person, ReconcileReport
+from core.domain.approvals import (
+    ApprovalRequest,
+    Decision,
+    LedgerSnapshot,
+    Person,
+    ReconcileReport,
+    TickResult,
+)
 from core.domain.charts import FleetTrend, UsageChart
 from core.domain.errors import (
     DatabaseUnavailableError,
@@ -28,6 +35,7 @@ from core.services import approvals, charts, history
 from core.services.check import check_user
 from core.services.digest import build_digest
 from core.services.reconcile import reconcile
+from core.services.tick import tick as run_tick
 from core.settings import Settings
 from core.store import fleet, requests
 from core.store.catalog import inspect_product
@@ -117,6 +125,13 @@ class TokensService:
             expired = approvals.expire_due(conn, self.settings, self.clock())
             conn.commit()
             return expired
+
+    def tick(self) -> TickResult:
+        """`tokens-bot tick`: expiries and due reminders, decided and recorded in one transaction."""
+        with self._writing() as conn:
+            result = run_tick(conn, self.settings, self.clock())
+            conn.commit()
+            return result
 
     def pending_requests(self, actor: str) -> list[ApprovalRequest]:
         self.require_viewer(actor)

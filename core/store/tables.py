@@ -40,6 +40,8 @@ approval_requests = Table(
     Column("ledger_row_id", Text),
     Column("channel", Text),
     Column("message_ts", Text),
+    # When approvers were last reminded in the message's thread (migration 0006); NULL: never.
+    Column("reminded_at", DateTime(timezone=True)),
 )
 
 audit_log = Table(
