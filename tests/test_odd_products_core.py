@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from bot.render.approvals import render_reconcile
 from core.domain.approvals import Person
 from core.domain.errors import AmbiguousUserError, InvalidAdjustmentError, ProductDataError, UserNotFoundError
 from core.domain.models import DataQualityKind, Verdict
@@ -21,6 +22,7 @@ from core.store.db import make_engine
 from core.store.doctor import diagnose_database
 from tests.support.databases import scratch_database
 from tests.support.ledger import add_usage, add_user
+from tests.support.slack_http import reply_text
 
 ASKER = Person(slack_id="UADMIN1", name="Ada", email="ada@staff.example")
 APPROVER = Person(slack_id="UADMIN2", name="Bea", email="bea@staff.example")
@@ -249,3 +251,24 @@ def test_a_user_with_only_draft_profiles_is_told_so(server_url: str) -> None:
             conn.execute(text("INSERT INTO user_profiles (user_id, is_draft) VALUES (:u, true)"), {"u": user})
         with pytest.raises(UserNotFoundError, match="only draft"):
             TokensService(settings_for(url), engine).check("UADMIN1", user)
+
+
+def test_after_a_reset_the_shown_formula_counts_from_the_reset_and_adds_up(server_url: str) -> None:
+    """An annual grant that sets the balance: used stays lifetime, the formula subtracts only the usage
+    after the reset, and the reconcile reply's formula shows those numbers, so it equals the expected."""
+    with product(server_url) as (url, engine):
+        with engine.begin() as conn:
+            user = add_user(conn, remaining=5_000_000 - 700, used=3_000 + 700)
+            add_usage(conn, user, tokens=100_000, action="admin_grant", model=None, seconds=0)
+            add_usage(conn, user, tokens=3_000, seconds=10)
+            add_usage(
+                conn, user, tokens=5_000_000, action="subscription_grant", model="subscription", seconds=20
+            )
+            add_usage(conn, user, tokens=700, seconds=30)
+        service = TokensService(settings_for(url, tokens_reset_actions=["subscription_grant"]), engine)
+        report = service.reconcile("UADMIN1", user)
+    b = report.balance
+    assert (b.calculated_used, b.counted_used, b.expected_remaining) == (3_700, 700, 5_000_000 - 700)
+    assert report.needs_correction is False
+    shown = reply_text(render_reconcile(report).as_kwargs())
+    assert "5,000,000 + 0 grants − 700 used since the reset − 0 deductions" in shown

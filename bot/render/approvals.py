@@ -190,6 +190,10 @@ def render_requester_notice(request: ApprovalRequest) -> Reply:
     return Reply(text=text, blocks=[section(text)])
 
 
+# After a reset the formula counts from the reset: its usage is the usage since then, not the lifetime total.
+_SINCE_RESET = " since the reset"
+
+
 def render_reconcile(report: ReconcileReport) -> Reply:
     """The guide's Step 4: current against ledger-derived values, with a correction to propose."""
     b = report.balance
@@ -214,7 +218,8 @@ def render_reconcile(report: ReconcileReport) -> Reply:
                     f"\ndiscrepancy *{signed(b.used_discrepancy)}*",
                     f"*Cost*\ncurrent {money(b.current_cost, b.cost_unit)} · ledger {money(b.calculated_cost, b.cost_unit)}",
                     f"*Formula*\n{tokens(b.initial_grant.tokens)} + {tokens(b.admin_grants)} grants"
-                    f" − {tokens(b.calculated_used)} used − {tokens(b.admin_deductions)} deductions",
+                    f" − {tokens(b.counted_used)} used{_SINCE_RESET if b.used_since_reset is not None else ''}"
+                    f" − {tokens(b.admin_deductions)} deductions",
                 )
             ]
         ),

@@ -89,6 +89,11 @@ class Balance(Frozen):
     """Profile balance columns that are NULL (or absent): each read as 0, as the product's own code does."""
 
     @property
+    def counted_used(self) -> int:
+        """The usage the expected balance subtracts: since the latest reset where there is one, else all."""
+        return self.calculated_used if self.used_since_reset is None else self.used_since_reset
+
+    @property
     def used_discrepancy(self) -> int:
         return self.current_used - self.calculated_used
 
