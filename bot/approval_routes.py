@@ -16,7 +16,8 @@ from bot.render.approvals import (
 )
 from bot.render.common import Reply
 from bot.slack.port import SlackPort
-from core.domain.approvals import ApprovalRequest, Decision, LedgerSnapshot
+from core.domain.approvals import ApprovalRequest, Decision
+from core.domain.models import LedgerSnapshot
 from core.services.service import TokensService
 
 

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, text
 
+from core.domain.check_report import CheckReport
 from core.domain.errors import ProductDataExistsError
-from core.domain.models import CheckReport, DataQualityKind, FindingKind, Verdict
+from core.domain.models import DataQualityKind, FindingKind, Verdict
 from core.services.service import TokensService
 from core.settings import Settings
 from core.store.db import make_engine

@@ -80,10 +80,10 @@ def test_the_check_reply_built_as_json_is_block_kit_that_slack_sdk_accepts() -> 
     from slack_sdk.models.blocks import Block
 
     from bot.render.check import render_check
+    from core.domain.check_report import CheckReport
     from core.domain.models import (
         Balance,
         BreakdownRow,
-        CheckReport,
         Finding,
         FindingKind,
         GrantSource,

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from core.domain.models import Balance, CheckReport
+from core.domain.check_report import CheckReport
+from core.domain.models import Balance
 from core.services.service import TokensService
 from core.store.db import make_engine
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env

@@ -23,7 +23,8 @@ from bot.render.common import (
     signed,
     tokens,
 )
-from core.domain.models import CheckReport, FindingKind, Operation, Verdict
+from core.domain.check_report import CheckReport
+from core.domain.models import FindingKind, Operation, Verdict
 
 __all__ = ["CHART_ACTION", "CHECK_PAGE_ACTION", "FINDING_TITLES", "check_page_value", "render_check"]
 

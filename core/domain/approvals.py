@@ -16,17 +16,20 @@ from core.domain.errors import (
     NotConfiguredError,
     RequestRefusedError,
 )
-from core.domain.models import Balance, CostUnit, Frozen, InitialGrant, UserRef
+from core.domain.fix_batches import FixSummary
+from core.domain.models import Balance, CostUnit, Frozen, InitialGrant, LedgerSnapshot, UserRef
 from core.settings import Settings
 
 
 class RequestKind(StrEnum):
     ADJUSTMENT = "adjustment"
     CORRECTION = "correction"
+    FIX = "fix"
 
 
 class RequestStatus(StrEnum):
     PENDING = "pending"
+    APPLYING = "applying"
     APPLIED = "applied"
     REJECTED = "rejected"
     CANCELLED = "cancelled"
@@ -47,13 +50,6 @@ class Person(Frozen):
 
 # Expiries found by a sweep are nobody's decision; the audit trail names the bot itself.
 SYSTEM = Person(slack_id="tokens-bot", name="tokens-bot")
-
-
-class LedgerSnapshot(Frozen):
-    """How far a user's ledger had got when a correction was computed: any new row makes it stale."""
-
-    rows: int
-    last_at: datetime | None
 
 
 class Correction(Frozen):
@@ -94,6 +90,7 @@ class ApprovalRequest(Frozen):
     channel: str | None
     message_ts: str | None
     reminded_at: datetime | None = None
+    fix: FixSummary | None = None
 
     @property
     def resulting_balance(self) -> int:
@@ -196,6 +193,8 @@ def require_pending(request: ApprovalRequest) -> None:
     at = when(request.decided_at) if request.decided_at else "an unknown time"
     messages = {
         RequestStatus.APPLIED: f"Request #{request.id} was already approved by {by} at {at}.",
+        RequestStatus.APPLYING: f"Request #{request.id} was already approved by {by} at {at}; its fixes are"
+        " being applied.",
         RequestStatus.REJECTED: f"Request #{request.id} was already rejected by {by} at {at}"
         f" ({request.decision_reason}).",
         RequestStatus.CANCELLED: f"Request #{request.id} was cancelled by {by} at {at}.",

@@ -59,6 +59,13 @@ class UserRef(Frozen):
         return self.email or str(self.user_id)
 
 
+class LedgerSnapshot(Frozen):
+    """How far a user's ledger had got when a correction was computed: any new row makes it stale."""
+
+    rows: int
+    last_at: datetime | None
+
+
 class InitialGrant(Frozen):
     tokens: int
     source: GrantSource
@@ -171,18 +178,3 @@ class Page(Frozen):
     @property
     def has_next(self) -> bool:
         return self.number < self.count
-
-
-class CheckReport(Frozen):
-    """One user's `/tokens check`: balance, verdict, findings, breakdown and one page of operations."""
-
-    user: UserRef
-    balance: Balance
-    verdict: Verdict
-    findings: list[Finding]
-    breakdown: list[BreakdownRow]
-    operations: list[Operation]
-    operations_total: int
-    page: Page
-    explicit_initial_grant: int | None = None
-    data_quality: list[DataQualityNote] = []

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from pydantic import Field
 
+from core.domain.fixes import Cause, FixKind, WrongSide
 from core.domain.models import Balance, CostUnit, Finding, Frozen, Page, UserRef
 
 
@@ -56,8 +57,23 @@ class DiscrepancyRow(Frozen):
         return max(abs(self.balance.used_discrepancy), abs(self.balance.remaining_discrepancy))
 
 
+class CauseGroup(Frozen):
+    """The discrepant users one cause explains, and how many of them its fix can close."""
+
+    cause: Cause
+    users: int
+    tokens: int
+    fixable: int
+    fix: FixKind | None = None
+    side: WrongSide | None = None
+
+
 class DiscrepancyReport(Frozen):
     minimum: int
+    cause: Cause | None = None
+    """The cause the list is narrowed to (`/tokens discrepancies [min] [cause]`); None: every cause."""
+    causes: tuple[CauseGroup, ...] = ()
+    """Every cause among all discrepant users (not only the page), largest group first."""
     total: int
     deferred: int
     """Users left out because the tokens of their rows inside the grace window, which may still be

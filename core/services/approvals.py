@@ -18,7 +18,6 @@ from core.domain.approvals import (
     ApprovalRequest,
     Correction,
     Decision,
-    LedgerSnapshot,
     Person,
     RequestKind,
     RequestStatus,
@@ -34,7 +33,9 @@ from core.domain.errors import (
     StaleCorrectionError,
     UsageError,
 )
+from core.domain.models import LedgerSnapshot
 from core.services.apply import apply_adjustment, apply_correction
+from core.services.fixes import start_applying
 from core.services.reconcile import reconcile
 from core.settings import Settings
 from core.store.columns import Columns
@@ -158,18 +159,22 @@ def approve(
         )
     if now >= request.expires_at:
         return decide(conn, settings, request, RequestStatus.EXPIRED, actor, now)
-    target = find_user(conn, Columns.of(shape, settings), request.user.user_id)
     if actor.email is None:
         raise RequestRefusedError(
             "Slack did not tell tokens-bot your email address (Slack was unreachable, or the app lacks the"
             " users:read.email scope),"
             " so it cannot check that you are not approving a grant to yourself. Nothing was changed."
         )
+    if request.fix is not None and request.fix.is_batch:
+        return start_applying(conn, settings, request, actor, now)
+    target = find_user(conn, Columns.of(shape, settings), request.user.user_id)
     if target.email is not None and target.email.lower() == actor.email.lower():
         raise RequestRefusedError(
             f"Request #{request.id} changes the balance of {target.email}, which is your own email"
             " address: nobody approves their own grant. Another approver has to decide it."
         )
+    if request.fix is not None:
+        return start_applying(conn, settings, request, actor, now)
     if request.correction is not None:
         return apply_correction(conn, shape, settings, request, request.correction, actor, now)
     return apply_adjustment(conn, Columns.of(shape, settings), settings, request, actor, now)

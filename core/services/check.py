@@ -9,14 +9,16 @@ from uuid import UUID
 from sqlalchemy import Connection, RowMapping
 
 from core.domain.balance import judge
+from core.domain.check_report import CheckReport
 from core.domain.findings import diagnose
-from core.domain.models import Balance, CheckReport, Finding, Page, Verdict
+from core.domain.fixes import fix_options
+from core.domain.models import Balance, Finding, Page, Verdict
 from core.domain.quality import ledger_notes, profile_notes
 from core.domain.tiers import Tiers, known_amounts
 from core.settings import Settings
 from core.store.balances import read_balance
 from core.store.columns import Columns
-from core.store.ledger import recent_operations, usage_breakdown
+from core.store.ledger import ledger_snapshot, recent_operations, usage_breakdown
 from core.store.product import ProductShape
 from core.store.signals import read_ledger_signals
 from core.store.tiers import load_tiers
@@ -67,6 +69,7 @@ def check_user(
     pages = max(1, math.ceil(shown / size))
     number = min(max(page, 1), pages)
     offset = (number - 1) * size
+    fixes, unfixable = fix_options(balance, findings)
     return CheckReport(
         user=ref,
         balance=balance,
@@ -78,4 +81,7 @@ def check_user(
         page=Page(number=number, count=pages),
         explicit_initial_grant=initial_grant,
         data_quality=ledger_notes(dict(sums)) + profile_notes(balance, shape.hidden_tables),
+        fixes=fixes,
+        unfixable=unfixable,
+        snapshot=ledger_snapshot(conn, cols, ref.user_id),
     )

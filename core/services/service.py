@@ -2,69 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from collections.abc import Callable
+from datetime import date
 from uuid import UUID
-
-from psycopg.errors import InsufficientPrivilege, QueryCanceled
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError, ProgrammingError
 
 from core.domain.approvals import (
     ApprovalRequest,
     Decision,
-    LedgerSnapshot,
     Person,
     ReconcileReport,
     TickResult,
 )
 from core.domain.charts import FleetTrend, UsageChart
-from core.domain.errors import (
-    DatabaseUnavailableError,
-    NotAllowedError,
-    ProductDataError,
-    QueryTimeoutError,
-    TokensBotError,
-    UsageError,
-)
+from core.domain.check_report import CheckReport
+from core.domain.errors import UsageError
+from core.domain.fixes import Cause
 from core.domain.history import AuditRecord, HistoryReport
-from core.domain.models import CheckReport
+from core.domain.models import LedgerSnapshot
 from core.domain.reports import DigestReport, DiscrepancyReport, LowBalanceReport, TopReport
-from core.services import approvals, charts, history
+from core.services import approvals, charts, fixes, history
 from core.services.check import check_user
 from core.services.digest import build_digest
+from core.services.fix_service import FixUseCases
 from core.services.reconcile import reconcile
 from core.services.tick import tick as run_tick
-from core.settings import Settings
 from core.store import fleet, requests
-from core.store.catalog import inspect_product
-from core.store.db import unit_of_work
 from core.store.digests import record_posted
-from core.store.product import ProductShape
 
 # A chart's days: at least today, at most a year (a leap year's 366 days).
 MIN_CHART_DAYS, MAX_CHART_DAYS = 1, 366
 
 
-class TokensService:
+class TokensService(FixUseCases):
     """Use cases over one product database; the Slack layer and the console both call these."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        engine: Engine,
-        *,
-        clock: Callable[[], datetime] | None = None,
-        read_engine: Engine | None = None,
-    ) -> None:
-        self.settings = settings
-        self.engine = engine
-        # Fleet scans read the whole ledger: on a replica when DATABASE_READ_URL is set, never the primary.
-        self.scan_engine = read_engine or engine
-        # Request expiry and the audit trail's timestamps read this clock; tests move it.
-        self.clock = clock or (lambda: datetime.now(UTC))
-        self._shape: ProductShape | None = None
 
     def check(
         self, actor: str, user: UUID | str, *, page: int = 1, initial_grant: int | None = None
@@ -162,12 +132,16 @@ class TokensService:
         with self._reading(self.scan_engine) as conn:
             return fleet.low_balances(conn, self.shape(conn), self.settings, threshold=limit, page=page)
 
-    def discrepancies(self, actor: str, minimum: int | None = None, *, page: int = 1) -> DiscrepancyReport:
-        """`/tokens discrepancies`: the whole-ledger scan, in one snapshot."""
+    def discrepancies(
+        self, actor: str, minimum: int | None = None, *, cause: Cause | None = None, page: int = 1
+    ) -> DiscrepancyReport:
+        """`/tokens discrepancies`: the whole-ledger scan grouped by cause, in one snapshot."""
         self.require_viewer(actor)
         least = self.settings.tokens_scan_threshold if minimum is None else minimum
         with self._reading(self.scan_engine) as conn:
-            return fleet.scan_discrepancies(conn, self.shape(conn), self.settings, minimum=least, page=page)
+            return fixes.discrepancy_report(
+                conn, self.shape(conn), self.settings, minimum=least, cause=cause, page=page
+            )
 
     def top(self, actor: str, n: int, *, page: int = 1) -> TopReport:
         """`/tokens top`: highest lifetime usage."""
@@ -207,83 +181,3 @@ class TokensService:
         consumption from the scan engine (it reads the whole ledger's span), both read-only."""
         with self._reading() as primary, self._reading(self.scan_engine) as reader:
             return charts.fleet_trend(primary, reader, self.shape(reader), self.settings, channel)
-
-    def require_viewer(self, actor: str) -> None:
-        if not self.settings.may_view(actor):
-            raise NotAllowedError(
-                "Sorry, balances are personal data, so only tokens-bot admins and viewers can look them"
-                " up. Ask an admin to add your Slack ID to TOKENS_VIEWERS."
-            )
-
-    def shape(self, conn: Connection) -> ProductShape:
-        """Inspect the product schema once per process; it does not change under a running bot.
-
-        Every use case reconciles a cached balance against the ledger, so a schema without one of the
-        guide's required columns, or without cached balances at all, is refused here, plainly.
-        """
-        if self._shape is None:
-            self._shape = inspect_product(conn, self.settings)
-        if self._shape.missing:
-            raise ProductDataError(
-                "tokens-bot cannot reconcile this database: it lacks " + ", ".join(self._shape.missing) + "."
-                " `tokens-bot doctor` shows what it found."
-            )
-        if not self._shape.has_balances:
-            raise ProductDataError(
-                "This product keeps no cached balance (user_profiles has no vibe_assistant_tokens_remaining"
-                " column), so there is nothing to reconcile or adjust: its balance is computed from its"
-                " ledger by the product itself. `tokens-bot doctor` shows what the bot found."
-            )
-        return self._shape
-
-    @contextmanager
-    def _reading(self, engine: Engine | None = None) -> Iterator[Connection]:
-        try:
-            with unit_of_work(
-                engine or self.engine,
-                read_only=True,
-                isolation="REPEATABLE READ",
-                local={"work_mem": self.settings.tokens_work_mem},
-            ) as conn:
-                yield conn
-        except (OperationalError, DataError, ProgrammingError) as exc:
-            raise self._database_error(exc, "nothing was read or changed") from exc
-
-    @contextmanager
-    def _writing(self) -> Iterator[Connection]:
-        """READ COMMITTED with row locks: a locked row is re-read after the lock wait, never stale."""
-        try:
-            with unit_of_work(self.engine) as conn:
-                yield conn
-        except (OperationalError, DataError, ProgrammingError) as exc:
-            raise self._database_error(exc, "nothing was changed") from exc
-
-    def _database_error(self, exc: DBAPIError, outcome: str) -> TokensBotError:
-        """Our own statement timeout is told apart from an unreachable database: the fixes differ.
-
-        A value the product stored that PostgreSQL cannot convert, or a permission the bot's role lacks,
-        is the product database's doing: the operator is told which, with PostgreSQL's own words.
-        """
-        diag = getattr(exc.orig, "diag", None)
-        detail = str(getattr(diag, "message_primary", None) or "").strip()
-        if isinstance(exc.orig, InsufficientPrivilege):
-            return ProductDataError(
-                f"tokens-bot's database role may not do what this needs ({detail}), so {outcome}."
-                ' `tokens-bot doctor` and README "Security" list the grants it needs.'
-            )
-        if isinstance(exc, DataError):
-            return ProductDataError(
-                f"The product's database holds a value tokens-bot could not read or write ({detail}),"
-                f" so {outcome}. `tokens-bot doctor` explains how the bot reads this database."
-            )
-        if isinstance(exc, ProgrammingError):
-            raise exc
-        if isinstance(exc.orig, QueryCanceled):
-            seconds = self.settings.tokens_statement_timeout_ms / 1000
-            return QueryTimeoutError(
-                f"The database took longer than {seconds:g} s to answer, so tokens-bot stopped the query and"
-                f" {outcome}. Try again in a minute; if it keeps happening, tell whoever runs tokens-bot."
-            )
-        return DatabaseUnavailableError(
-            f"The database is unavailable right now, so {outcome}. Try again in a minute."
-        )

@@ -19,7 +19,6 @@ from core.domain.balance import balance_from_sums
 from core.domain.findings import diagnose
 from core.domain.models import Page, UserRef
 from core.domain.reports import (
-    DiscrepancyReport,
     DiscrepancyRow,
     FleetTotals,
     LowBalanceReport,
@@ -32,7 +31,7 @@ from core.settings import Settings
 from core.store.columns import COST, REMAINING, USED, Columns
 from core.store.product import ProductShape
 from core.store.scan import discrepancy_cte
-from core.store.signals import read_ledger_signals
+from core.store.signals import read_fleet_signals
 from core.store.tiers import load_tiers
 
 
@@ -81,51 +80,26 @@ def _statement(sql: str) -> Any:
     return text(sql).bindparams(bindparam("tier_grants", type_=JSONB))
 
 
-def scan_discrepancies(
-    conn: Connection, shape: ProductShape, settings: Settings, *, minimum: int, page: int
-) -> DiscrepancyReport:
-    """`/tokens discrepancies`: one aggregation over the ledger, counted and paged in the same statement.
+def discrepant_users(
+    conn: Connection, shape: ProductShape, settings: Settings, *, minimum: int
+) -> tuple[list[DiscrepancyRow], int]:
+    """Every discrepant user, largest first, diagnosed, and how many were deferred (mid-write).
 
-    The caller's snapshot (REPEATABLE READ) makes the count, the page and each row's findings agree.
+    All of them, not one page: grouping by cause needs each user's findings. The signals come in one
+    statement over the discrepant users' rows only; the caller's snapshot (REPEATABLE READ) makes the
+    balances and the findings agree.
     """
     cols = Columns.of(shape, settings)
     tiers = load_tiers(conn, shape, settings)
-    size = settings.tokens_page_size
-    email, email_join = _email_join(cols, "pg")
-    # The page's offset is clamped in SQL against the count, so one statement answers any page.
+    email, email_join = _email_join(cols, "f")
     sql = f"""
     WITH {discrepancy_cte(cols, tiers)}
-    SELECT c.matched_total, c.deferred_total, c.page_offset, pg.*, {email}
-    FROM (
-        SELECT count(*) FILTER (WHERE NOT deferred) AS matched_total,
-               count(*) FILTER (WHERE deferred) AS deferred_total,
-               least(:offset, greatest(count(*) FILTER (WHERE NOT deferred) - 1, 0) / :size * :size)
-                   AS page_offset
-        FROM flagged
-    ) c
-    LEFT JOIN LATERAL (
-        SELECT * FROM flagged f WHERE NOT f.deferred
-        ORDER BY f.worst DESC, f.user_id
-        LIMIT :size OFFSET c.page_offset
-    ) pg ON true
-    {email_join}
-    ORDER BY pg.worst DESC, pg.user_id
+    SELECT f.*, {email} FROM flagged f {email_join}
+    ORDER BY f.worst DESC, f.user_id
     """
-    params = {**_scan_params(settings, tiers, minimum), "size": size, "offset": _requested_offset(page, size)}
-    rows = conn.execute(_statement(sql), params).mappings().all()
-    first = rows[0]
-    total = int(first["matched_total"])
-    return DiscrepancyReport(
-        minimum=minimum,
-        total=total,
-        deferred=int(first["deferred_total"]),
-        grace_seconds=settings.tokens_scan_grace_seconds,
-        rows=[
-            discrepancy_row(conn, cols, settings, tiers, row) for row in rows if row["user_id"] is not None
-        ],
-        offset=int(first["page_offset"]),
-        page=_page_at(int(first["page_offset"]), total, size),
-    )
+    rows = conn.execute(_statement(sql), _scan_params(settings, tiers, minimum)).mappings().all()
+    shown = [row for row in rows if not row["deferred"]]
+    return _diagnosed(conn, cols, settings, tiers, shown), len(rows) - len(shown)
 
 
 def stream_discrepancies(
@@ -160,20 +134,26 @@ def read_discrepancies(
     """
     params = {**_scan_params(settings, tiers, 0), "ids": user_ids}
     found = {row["user_id"]: row for row in conn.execute(_statement(sql), params).mappings()}
-    return [discrepancy_row(conn, cols, settings, tiers, found[u]) for u in user_ids if u in found]
+    return _diagnosed(conn, cols, settings, tiers, [found[u] for u in user_ids if u in found])
 
 
-def discrepancy_row(
-    conn: Connection, cols: Columns, settings: Settings, tiers: Tiers, row: Any
-) -> DiscrepancyRow:
-    """A scanned row as the check's Balance, diagnosed by the check's own findings in this snapshot."""
-    balance = balance_from_sums(row, tiers, cost_unit=cols.cost_unit, gross_grants=int(row["all_grants"]))
-    signals = read_ledger_signals(conn, cols, settings, row["user_id"])
-    return DiscrepancyRow(
-        user=UserRef(user_id=row["user_id"], email=row["email"]),
-        balance=balance,
-        findings=diagnose(balance, signals, known_amounts(tiers, cols.shape.remaining_default)),
-    )
+def _diagnosed(
+    conn: Connection, cols: Columns, settings: Settings, tiers: Tiers, rows: list[Any]
+) -> list[DiscrepancyRow]:
+    """Scanned rows as the check's Balances, diagnosed by the check's own findings in this snapshot."""
+    signals = read_fleet_signals(conn, cols, settings, [row["user_id"] for row in rows])
+    known = known_amounts(tiers, cols.shape.remaining_default)
+    diagnosed = []
+    for row in rows:
+        balance = balance_from_sums(row, tiers, cost_unit=cols.cost_unit, gross_grants=int(row["all_grants"]))
+        diagnosed.append(
+            DiscrepancyRow(
+                user=UserRef(user_id=row["user_id"], email=row["email"]),
+                balance=balance,
+                findings=diagnose(balance, signals[row["user_id"]], known),
+            )
+        )
+    return diagnosed
 
 
 @lru_cache

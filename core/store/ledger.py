@@ -6,8 +6,7 @@ from functools import lru_cache
 
 from sqlalchemy import Connection, TextClause, text
 
-from core.domain.approvals import LedgerSnapshot
-from core.domain.models import BreakdownRow, Operation
+from core.domain.models import BreakdownRow, LedgerSnapshot, Operation
 from core.store.columns import Columns
 
 
@@ -76,3 +75,19 @@ def ledger_snapshot(conn: Connection, cols: Columns, user_id: str) -> LedgerSnap
         {"u": user_id},
     ).one()
     return LedgerSnapshot(rows=int(row.rows), last_at=row.last_at)
+
+
+def ledger_snapshots(conn: Connection, cols: Columns, user_ids: list[str]) -> dict[str, LedgerSnapshot]:
+    """`ledger_snapshot` for many users in one statement (users without rows: 0 rows, no time)."""
+    found = {
+        row.user_id: LedgerSnapshot(rows=int(row.rows), last_at=row.last_at)
+        for row in conn.execute(
+            text(
+                f"SELECT t.user_id::text AS user_id, count(*) AS rows, max({cols.shown_time('t')}) AS last_at"
+                f" FROM token_usage t WHERE t.user_id = ANY(CAST(:ids AS {cols.ledger.column('user_id').type}[]))"
+                " GROUP BY t.user_id"
+            ),
+            {"ids": user_ids},
+        )
+    }
+    return {u: found.get(u, LedgerSnapshot(rows=0, last_at=None)) for u in user_ids}

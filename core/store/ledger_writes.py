@@ -82,13 +82,15 @@ def insert_ledger_row(
     *,
     model: str,
     user_id: str,
-    action: str,
+    action: str | None,
     tokens: int,
     metadata: dict[str, Any],
     now: datetime,
+    cost: Decimal | None = None,
 ) -> str:
-    """Insert one successful row of `tokens` under `action`; returns its id as text."""
-    problems = ledger_write_problems(cols, [action])
+    """Insert one successful row of `tokens` (a reversal's are negative) under `action`, with `cost` in the
+    ledger's own unit (0 when None); returns its id as text."""
+    problems = ledger_write_problems(cols, [action] if action is not None else [])
     if problems:
         raise ProductDataError(
             "tokens-bot cannot write to this product's ledger, so nothing was changed: "
@@ -97,7 +99,7 @@ def insert_ledger_row(
         )
     ledger = cols.ledger
     largest: int | None = ledger.column("tokens_used").largest
-    if largest is not None and tokens > largest:
+    if largest is not None and abs(tokens) > largest:
         raise InvalidAdjustmentError(
             f"{tokens:,} tokens do not fit token_usage.tokens_used ({ledger.column('tokens_used').type});"
             " nothing was changed."
@@ -116,10 +118,11 @@ def insert_ledger_row(
         "md": json.dumps(metadata),
         "m": model,
         "zero": 0,
+        "c": cost if cost is not None else 0,
         "yes": "true",
         "empty": "",
     }
-    optional = {"model_used": "m", "cost_estimate": "zero", "success": "yes", "metadata": "md"}
+    optional = {"model_used": "m", "cost_estimate": "c", "success": "yes", "metadata": "md"}
     for name, param in optional.items():
         if ledger.has(name):
             values[name] = _cast(param, ledger.column(name))

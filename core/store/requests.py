@@ -9,6 +9,7 @@ from sqlalchemy import Connection, RowMapping, insert, or_, select, text, update
 
 from core.domain.approvals import ApprovalRequest, Correction, Decision, Person, RequestKind, RequestStatus
 from core.domain.errors import RequestNotFoundError
+from core.domain.fix_batches import FixSummary
 from core.domain.models import UserRef
 from core.settings import Settings
 from core.store.tables import approval_requests, audit_log, in_bot_schema
@@ -79,6 +80,7 @@ def insert_request(
     *,
     delta: int | None = None,
     correction: Correction | None = None,
+    fix: FixSummary | None = None,
 ) -> ApprovalRequest:
     request_id = conn.execute(
         insert(approval_requests)
@@ -90,6 +92,7 @@ def insert_request(
             reason=reason,
             remaining_at_request=remaining,
             correction=correction.model_dump(mode="json") if correction else None,
+            fix=fix.model_dump(mode="json") if fix else None,
             requested_by=actor.slack_id,
             requested_by_name=actor.name,
             requested_at=now,
@@ -103,6 +106,8 @@ def insert_request(
         details["delta"] = delta
     if correction is not None:
         details["correction"] = correction.model_dump(mode="json")
+    if fix is not None:
+        details["fix"] = fix.model_dump(mode="json", exclude={"largest"})
     audit(conn, settings, int(request_id), "requested", actor, now, details)
     return read_request(conn, settings, int(request_id), for_update=False)
 

@@ -9,42 +9,57 @@ from typing import Any
 from sqlalchemy import Connection, TextClause, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 
+from core.domain.fix_plans import DuplicateRow
 from core.settings import ModelPrice, Settings
 from core.store.columns import Columns
 
 
-@lru_cache
-def ledger_signals_sql(cols: Columns) -> TextClause:
-    """One pass over a user's rows that counts every signal the findings need; built per shape.
+def _flagged_sql(cols: Columns, *, many: bool) -> str:
+    """CTEs ending in `flagged`: the user's (or `:ids` users') usage and grant rows, each marked.
 
     Usage and grants are looked at apart: a doubled usage row charges the ledger twice, a doubled grant
-    (a backfill run twice) credits it twice; either way the ledger is what is wrong.
+    (a backfill run twice) credits it twice; either way the ledger is what is wrong. A row the bot has
+    reversed, and the reversing row itself, are left out: together they count nothing.
     """
     t = "t"
     tokens, ok, usage = cols.tokens(t), cols.success(t), cols.is_usage(t)
     inputs, outputs = cols.part_tokens(t, "input_tokens"), cols.part_tokens(t, "output_tokens")
     model = cols.text_of(t, "model_used")
     request_id = cols.meta(t, "request_id")
-    return text(f"""
+    users = (
+        f"ANY(CAST(:ids AS {cols.ledger.column('user_id').type}[]))"
+        if many
+        else f"{cols.user_param(cols.ledger)}"
+    )
+    per_user = "t.user_id, " if many else ""
+    reversal = f"coalesce({cols.meta(t, 'reverses')} IS NOT NULL AND {cols.written_by_bot(t)}, false)"
+    return f"""
 WITH prices AS (
     SELECT key AS model, (value->>'input')::numeric AS input, (value->>'output')::numeric AS output
     FROM jsonb_each(:prices)
 ),
+reversed AS (
+    SELECT DISTINCT {cols.meta(t, "reverses")} AS row_id
+    FROM token_usage t WHERE t.user_id = {users} AND {reversal}
+),
 ops AS (
-    SELECT {tokens} AS tokens_used, {ok} AS success, {cols.cents(t)} AS cost_estimate,
+    SELECT t.user_id, t.id::text AS row_id, {cols.text_of(t, "action_type")} AS action, {model} AS model,
+           {tokens} AS tokens_used, {ok} AS success, {cols.cents(t)} AS cost_estimate,
            {usage} AS usage, {cols.is_grant(t)} AS grant_row,
            {cols.created(t)} AS created_at,
            {request_id} AS request_id,
            lag({cols.created(t)}) OVER (
-               PARTITION BY {ok}, {cols.action(t)}, {model}, {tokens}, {inputs}, {outputs}
+               PARTITION BY {per_user}{ok}, {cols.action(t)}, {model}, {tokens}, {inputs}, {outputs}
                ORDER BY t.created_at NULLS FIRST, t.id) AS previous_twin_at,
            row_number() OVER (
-               PARTITION BY {ok}, {usage}, {request_id} ORDER BY t.created_at NULLS FIRST, t.id)
+               PARTITION BY {per_user}{ok}, {usage}, {request_id} ORDER BY t.created_at NULLS FIRST, t.id)
                AS request_rank,
            round(({inputs} * pr.input + {outputs} * pr.output) / 1000, 4) AS priced_cents
     FROM token_usage t
     LEFT JOIN prices pr ON pr.model = {model} AND {usage}
-    WHERE t.user_id = {cols.user_param(cols.ledger)} AND ({usage} OR {cols.is_grant(t)})
+    WHERE t.user_id = {users} AND ({usage} OR {cols.is_grant(t)})
+      AND NOT {reversal}
+      AND t.id::text NOT IN (SELECT row_id FROM reversed WHERE row_id IS NOT NULL)
 ),
 flagged AS (
     SELECT *,
@@ -56,8 +71,10 @@ flagged AS (
            success AND priced_cents IS NOT NULL AND cost_estimate IS NOT NULL
                AND abs(cost_estimate - priced_cents) > priced_cents * :tolerance + 0.0001 AS drifted
     FROM ops
-)
-SELECT count(*) FILTER (WHERE usage) AS consumption_rows,
+)"""
+
+
+_SIGNALS = """count(*) FILTER (WHERE usage) AS consumption_rows,
        count(*) FILTER (WHERE usage AND NOT success) AS failed_rows,
        coalesce(sum(tokens_used) FILTER (WHERE usage AND NOT success), 0) AS failed_tokens,
        count(*) FILTER (WHERE usage AND duplicate) AS duplicate_rows,
@@ -66,9 +83,33 @@ SELECT count(*) FILTER (WHERE usage) AS consumption_rows,
        coalesce(sum(tokens_used) FILTER (WHERE grant_row AND duplicate), 0) AS duplicate_grant_tokens,
        count(*) FILTER (WHERE drifted) AS drifted_rows,
        coalesce(sum(tokens_used) FILTER (WHERE drifted), 0) AS drifted_tokens,
-       coalesce(sum(cost_estimate - priced_cents) FILTER (WHERE drifted), 0) AS drifted_cents
-FROM flagged
-""").bindparams(bindparam("prices", type_=JSONB))
+       coalesce(sum(cost_estimate - priced_cents) FILTER (WHERE drifted), 0) AS drifted_cents"""
+
+
+@lru_cache
+def ledger_signals_sql(cols: Columns) -> TextClause:
+    """One pass over a user's rows that counts every signal the findings need; built per shape."""
+    return text(f"{_flagged_sql(cols, many=False)}\nSELECT {_SIGNALS}\nFROM flagged").bindparams(
+        bindparam("prices", type_=JSONB)
+    )
+
+
+@lru_cache
+def fleet_signals_sql(cols: Columns) -> TextClause:
+    """The same signals for the users in `:ids`, one row each (users without such rows get none)."""
+    return text(
+        f"{_flagged_sql(cols, many=True)}\nSELECT user_id::text AS user_id, {_SIGNALS}\nFROM flagged GROUP BY user_id"
+    ).bindparams(bindparam("prices", type_=JSONB))
+
+
+@lru_cache
+def duplicate_rows_sql(cols: Columns) -> TextClause:
+    """The rows the signals count as duplicates, oldest first: what a reversal reverses."""
+    return text(
+        f"{_flagged_sql(cols, many=False)}\n"
+        "SELECT row_id, action, model, tokens_used, grant_row, cost_estimate AS cost"
+        " FROM flagged WHERE duplicate ORDER BY created_at NULLS FIRST, row_id"
+    ).bindparams(bindparam("prices", type_=JSONB))
 
 
 def prices_json(prices: dict[str, ModelPrice]) -> dict[str, dict[str, str]]:
@@ -76,18 +117,63 @@ def prices_json(prices: dict[str, ModelPrice]) -> dict[str, dict[str, str]]:
     return {model: {"input": str(p.input), "output": str(p.output)} for model, p in prices.items()}
 
 
+def _signal_params(settings: Settings) -> dict[str, Any]:
+    return {
+        "prices": prices_json(settings.tokens_model_prices),
+        "window": settings.tokens_duplicate_window_seconds,
+        "tolerance": settings.tokens_cost_drift_tolerance,
+    }
+
+
 def read_ledger_signals(conn: Connection, cols: Columns, settings: Settings, user_id: str) -> dict[str, Any]:
     """The signals of `ledger_signals_sql` for one user."""
     return dict(
-        conn.execute(
-            ledger_signals_sql(cols),
-            {
-                "u": user_id,
-                "prices": prices_json(settings.tokens_model_prices),
-                "window": settings.tokens_duplicate_window_seconds,
-                "tolerance": settings.tokens_cost_drift_tolerance,
-            },
-        )
-        .mappings()
-        .one()
+        conn.execute(ledger_signals_sql(cols), {"u": user_id, **_signal_params(settings)}).mappings().one()
     )
+
+
+def read_fleet_signals(
+    conn: Connection, cols: Columns, settings: Settings, user_ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The signals of many users in one statement, keyed by user id; users with no rows get zeros."""
+    found = {
+        row["user_id"]: dict(row)
+        for row in conn.execute(
+            fleet_signals_sql(cols), {"ids": user_ids, **_signal_params(settings)}
+        ).mappings()
+    }
+    return {u: found.get(u, _NO_SIGNALS) for u in user_ids}
+
+
+_NO_SIGNALS: dict[str, Any] = {
+    name: 0
+    for name in [
+        "consumption_rows",
+        "failed_rows",
+        "failed_tokens",
+        "duplicate_rows",
+        "duplicate_tokens",
+        "duplicate_grant_rows",
+        "duplicate_grant_tokens",
+        "drifted_rows",
+        "drifted_tokens",
+        "drifted_cents",
+    ]
+}
+
+
+def read_duplicate_rows(
+    conn: Connection, cols: Columns, settings: Settings, user_id: str
+) -> list[DuplicateRow]:
+    """The user's duplicate usage and grant rows, as a reversal must undo them."""
+    return [
+        DuplicateRow(
+            id=row.row_id,
+            action=row.action,
+            model=row.model,
+            tokens=int(row.tokens_used or 0),
+            cost=row.cost,
+            grant=bool(row.grant_row),
+        )
+        for row in conn.execute(duplicate_rows_sql(cols), {"u": user_id, **_signal_params(settings)})
+    ]

@@ -8,8 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, ForeignKey, MetaData, Numeric, Table, Text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Numeric,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from core.settings import Settings
 
@@ -42,6 +53,24 @@ approval_requests = Table(
     Column("message_ts", Text),
     # When approvers were last reminded in the message's thread (migration 0006); NULL: never.
     Column("reminded_at", DateTime(timezone=True)),
+    # What a fix request changes, for one user or a batch (migration 0007); NULL for other requests.
+    Column("fix", JSONB(none_as_null=True)),
+)
+
+fix_items = Table(
+    "fix_items",
+    metadata,
+    Column("request_id", BigInteger, ForeignKey("approval_requests.id"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("plan", JSONB, nullable=False),
+    Column("before_image", JSONB(none_as_null=True)),
+    Column("ledger_row_ids", ARRAY(Text)),
+    Column("outcome", Text),
+    Column("verified", Boolean),
+    Column("verification", Text),
+    Column("applied_at", DateTime(timezone=True)),
 )
 
 audit_log = Table(

@@ -1,0 +1,65 @@
+"""The fix use cases' front door: proposals in one snapshot, and each item of an approved fix applied in
+a transaction of its own, so a batch of thousands resumes where any interruption left it."""
+
+from __future__ import annotations
+
+from core.domain.approvals import ApprovalRequest, Decision, Person
+from core.domain.fix_batches import BatchProgress, ItemReport
+from core.domain.fixes import Cause
+from core.domain.models import LedgerSnapshot
+from core.services import fixes
+from core.services.base import ServiceBase
+from core.store import fix_items
+
+
+class FixUseCases(ServiceBase):
+    def propose_fix(self, actor: Person, user_id: str, cause: Cause, seen: LedgerSnapshot) -> ApprovalRequest:
+        """The check's "Propose fix" button: a pending fix for one user, rebuilt from the ledger they saw."""
+        with self._writing("REPEATABLE READ") as conn:
+            request = fixes.propose_fix(
+                conn, self.shape(conn), self.settings, actor, user_id, cause, seen, self.clock()
+            )
+            conn.commit()
+            return request
+
+    def propose_batch(self, actor: Person, cause: Cause, minimum: int) -> ApprovalRequest:
+        """ "Propose fix for all N users": one pending request, its items planned in one snapshot."""
+        with self._writing("REPEATABLE READ") as conn:
+            request = fixes.propose_batch(
+                conn, self.shape(conn), self.settings, actor, cause, minimum, self.clock()
+            )
+            conn.commit()
+            return request
+
+    def apply_fix(self, request_id: int, *, limit: int) -> BatchProgress:
+        """Apply up to `limit` pending items of an approved fix, each in its own transaction."""
+        for _ in range(limit):
+            with self._writing() as conn:
+                if not fixes.apply_next_item(conn, self.shape(conn), self.settings, request_id, self.clock()):
+                    break
+                conn.commit()
+        return self.fix_progress(request_id)
+
+    def finish_fix(self, request_id: int) -> tuple[Decision | None, BatchProgress]:
+        """Verify and close a fix whose items are all done; no decision if it is not (or already closed)."""
+        with self._writing() as conn:
+            decision, progress = fixes.finish_fix(
+                conn, self.shape(conn), self.settings, request_id, self.clock()
+            )
+            conn.commit()
+            return decision, progress
+
+    def fix_progress(self, request_id: int) -> BatchProgress:
+        with self._reading() as conn:
+            return fix_items.progress(conn, self.settings, request_id)
+
+    def fix_items(self, actor: str, request_id: int) -> list[ItemReport]:
+        """A fix's complete list of users, for the approvers to read before they decide."""
+        self.require_viewer(actor)
+        with self._reading() as conn:
+            return fix_items.all_items(conn, self.settings, request_id)
+
+    def interrupted_fixes(self) -> list[int]:
+        """Approved fixes with items still pending: what a crash, deploy or lost connection left."""
+        with self._reading() as conn:
+            return fix_items.applying_requests(conn, self.settings)

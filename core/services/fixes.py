@@ -1,0 +1,340 @@
+"""Fixes, the use cases: the fleet grouped by cause, proposing a fix for one user or every user of a
+cause, applying its items one transaction each, and verifying the result against the ledger.
+
+Each function runs inside the transaction the caller (core.services.fix_service) opened for it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import datetime
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+
+from core.domain.approvals import (
+    SYSTEM,
+    ApprovalRequest,
+    Decision,
+    Person,
+    RequestKind,
+    RequestStatus,
+    approval_trail,
+    require_requester,
+)
+from core.domain.balance import judge
+from core.domain.errors import (
+    InvalidAdjustmentError,
+    RequestRefusedError,
+    StaleCorrectionError,
+    TokensBotError,
+)
+from core.domain.fix_batches import RECONCILED, BatchProgress, ItemState, summarize
+from core.domain.fix_plans import FixActions, FixPlan, plan_fix
+from core.domain.fixes import CAUSE_OF, Cause, FixKind, FixOption, fix_options, primary_cause
+from core.domain.models import LedgerSnapshot, Page, UserRef, Verdict
+from core.domain.reports import CauseGroup, DiscrepancyReport, DiscrepancyRow
+from core.services.check import judge_user
+from core.settings import Settings
+from core.store import fix_items, fleet
+from core.store.columns import Columns
+from core.store.fix_writes import profile_values, rehearse_plan, write_plan
+from core.store.ledger import ledger_snapshot, ledger_snapshots
+from core.store.ledger_writes import current_row, profile_image
+from core.store.product import ProductShape
+from core.store.requests import audit, decide, insert_request, read_request
+from core.store.signals import read_duplicate_rows
+from core.store.tiers import load_tiers
+from core.store.users import find_user
+
+
+def fix_actions(settings: Settings, cols: Columns) -> FixActions:
+    return FixActions(
+        grant=settings.tokens_grant_actions[0],
+        deduct=settings.tokens_deduct_actions[0],
+        model=settings.tokens_ledger_model,
+        cost_divisor=cols.cost_divisor,
+    )
+
+
+def discrepancy_report(
+    conn: Connection, shape: ProductShape, settings: Settings, *, minimum: int, cause: Cause | None, page: int
+) -> DiscrepancyReport:
+    """`/tokens discrepancies [min] [cause]`: every discrepant user grouped by cause, one page of them."""
+    rows, deferred = fleet.discrepant_users(conn, shape, settings, minimum=minimum)
+    groups: dict[Cause, list[DiscrepancyRow]] = defaultdict(list)
+    for row in rows:
+        groups[primary_cause(row.findings)].append(row)
+    shown = groups.get(cause, []) if cause is not None else rows
+    size = settings.tokens_page_size
+    pages = max(1, -(-len(shown) // size))
+    number = min(max(page, 1), pages)
+    offset = (number - 1) * size
+    return DiscrepancyReport(
+        minimum=minimum,
+        cause=cause,
+        causes=tuple(
+            sorted(
+                (_group(c, members) for c, members in groups.items()), key=lambda g: (-g.users, g.cause.value)
+            )
+        ),
+        total=len(shown),
+        deferred=deferred,
+        grace_seconds=settings.tokens_scan_grace_seconds,
+        rows=shown[offset : offset + size],
+        offset=offset,
+        page=Page(number=number, count=pages),
+    )
+
+
+def _group(cause: Cause, rows: list[DiscrepancyRow]) -> CauseGroup:
+    options = [_option_for(row, cause) for row in rows]
+    fixable = [o for o in options if o is not None]
+    kinds = Counter((o.kind, o.side) for o in fixable).most_common(1)
+    return CauseGroup(
+        cause=cause,
+        users=len(rows),
+        tokens=sum(row.worst for row in rows),
+        fixable=len(fixable),
+        fix=kinds[0][0][0] if kinds else None,
+        side=kinds[0][0][1] if kinds else None,
+    )
+
+
+def _option_for(row: DiscrepancyRow, cause: Cause) -> FixOption | None:
+    options, _ = fix_options(row.balance, row.findings)
+    return next((o for o in options if o.cause is cause), None)
+
+
+def propose_fix(
+    conn: Connection,
+    shape: ProductShape,
+    settings: Settings,
+    actor: Person,
+    user_id: str,
+    cause: Cause,
+    seen: LedgerSnapshot,
+    now: datetime,
+) -> ApprovalRequest:
+    """The check's "Propose fix" button: the fix for `cause`, rebuilt from the ledger the proposer saw."""
+    require_requester(settings, actor)
+    cols = Columns.of(shape, settings)
+    ref = find_user(conn, cols, user_id)
+    balance, _, findings, _ = judge_user(conn, cols, settings, load_tiers(conn, shape, settings), ref.user_id)
+    snapshot = ledger_snapshot(conn, cols, ref.user_id)
+    if snapshot != seen:
+        raise StaleCorrectionError(
+            f"The ledger of {ref.label} changed since that check ({snapshot.rows - seen.rows:+,} rows), so its"
+            " fix may no longer be right. Run `/tokens check` again and propose from the new one."
+        )
+    options, refused = fix_options(balance, findings)
+    option = next((o for o in options if o.cause is cause), None)
+    if option is None:
+        why = next((r.why for r in refused if r.cause is cause), "the check no longer finds this cause.")
+        raise InvalidAdjustmentError(f"No {cause.value} fix for {ref.label}: {why}")
+    duplicates = (
+        read_duplicate_rows(conn, cols, settings, ref.user_id)
+        if option.kind is FixKind.LEDGER_REVERSAL
+        else []
+    )
+    plan = plan_fix(ref, option, balance, snapshot, duplicates, fix_actions(settings, cols))
+    key, _ = current_row(conn, cols, ref.user_id, lock=False)
+    rehearse_plan(conn, cols, settings, plan, key, now)
+    return _store_request(conn, settings, actor, [plan], now)
+
+
+def propose_batch(
+    conn: Connection,
+    shape: ProductShape,
+    settings: Settings,
+    actor: Person,
+    cause: Cause,
+    minimum: int,
+    now: datetime,
+) -> ApprovalRequest:
+    """ "Propose fix for all N users": one request over every discrepant user whose cause is `cause`."""
+    require_requester(settings, actor)
+    cols = Columns.of(shape, settings)
+    rows, _ = fleet.discrepant_users(conn, shape, settings, minimum=minimum)
+    chosen = [
+        (row, option)
+        for row in rows
+        if primary_cause(row.findings) is cause and (option := _option_for(row, cause)) is not None
+    ]
+    if not chosen:
+        raise InvalidAdjustmentError(
+            f"No discrepant user over {minimum:,} tokens has a {cause.value} fix right now; nothing was proposed."
+        )
+    snapshots = ledger_snapshots(conn, cols, [row.user.user_id for row, _ in chosen])
+    actions = fix_actions(settings, cols)
+    plans = [
+        plan_fix(
+            row.user,
+            option,
+            row.balance,
+            snapshots[row.user.user_id],
+            read_duplicate_rows(conn, cols, settings, row.user.user_id)
+            if option.kind is FixKind.LEDGER_REVERSAL
+            else [],
+            actions,
+        )
+        for row, option in chosen
+    ]
+    key, _ = current_row(conn, cols, plans[0].user.user_id, lock=False)
+    rehearse_plan(conn, cols, settings, plans[0], key, now)
+    return _store_request(conn, settings, actor, plans, now)
+
+
+def _store_request(
+    conn: Connection, settings: Settings, actor: Person, plans: list[FixPlan], now: datetime
+) -> ApprovalRequest:
+    summary = summarize(plans)
+    user = (
+        plans[0].user
+        if len(plans) == 1
+        else UserRef(user_id="*", email=f"{len(plans):,} users ({summary.cause.value})")
+    )
+    reason = (
+        plans[0].option.summary if len(plans) == 1 else f"Fix {summary.cause.value} for {len(plans):,} users"
+    )
+    remaining = plans[0].before.remaining if len(plans) == 1 else 0
+    request = insert_request(
+        conn, settings, actor, user, RequestKind.FIX, reason, remaining, now, fix=summary
+    )
+    fix_items.insert_items(conn, settings, request.id, plans)
+    return request
+
+
+def start_applying(
+    conn: Connection, settings: Settings, request: ApprovalRequest, actor: Person, now: datetime
+) -> Decision:
+    """The approval of a fix: the request moves to `applying`; its items are applied one by one after."""
+    if request.fix is not None and request.fix.is_batch and actor.email is not None:
+        own = [
+            i
+            for i in fix_items.all_items(conn, settings, request.id)
+            if i.user.email and i.user.email.lower() == actor.email.lower()
+        ]
+        if own:
+            raise RequestRefusedError(
+                f"Request #{request.id} includes {own[0].user.label}, which is your own email address: nobody"
+                " approves a change to their own balance. Another approver has to decide it."
+            )
+    return decide(conn, settings, request, RequestStatus.APPLYING, actor, now)
+
+
+def apply_next_item(
+    conn: Connection, shape: ProductShape, settings: Settings, request_id: int, now: datetime
+) -> bool:
+    """Apply the next pending item of an approved fix, or say there is none; the caller commits.
+
+    The item is re-checked under the profile row's lock: a ledger or profile that moved since the
+    proposal makes it stale (reported, never overwritten); a write the product refuses fails only it.
+    """
+    request = read_request(conn, settings, request_id, for_update=False)
+    claimed = fix_items.claim_next_item(conn, settings, request_id)
+    if claimed is None or request.status is not RequestStatus.APPLYING or request.decider is None:
+        return False
+    position, plan = claimed
+    cols = Columns.of(shape, settings)
+    savepoint = conn.begin_nested()
+    try:
+        key, _ = current_row(conn, cols, plan.user.user_id, lock=True)
+        values = profile_values(conn, cols, key)
+        snapshot = ledger_snapshot(conn, cols, plan.user.user_id)
+        if snapshot != plan.snapshot or values != plan.before:
+            savepoint.rollback()
+            fix_items.mark_item(
+                conn,
+                settings,
+                request_id,
+                position,
+                ItemState.STALE,
+                now,
+                outcome=_staleness(plan, snapshot, values),
+            )
+            return True
+        image = profile_image(conn, cols, key)
+        trail = {
+            **approval_trail(request, request.decider, request.decided_at or now),
+            "applied_at": now.isoformat(),
+        }
+        ids = write_plan(conn, cols, settings, plan, key, trail, now)
+        savepoint.commit()
+    except (DBAPIError, TokensBotError) as exc:
+        if savepoint.is_active:
+            savepoint.rollback()
+        fix_items.mark_item(
+            conn, settings, request_id, position, ItemState.FAILED, now, outcome=_failure(exc)
+        )
+        return True
+    fix_items.mark_item(
+        conn, settings, request_id, position, ItemState.APPLIED, now, before_image=image, ledger_row_ids=ids
+    )
+    audit(
+        conn,
+        settings,
+        request_id,
+        "fix_applied",
+        request.decider,
+        now,
+        {
+            "user_id": plan.user.user_id,
+            "ledger_row_ids": ids,
+            "before": image,
+            "plan": plan.model_dump(mode="json"),
+        },
+    )
+    return True
+
+
+def _staleness(plan: FixPlan, snapshot: LedgerSnapshot, values: object) -> str:
+    if snapshot != plan.snapshot:
+        return f"the ledger changed since the proposal ({snapshot.rows - plan.snapshot.rows:+,} rows); nothing was written"
+    return "the profile's balance changed since the proposal; nothing was written"
+
+
+def _failure(exc: Exception) -> str:
+    if isinstance(exc, DBAPIError):
+        diag = getattr(exc.orig, "diag", None)
+        return f"the database refused it: {str(getattr(diag, 'message_primary', None) or exc.orig).strip()}"
+    return str(exc)
+
+
+def finish_fix(
+    conn: Connection, shape: ProductShape, settings: Settings, request_id: int, now: datetime
+) -> tuple[Decision | None, BatchProgress]:
+    """Once no item is pending: verify every applied user against the ledger, record it, close the request.
+
+    Returns no decision when the request is not (or no longer) being applied, e.g. another worker closed it.
+    """
+    request = read_request(conn, settings, request_id, for_update=True)
+    current = fix_items.progress(conn, settings, request_id)
+    if request.status is not RequestStatus.APPLYING or not current.done or request.fix is None:
+        return None, current
+    users = fix_items.applied_user_ids(conn, settings, request_id)
+    rows = {row.user.user_id: row for row in fleet.read_discrepancies(conn, shape, settings, users)}
+    cause = request.fix.cause
+    results: dict[str, tuple[bool, str]] = {}
+    for user_id in users:
+        row = rows.get(user_id)
+        if row is None:
+            results[user_id] = (False, "the user's profile is gone; nothing to verify")
+            continue
+        fixed = all(CAUSE_OF[f.kind] is not cause for f in row.findings)
+        verdict = judge(row.balance, row.findings, settings.tokens_problem_threshold)
+        why = RECONCILED if verdict is Verdict.RECONCILED else _still_differing(row)
+        results[user_id] = (fixed, why)
+    fix_items.record_verification(conn, settings, request_id, results)
+    final = fix_items.progress(conn, settings, request_id)
+    details = final.model_dump(mode="json", exclude={"problems"})
+    decision = decide(
+        conn, settings, request, RequestStatus.APPLIED, request.decider or SYSTEM, now, details=details
+    )
+    return decision, final
+
+
+def _still_differing(row: DiscrepancyRow) -> str:
+    b = row.balance
+    found = "; ".join(f.kind.value.replace("_", " ") for f in row.findings) or "no cause found"
+    return f"still differs: used {b.used_discrepancy:+,}, remaining {b.remaining_discrepancy:+,} ({found})"
