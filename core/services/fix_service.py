@@ -10,6 +10,7 @@ from core.domain.models import LedgerSnapshot
 from core.services import fixes
 from core.services.base import ServiceBase
 from core.store import fix_items
+from core.store.requests import read_request
 
 
 class FixUseCases(ServiceBase):
@@ -52,6 +53,11 @@ class FixUseCases(ServiceBase):
     def fix_progress(self, request_id: int) -> BatchProgress:
         with self._reading() as conn:
             return fix_items.progress(conn, self.settings, request_id)
+
+    def fix_request(self, request_id: int) -> ApprovalRequest:
+        """A fix request as it stands: where its message is, for progress shown while it is applied."""
+        with self._reading() as conn:
+            return read_request(conn, self.settings, request_id, for_update=False)
 
     def fix_items(self, actor: str, request_id: int) -> list[ItemReport]:
         """A fix's complete list of users, for the approvers to read before they decide."""
