@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     tokens_scan_grace_seconds: int = Field(default=60, ge=0)
     tokens_max_adjustment: int = Field(default=10_000_000, ge=1)
     tokens_request_ttl_hours: int = Field(default=24, ge=1)
+    # Distinct approvers a request needs, by its size in tokens: each key is the smallest |delta| its
+    # value applies from, e.g. {"0": 1, "1000000": 2}. A batch fix needs the largest value.
+    tokens_quorum: dict[int, int] = {0: 1}
     # `tokens-bot tick` reminds approvers in a pending request's thread once it has waited this long,
     # and again at most once per this interval; 0 turns reminders off.
     tokens_remind_after_hours: int = Field(default=4, ge=0, le=24 * 366)
@@ -202,6 +205,24 @@ class Settings(BaseSettings):
     @property
     def email_source(self) -> EmailSource:
         return EmailSource.parse(self.tokens_email_source, self.tokens_email_id_column)
+
+    @field_validator("tokens_quorum")
+    @classmethod
+    def _quorum_shape(cls, value: dict[int, int]) -> dict[int, int]:
+        if not value:
+            raise ValueError('needs at least one size, e.g. {"0": 1}')
+        if any(size < 0 for size in value) or any(needed < 1 for needed in value.values()):
+            raise ValueError("sizes must be 0 or more tokens and each needs at least 1 approver")
+        return value
+
+    def quorum_for(self, tokens: int) -> int:
+        """Approvers a change of `tokens` (either way) needs: the value of the largest size it reaches."""
+        reached = [size for size in self.tokens_quorum if size <= abs(tokens)]
+        return self.tokens_quorum[max(reached)] if reached else 1
+
+    @property
+    def batch_quorum(self) -> int:
+        return max(self.tokens_quorum.values())
 
     @property
     def approvers(self) -> list[str]:

@@ -48,6 +48,13 @@ class Person(Frozen):
         return {"slack_id": self.slack_id, "name": self.name}
 
 
+class Vote(Frozen):
+    """One approver's approval of a request, with when it was given."""
+
+    voter: Person
+    at: datetime
+
+
 # Expiries found by a sweep are nobody's decision; the audit trail names the bot itself.
 SYSTEM = Person(slack_id="tokens-bot", name="tokens-bot")
 
@@ -91,6 +98,13 @@ class ApprovalRequest(Frozen):
     message_ts: str | None
     reminded_at: datetime | None = None
     fix: FixSummary | None = None
+    quorum: int = 1
+    """Distinct approvers needed (TOKENS_QUORUM when it was asked); `votes` holds those given so far."""
+    votes: tuple[Vote, ...] = ()
+
+    @property
+    def votes_missing(self) -> int:
+        return max(self.quorum - len(self.votes), 0)
 
     @property
     def resulting_balance(self) -> int:
@@ -209,11 +223,13 @@ def require_pending(request: ApprovalRequest) -> None:
 def approval_trail(request: ApprovalRequest, actor: Person, now: datetime) -> dict[str, Any]:
     """Who asked, who approved and when, on every applied request; `source` and `request_id` are also
     what marks a ledger row as written by tokens-bot (core.store.columns.Columns.written_by_bot)."""
+    voters = {v.voter.slack_id: v.voter for v in request.votes} | {actor.slack_id: actor}
     return {
         "source": "slack",
         "request_id": request.id,
         "requested_by": request.requester.audit(),
         "approved_by": actor.audit(),
+        "approvals": [voter.audit() for voter in voters.values()],
         "requested_at": request.requested_at.isoformat(),
         "approved_at": now.isoformat(),
     }

@@ -46,7 +46,7 @@ from core.store.ledger_writes import (
     require_ledger_writable,
 )
 from core.store.product import ProductShape
-from core.store.requests import decide, insert_request, overdue_requests, read_request
+from core.store.requests import audit, decide, insert_request, overdue_requests, read_request, record_vote
 from core.store.users import find_user
 
 
@@ -72,7 +72,16 @@ def request_adjustment(
     require_fits_remaining(cols, remaining + delta)
     require_ledger_writable(cols, settings, delta)
     return insert_request(
-        conn, settings, actor, ref, RequestKind.ADJUSTMENT, reason, int(remaining), now, delta=delta
+        conn,
+        settings,
+        actor,
+        ref,
+        RequestKind.ADJUSTMENT,
+        reason,
+        int(remaining),
+        now,
+        delta=delta,
+        quorum=settings.quorum_for(delta),
     )
 
 
@@ -129,6 +138,9 @@ def propose_correction(
         b.current_remaining,
         now,
         correction=correction,
+        quorum=settings.quorum_for(
+            max(abs(b.expected_remaining - b.current_remaining), abs(b.calculated_used - b.current_used))
+        ),
     )
 
 
@@ -140,7 +152,8 @@ def approve(
     request_id: int,
     clock: Callable[[], datetime],
 ) -> Decision:
-    """Apply a request: ledger row, balance and the request's new state commit together or not at all.
+    """Vote for a request, and apply it with the vote that completes its quorum: ledger row, balance and
+    the request's new state commit together or not at all. Earlier votes only record themselves.
 
     The clock is read once the request is locked: a click that waited behind another one's lock is
     judged (expiry, decided_at, approved_at) at the moment it actually decides.
@@ -165,13 +178,33 @@ def approve(
             " users:read.email scope),"
             " so it cannot check that you are not approving a grant to yourself. Nothing was changed."
         )
-    if request.fix is not None and request.fix.is_batch:
-        return start_applying(conn, settings, request, actor, now)
-    target = find_user(conn, Columns.of(shape, settings), request.user.user_id)
-    if target.email is not None and target.email.lower() == actor.email.lower():
+    if request.fix is None or not request.fix.is_batch:
+        target = find_user(conn, Columns.of(shape, settings), request.user.user_id)
+        if target.email is not None and target.email.lower() == actor.email.lower():
+            raise RequestRefusedError(
+                f"Request #{request.id} changes the balance of {target.email}, which is your own email"
+                " address: nobody approves their own grant. Another approver has to decide it."
+            )
+    if any(vote.voter.slack_id == actor.slack_id for vote in request.votes):
         raise RequestRefusedError(
-            f"Request #{request.id} changes the balance of {target.email}, which is your own email"
-            " address: nobody approves their own grant. Another approver has to decide it."
+            f"You already approved request #{request.id}; it needs {request.votes_missing:,} more"
+            f" approval{'s' if request.votes_missing != 1 else ''} from other approvers."
+        )
+    record_vote(conn, settings, request, actor, now)
+    if request.votes_missing > 1:
+        audit(
+            conn,
+            settings,
+            request.id,
+            "voted",
+            actor,
+            now,
+            {"votes": len(request.votes) + 1, "quorum": request.quorum},
+        )
+        return Decision(
+            outcome=RequestStatus.PENDING,
+            request=read_request(conn, settings, request.id, for_update=False),
+            actor=actor,
         )
     if request.fix is not None:
         return start_applying(conn, settings, request, actor, now)

@@ -198,11 +198,21 @@ def _store_request(
         plans[0].option.summary if len(plans) == 1 else f"Fix {summary.cause.value} for {len(plans):,} users"
     )
     remaining = plans[0].before.remaining if len(plans) == 1 else 0
+    quorum = settings.batch_quorum if len(plans) > 1 else settings.quorum_for(_size(plans[0]))
     request = insert_request(
-        conn, settings, actor, user, RequestKind.FIX, reason, remaining, now, fix=summary
+        conn, settings, actor, user, RequestKind.FIX, reason, remaining, now, fix=summary, quorum=quorum
     )
     fix_items.insert_items(conn, settings, request.id, plans)
     return request
+
+
+def _size(plan: FixPlan) -> int:
+    """A fix's size for TOKENS_QUORUM: the most it moves any balance or writes in one ledger row."""
+    return max(
+        abs(plan.after.remaining - plan.before.remaining),
+        abs(plan.after.used - plan.before.used),
+        *(abs(entry.tokens) for entry in plan.entries),
+    )
 
 
 def start_applying(

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, insert, or_, select, text, update
+from sqlalchemy import Connection, RowMapping, Select, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from core.domain.approvals import ApprovalRequest, Correction, Decision, Person, RequestKind, RequestStatus
 from core.domain.errors import RequestNotFoundError
 from core.domain.fix_batches import FixSummary
 from core.domain.models import UserRef
 from core.settings import Settings
-from core.store.tables import approval_requests, audit_log, in_bot_schema
+from core.store.tables import approval_requests, approval_votes, audit_log, in_bot_schema
 
 # Any fixed number works (core.store.migrate and core.store.digests use their neighbours); the schema's
 # hash is the second key, so two bots sharing one database in different schemas do not skip each other.
@@ -81,6 +82,7 @@ def insert_request(
     delta: int | None = None,
     correction: Correction | None = None,
     fix: FixSummary | None = None,
+    quorum: int = 1,
 ) -> ApprovalRequest:
     request_id = conn.execute(
         insert(approval_requests)
@@ -93,6 +95,7 @@ def insert_request(
             remaining_at_request=remaining,
             correction=correction.model_dump(mode="json") if correction else None,
             fix=fix.model_dump(mode="json") if fix else None,
+            quorum=quorum,
             requested_by=actor.slack_id,
             requested_by_name=actor.name,
             requested_at=now,
@@ -101,7 +104,7 @@ def insert_request(
         .returning(approval_requests.c.id),
         execution_options=in_bot_schema(settings),
     ).scalar_one()
-    details: dict[str, Any] = {"reason": reason, "remaining": remaining}
+    details: dict[str, Any] = {"reason": reason, "remaining": remaining, "quorum": quorum}
     if delta is not None:
         details["delta"] = delta
     if correction is not None:
@@ -138,7 +141,7 @@ def read_request(
     conn: Connection, settings: Settings, request_id: int, *, for_update: bool
 ) -> ApprovalRequest:
     """The request row; `for_update` locks it until commit: the line every concurrent click for it queues in."""
-    query = select(approval_requests).where(approval_requests.c.id == request_id)
+    query = _select_requests().where(approval_requests.c.id == request_id)
     row = (
         conn.execute(
             query.with_for_update() if for_update else query, execution_options=in_bot_schema(settings)
@@ -156,7 +159,7 @@ def read_request(
 def overdue_requests(conn: Connection, settings: Settings, now: datetime) -> list[ApprovalRequest]:
     """Pending requests past their expiry, locked; rows another replica is deciding right now are skipped."""
     query = (
-        select(approval_requests)
+        _select_requests()
         .where(
             approval_requests.c.status == RequestStatus.PENDING.value, approval_requests.c.expires_at <= now
         )
@@ -170,7 +173,7 @@ def overdue_requests(conn: Connection, settings: Settings, now: datetime) -> lis
 
 def pending_requests(conn: Connection, settings: Settings, now: datetime) -> list[ApprovalRequest]:
     query = (
-        select(approval_requests)
+        _select_requests()
         .where(
             approval_requests.c.status == RequestStatus.PENDING.value, approval_requests.c.expires_at > now
         )
@@ -202,7 +205,7 @@ def due_reminders(
     r = approval_requests.c
     cutoff = now - interval
     query = (
-        select(approval_requests)
+        _select_requests()
         .where(
             r.status == RequestStatus.PENDING.value,
             r.expires_at > now,
@@ -234,6 +237,46 @@ def attach_message(conn: Connection, settings: Settings, request_id: int, channe
         update(approval_requests)
         .where(approval_requests.c.id == request_id)
         .values(channel=channel, message_ts=ts),
+        execution_options=in_bot_schema(settings),
+    )
+
+
+def _select_requests() -> Select[Any]:
+    """Requests with their votes, oldest first, as one JSON column: one round trip per read."""
+    v = approval_votes.c
+    votes = (
+        select(
+            func.coalesce(
+                func.jsonb_agg(
+                    aggregate_order_by(
+                        func.jsonb_build_object(
+                            "voter",
+                            func.jsonb_build_object("slack_id", v.voter, "name", v.voter_name),
+                            "at",
+                            v.at,
+                        ),
+                        v.at,
+                    )
+                ),
+                text("'[]'::jsonb"),
+            )
+        )
+        .where(v.request_id == approval_requests.c.id)
+        .scalar_subquery()
+        .label("votes")
+    )
+    return select(approval_requests, votes)
+
+
+def record_vote(
+    conn: Connection, settings: Settings, request: ApprovalRequest, actor: Person, now: datetime
+) -> None:
+    """One approver's vote; the caller holds the request's row lock, and audits a vote that decides nothing
+    (the decision's own audit row names every approver)."""
+    conn.execute(
+        insert(approval_votes).values(
+            request_id=request.id, voter=actor.slack_id, voter_name=actor.name, at=now
+        ),
         execution_options=in_bot_schema(settings),
     )
 

@@ -55,6 +55,17 @@ approval_requests = Table(
     Column("reminded_at", DateTime(timezone=True)),
     # What a fix request changes, for one user or a batch (migration 0007); NULL for other requests.
     Column("fix", JSONB(none_as_null=True)),
+    # Distinct approvers the request needs (TOKENS_QUORUM, migration 0010); their votes are below.
+    Column("quorum", Integer, nullable=False),
+)
+
+approval_votes = Table(
+    "approval_votes",
+    metadata,
+    Column("request_id", BigInteger, ForeignKey("approval_requests.id"), primary_key=True),
+    Column("voter", Text, primary_key=True),
+    Column("voter_name", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
 )
 
 fix_items = Table(
