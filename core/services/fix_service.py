@@ -3,6 +3,8 @@ a transaction of its own, so a batch of thousands resumes where any interruption
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from core.domain.approvals import ApprovalRequest, Decision, Person
 from core.domain.fix_batches import BatchProgress, ItemReport
 from core.domain.fixes import Cause
@@ -11,6 +13,9 @@ from core.services import fixes
 from core.services.base import ServiceBase
 from core.store import fix_items
 from core.store.requests import read_request
+
+# An approved fix that made no progress for this long was interrupted; `tokens-bot tick` resumes it.
+RESUME_AFTER = timedelta(seconds=60)
 
 
 class FixUseCases(ServiceBase):
@@ -66,6 +71,7 @@ class FixUseCases(ServiceBase):
             return fix_items.all_items(conn, self.settings, request_id)
 
     def interrupted_fixes(self) -> list[int]:
-        """Approved fixes with items still pending: what a crash, deploy or lost connection left."""
+        """Approved fixes with items still pending and no progress for RESUME_AFTER: what a crash, deploy
+        or lost connection left (a fix some worker is applying right now makes progress, and is left to it)."""
         with self._reading() as conn:
-            return fix_items.applying_requests(conn, self.settings)
+            return fix_items.applying_requests(conn, self.settings, self.clock() - RESUME_AFTER)

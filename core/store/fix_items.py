@@ -161,13 +161,19 @@ def _report(row: Any) -> ItemReport:
     )
 
 
-def applying_requests(conn: Connection, settings: Settings) -> list[int]:
-    """Approved fix requests whose items are not all done: what an interrupted run left behind."""
+def applying_requests(conn: Connection, settings: Settings, idle_since: datetime) -> list[int]:
+    """Approved fix requests with pending items and no progress since `idle_since`: what a crash, deploy
+    or lost connection left behind (a worker still at it keeps applying items, so it is not picked)."""
+    r, i = approval_requests.c, fix_items.c
+    last_progress = select(func.max(i.applied_at)).where(i.request_id == r.id).scalar_subquery()
     return list(
         conn.execute(
-            select(approval_requests.c.id)
-            .where(approval_requests.c.status == RequestStatus.APPLYING.value)
-            .order_by(approval_requests.c.id),
+            select(r.id)
+            .where(
+                r.status == RequestStatus.APPLYING.value,
+                func.coalesce(last_progress, r.decided_at) < idle_since,
+            )
+            .order_by(r.id),
             execution_options=in_bot_schema(settings),
         ).scalars()
     )
