@@ -35,7 +35,7 @@ from core.domain.errors import (
 )
 from core.domain.models import LedgerSnapshot
 from core.services.apply import apply_adjustment, apply_correction
-from core.services.fixes import start_applying
+from core.services.fix_apply import require_not_in_batch, start_applying
 from core.services.reconcile import reconcile
 from core.settings import Settings
 from core.store.columns import Columns
@@ -178,7 +178,9 @@ def approve(
             " users:read.email scope),"
             " so it cannot check that you are not approving a grant to yourself. Nothing was changed."
         )
-    if request.fix is None or not request.fix.is_batch:
+    if request.fix is not None and request.fix.is_batch:
+        require_not_in_batch(conn, settings, request, actor.email)
+    else:
         target = find_user(conn, Columns.of(shape, settings), request.user.user_id)
         if target.email is not None and target.email.lower() == actor.email.lower():
             raise RequestRefusedError(

@@ -9,7 +9,7 @@ from core.domain.approvals import ApprovalRequest, Decision, Person
 from core.domain.fix_batches import BatchProgress, ItemReport
 from core.domain.fixes import Cause
 from core.domain.models import LedgerSnapshot
-from core.services import fixes
+from core.services import fix_apply, fixes
 from core.services.base import ServiceBase
 from core.store import fix_items
 from core.store.requests import read_request
@@ -41,7 +41,9 @@ class FixUseCases(ServiceBase):
         """Apply up to `limit` pending items of an approved fix, each in its own transaction."""
         for _ in range(limit):
             with self._writing() as conn:
-                if not fixes.apply_next_item(conn, self.shape(conn), self.settings, request_id, self.clock()):
+                if not fix_apply.apply_next_item(
+                    conn, self.shape(conn), self.settings, request_id, self.clock()
+                ):
                     break
                 conn.commit()
         return self.fix_progress(request_id)
@@ -49,7 +51,7 @@ class FixUseCases(ServiceBase):
     def finish_fix(self, request_id: int) -> tuple[Decision | None, BatchProgress]:
         """Verify and close a fix whose items are all done; no decision if it is not (or already closed)."""
         with self._writing() as conn:
-            decision, progress = fixes.finish_fix(
+            decision, progress = fix_apply.finish_fix(
                 conn, self.shape(conn), self.settings, request_id, self.clock()
             )
             conn.commit()

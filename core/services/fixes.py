@@ -1,5 +1,5 @@
-"""Fixes, the use cases: the fleet grouped by cause, proposing a fix for one user or every user of a
-cause, applying its items one transaction each, and verifying the result against the ledger.
+"""Fixes, the use cases before approval: the fleet grouped by cause, and proposing a fix for one user or
+for every user of a cause (applying them: core.services.fix_apply).
 
 Each function runs inside the transaction the caller (core.services.fix_service) opened for it.
 """
@@ -10,39 +10,31 @@ from collections import Counter, defaultdict
 from datetime import datetime
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 
 from core.domain.approvals import (
-    SYSTEM,
     ApprovalRequest,
-    Decision,
     Person,
     RequestKind,
-    RequestStatus,
-    approval_trail,
     require_requester,
 )
-from core.domain.balance import judge
 from core.domain.errors import (
     InvalidAdjustmentError,
-    RequestRefusedError,
     StaleCorrectionError,
-    TokensBotError,
 )
-from core.domain.fix_batches import RECONCILED, BatchProgress, ItemState, summarize
+from core.domain.fix_batches import summarize
 from core.domain.fix_plans import FixActions, FixPlan, plan_fix
-from core.domain.fixes import CAUSE_OF, Cause, FixKind, FixOption, fix_options, primary_cause
-from core.domain.models import LedgerSnapshot, Page, UserRef, Verdict
+from core.domain.fixes import Cause, FixKind, FixOption, fix_options, primary_cause
+from core.domain.models import LedgerSnapshot, Page, UserRef
 from core.domain.reports import CauseGroup, DiscrepancyReport, DiscrepancyRow
 from core.services.check import judge_user
 from core.settings import Settings
 from core.store import fix_items, fleet
 from core.store.columns import Columns
-from core.store.fix_writes import profile_values, rehearse_plan, write_plan
+from core.store.fix_writes import rehearse_plan
 from core.store.ledger import ledger_snapshot, ledger_snapshots
-from core.store.ledger_writes import current_row, profile_image
+from core.store.ledger_writes import current_row
 from core.store.product import ProductShape
-from core.store.requests import audit, decide, insert_request, read_request
+from core.store.requests import insert_request
 from core.store.signals import read_duplicate_rows
 from core.store.tiers import load_tiers
 from core.store.users import find_user
@@ -213,138 +205,3 @@ def _size(plan: FixPlan) -> int:
         abs(plan.after.used - plan.before.used),
         *(abs(entry.tokens) for entry in plan.entries),
     )
-
-
-def start_applying(
-    conn: Connection, settings: Settings, request: ApprovalRequest, actor: Person, now: datetime
-) -> Decision:
-    """The approval of a fix: the request moves to `applying`; its items are applied one by one after."""
-    if request.fix is not None and request.fix.is_batch and actor.email is not None:
-        own = [
-            i
-            for i in fix_items.all_items(conn, settings, request.id)
-            if i.user.email and i.user.email.lower() == actor.email.lower()
-        ]
-        if own:
-            raise RequestRefusedError(
-                f"Request #{request.id} includes {own[0].user.label}, which is your own email address: nobody"
-                " approves a change to their own balance. Another approver has to decide it."
-            )
-    return decide(conn, settings, request, RequestStatus.APPLYING, actor, now)
-
-
-def apply_next_item(
-    conn: Connection, shape: ProductShape, settings: Settings, request_id: int, now: datetime
-) -> bool:
-    """Apply the next pending item of an approved fix, or say there is none; the caller commits.
-
-    The item is re-checked under the profile row's lock: a ledger or profile that moved since the
-    proposal makes it stale (reported, never overwritten); a write the product refuses fails only it.
-    """
-    request = read_request(conn, settings, request_id, for_update=False)
-    claimed = fix_items.claim_next_item(conn, settings, request_id)
-    if claimed is None or request.status is not RequestStatus.APPLYING or request.decider is None:
-        return False
-    position, plan = claimed
-    cols = Columns.of(shape, settings)
-    savepoint = conn.begin_nested()
-    try:
-        key, _ = current_row(conn, cols, plan.user.user_id, lock=True)
-        values = profile_values(conn, cols, key)
-        snapshot = ledger_snapshot(conn, cols, plan.user.user_id)
-        if snapshot != plan.snapshot or values != plan.before:
-            savepoint.rollback()
-            fix_items.mark_item(
-                conn,
-                settings,
-                request_id,
-                position,
-                ItemState.STALE,
-                now,
-                outcome=_staleness(plan, snapshot, values),
-            )
-            return True
-        image = profile_image(conn, cols, key)
-        trail = {
-            **approval_trail(request, request.decider, request.decided_at or now),
-            "applied_at": now.isoformat(),
-        }
-        ids = write_plan(conn, cols, settings, plan, key, trail, now)
-        savepoint.commit()
-    except (DBAPIError, TokensBotError) as exc:
-        if savepoint.is_active:
-            savepoint.rollback()
-        fix_items.mark_item(
-            conn, settings, request_id, position, ItemState.FAILED, now, outcome=_failure(exc)
-        )
-        return True
-    fix_items.mark_item(
-        conn, settings, request_id, position, ItemState.APPLIED, now, before_image=image, ledger_row_ids=ids
-    )
-    audit(
-        conn,
-        settings,
-        request_id,
-        "fix_applied",
-        request.decider,
-        now,
-        {
-            "user_id": plan.user.user_id,
-            "ledger_row_ids": ids,
-            "before": image,
-            "plan": plan.model_dump(mode="json"),
-        },
-    )
-    return True
-
-
-def _staleness(plan: FixPlan, snapshot: LedgerSnapshot, values: object) -> str:
-    if snapshot != plan.snapshot:
-        return f"the ledger changed since the proposal ({snapshot.rows - plan.snapshot.rows:+,} rows); nothing was written"
-    return "the profile's balance changed since the proposal; nothing was written"
-
-
-def _failure(exc: Exception) -> str:
-    if isinstance(exc, DBAPIError):
-        diag = getattr(exc.orig, "diag", None)
-        return f"the database refused it: {str(getattr(diag, 'message_primary', None) or exc.orig).strip()}"
-    return str(exc)
-
-
-def finish_fix(
-    conn: Connection, shape: ProductShape, settings: Settings, request_id: int, now: datetime
-) -> tuple[Decision | None, BatchProgress]:
-    """Once no item is pending: verify every applied user against the ledger, record it, close the request.
-
-    Returns no decision when the request is not (or no longer) being applied, e.g. another worker closed it.
-    """
-    request = read_request(conn, settings, request_id, for_update=True)
-    current = fix_items.progress(conn, settings, request_id)
-    if request.status is not RequestStatus.APPLYING or not current.done or request.fix is None:
-        return None, current
-    users = fix_items.applied_user_ids(conn, settings, request_id)
-    rows = {row.user.user_id: row for row in fleet.read_discrepancies(conn, shape, settings, users)}
-    cause = request.fix.cause
-    results: dict[str, tuple[bool, str]] = {}
-    for user_id in users:
-        row = rows.get(user_id)
-        if row is None:
-            results[user_id] = (False, "the user's profile is gone; nothing to verify")
-            continue
-        fixed = all(CAUSE_OF[f.kind] is not cause for f in row.findings)
-        verdict = judge(row.balance, row.findings, settings.tokens_problem_threshold)
-        why = RECONCILED if verdict is Verdict.RECONCILED else _still_differing(row)
-        results[user_id] = (fixed, why)
-    fix_items.record_verification(conn, settings, request_id, results)
-    final = fix_items.progress(conn, settings, request_id)
-    details = final.model_dump(mode="json", exclude={"problems"})
-    decision = decide(
-        conn, settings, request, RequestStatus.APPLIED, request.decider or SYSTEM, now, details=details
-    )
-    return decision, final
-
-
-def _still_differing(row: DiscrepancyRow) -> str:
-    b = row.balance
-    found = "; ".join(f.kind.value.replace("_", " ") for f in row.findings) or "no cause found"
-    return f"still differs: used {b.used_discrepancy:+,}, remaining {b.remaining_discrepancy:+,} ({found})"

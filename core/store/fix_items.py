@@ -91,6 +91,20 @@ def record_verification(
     )
 
 
+def user_with_email(conn: Connection, settings: Settings, request_id: int, email: str) -> str | None:
+    """The item's user whose email is `email` (any case), if the request has one."""
+    found = conn.execute(
+        select(fix_items.c.plan["user"]["email"].astext)
+        .where(
+            fix_items.c.request_id == request_id,
+            func.lower(fix_items.c.plan["user"]["email"].astext) == email.lower(),
+        )
+        .limit(1),
+        execution_options=in_bot_schema(settings),
+    ).scalar_one_or_none()
+    return None if found is None else str(found)
+
+
 def applied_user_ids(conn: Connection, settings: Settings, request_id: int) -> list[str]:
     return list(
         conn.execute(
