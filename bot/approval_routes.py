@@ -4,19 +4,21 @@ thread, direct message) and the reply to the person."""
 
 from __future__ import annotations
 
-from bot.buttons import ProposeCorrection, Recompute, RequestButton
+from bot.buttons import ProposeBatch, ProposeCorrection, ProposeFix, Recompute, RequestButton
 from bot.commands import AdjustCommand, CancelCommand, ReconcileCommand, RejectCommand, RequestsCommand
-from bot.publishing import publish
+from bot.publishing import finish_fix_in_slack, post_fix_list, publish
 from bot.render.approvals import (
     render_created,
     render_decision,
     render_reconcile,
     render_request,
     render_request_list,
+    title,
 )
-from bot.render.common import Reply
+from bot.render.common import Reply, message
+from bot.render.fixes import progress_line, render_verification
 from bot.slack.port import SlackPort
-from core.domain.approvals import ApprovalRequest, Decision
+from core.domain.approvals import ApprovalRequest, Decision, RequestStatus
 from core.domain.models import LedgerSnapshot
 from core.services.service import TokensService
 
@@ -52,7 +54,17 @@ def cancel_by_command(service: TokensService, slack: SlackPort, actor: str, comm
 
 
 def approve_button(service: TokensService, slack: SlackPort, actor: str, value: RequestButton) -> Reply:
-    return _published(service, slack, service.approve(slack.person(actor), value.r))
+    """An approved fix is applied here, after the ack: its items in chunks, its message showing progress,
+    then verified; the clicker's answer is the verified summary."""
+    decision = service.approve(slack.person(actor), value.r)
+    if decision.outcome is not RequestStatus.APPLYING:
+        return _published(service, slack, decision)
+    publish(service, slack, decision.request, decision)
+    progress = finish_fix_in_slack(service, slack, decision.request.id)
+    name = f"You approved {title(decision.request)}"
+    if not progress.done:
+        return message(f":gear: {name}; another run is applying it now. {progress_line(progress)}")
+    return render_verification(name, progress)
 
 
 def reject_button(service: TokensService, slack: SlackPort, actor: str, value: RequestButton) -> Reply:
@@ -67,6 +79,22 @@ def propose_button(service: TokensService, slack: SlackPort, actor: str, value: 
     seen = LedgerSnapshot(rows=value.n, last_at=value.t)
     request = service.propose_correction(slack.person(actor), value.u, value.g, seen)
     return _announce(service, slack, request)
+
+
+def propose_fix_button(service: TokensService, slack: SlackPort, actor: str, value: ProposeFix) -> Reply:
+    seen = LedgerSnapshot(rows=value.n, last_at=value.t)
+    return _announce(service, slack, service.propose_fix(slack.person(actor), value.u, value.c, seen))
+
+
+def propose_batch_button(service: TokensService, slack: SlackPort, actor: str, value: ProposeBatch) -> Reply:
+    """One request for every user of a cause; its complete list goes in the thread before anyone decides."""
+    request = service.propose_batch(slack.person(actor), value.c, value.m)
+    reply = _announce(service, slack, request)
+    posted = service.fix_request(request.id)
+    if not post_fix_list(service, slack, actor, posted) and posted.message_ts:
+        # The request stands; approvers can still read its largest items on the message.
+        return message(f"{reply.text} :warning: Slack did not take its list of users.")
+    return reply
 
 
 def recompute_button(service: TokensService, slack: SlackPort, actor: str, value: Recompute) -> Reply:

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from bot.commands import CHART_DAYS_MAX, TOP_MAX
 from core.domain.errors import UsageError
+from core.domain.fixes import Cause
 
 CHECK_PAGE_ACTION = "check_page"
 OPEN_CHECK_ACTION = "open_check"
@@ -31,6 +32,8 @@ CANCEL_ACTION = "approval_cancel"
 PROPOSE_ACTION = "reconcile_propose"
 RECOMPUTE_ACTION = "reconcile_recompute"
 HISTORY_PAGE_ACTION = "history_page"
+PROPOSE_FIX_ACTION = "fix_propose"
+PROPOSE_BATCH_ACTION = "fix_propose_batch"
 
 BIGINT_MAX = 2**63 - 1
 # Past this a page number is not one the bot ever rendered; asking for it shows the last page instead.
@@ -99,9 +102,12 @@ class LowBalancePage(ButtonValue):
 
 
 class DiscrepanciesPage(ButtonValue):
+    """A discrepancy list's Previous/Next: the minimum and the cause it was filtered by, if any."""
+
     rerun: ClassVar[str] = "run `/tokens discrepancies` again"
     m: Amount
     p: PageNumber
+    c: Cause | None = None
 
 
 class TopPage(ButtonValue):
@@ -153,6 +159,24 @@ class ProposeCorrection(ButtonValue):
     t: Annotated[datetime | None, AfterValidator(_in_utc)]
 
 
+class ProposeFix(ButtonValue):
+    """A check's Propose fix: the user, the cause to fix and the ledger position the check saw."""
+
+    rerun: ClassVar[str] = "run `/tokens check <user>` again"
+    u: UserId
+    c: Cause
+    n: Amount
+    t: Annotated[datetime | None, AfterValidator(_in_utc)]
+
+
+class ProposeBatch(ButtonValue):
+    """A cause group's "Propose fix for all N users": the cause and the list's minimum discrepancy."""
+
+    rerun: ClassVar[str] = "run `/tokens discrepancies` again"
+    c: Cause
+    m: Amount
+
+
 class _Named(ButtonValue):
     u: UserId
 
@@ -170,6 +194,8 @@ PAYLOADS: dict[str, type[ButtonValue]] = {
     PROPOSE_ACTION: ProposeCorrection,
     RECOMPUTE_ACTION: Recompute,
     HISTORY_PAGE_ACTION: HistoryPage,
+    PROPOSE_FIX_ACTION: ProposeFix,
+    PROPOSE_BATCH_ACTION: ProposeBatch,
 }
 
 V = TypeVar("V", bound=ButtonValue)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bot.amounts import EXAMPLES, parse_amount
 from core.domain.errors import UsageError
+from core.domain.fixes import Cause
 
 EXAMPLE_UUID = "3f6c1a52-8d1e-4c1b-9a57-2f0e6a9d4b10"
 TOP_DEFAULT = 20
@@ -31,7 +32,7 @@ USAGE = """\
 `/tokens reject <request> <reason>` — reject a pending request, recording why
 `/tokens cancel <request>` — withdraw your own pending request
 `/tokens lowbalance [threshold]` — users under the threshold (default 10k), lowest first, with a burn forecast
-`/tokens discrepancies [min]` — every user whose balance and ledger disagree by more than `min` (default 100)
+`/tokens discrepancies [min] [cause]` — users whose balance and ledger disagree by more than `min` (default 100), grouped by cause, with a fix for each group
 `/tokens top [n]` — the `n` highest lifetime users (default 20, at most 100), with cost
 `/tokens help` — this list
 
@@ -91,6 +92,7 @@ class LowBalanceCommand(_Command):
 
 class DiscrepanciesCommand(_Command):
     minimum: int | None = None
+    cause: Cause | None = None
 
 
 class TopCommand(_Command):
@@ -252,8 +254,28 @@ def _parse_lowbalance(args: list[str]) -> LowBalanceCommand:
     return LowBalanceCommand(threshold=_one_amount(args, "lowbalance", "threshold", "25k"))
 
 
+CAUSE_NAMES = ", ".join(f"`{c.value}`" for c in Cause)
+
+
+def parse_cause(word: str) -> Cause:
+    """A cause by its name as `/tokens discrepancies` shows it; anything else lists the valid names."""
+    try:
+        return Cause(word.lower())
+    except ValueError:
+        raise UsageError(
+            f"`{_clip(word)}` is not a cause tokens-bot knows. The causes are {CAUSE_NAMES},"
+            " e.g. `/tokens discrepancies 100 duplicates`."
+        ) from None
+
+
 def _parse_discrepancies(args: list[str]) -> DiscrepanciesCommand:
-    return DiscrepanciesCommand(minimum=_one_amount(args, "discrepancies", "minimum discrepancy", "1000"))
+    """`[min] [cause]`: the cause is the last word when it does not start like an amount."""
+    cause = None
+    if args and not re.match(r"^[+-]?[\d.]", args[-1]):
+        cause = parse_cause(args[-1])
+        args = args[:-1]
+    minimum = _one_amount(args, "discrepancies", "minimum discrepancy", "1000")
+    return DiscrepanciesCommand(minimum=minimum, cause=cause)
 
 
 def _parse_top(args: list[str]) -> TopCommand:

@@ -19,6 +19,8 @@ from bot.buttons import (
     LOWBALANCE_PAGE_ACTION,
     OPEN_CHECK_ACTION,
     PROPOSE_ACTION,
+    PROPOSE_BATCH_ACTION,
+    PROPOSE_FIX_ACTION,
     RECOMPUTE_ACTION,
     REJECT_ACTION,
     TOP_PAGE_ACTION,
@@ -73,13 +75,18 @@ def _help(service: TokensService, slack: SlackPort, actor: str, command: HelpCom
     return render_help(command.problem)
 
 
+def _may_propose(service: TokensService, actor: str) -> bool:
+    """Admins may ask for changes, so only their replies carry Propose buttons; the core checks again."""
+    return actor in service.settings.tokens_admins
+
+
 def _check(service: TokensService, slack: SlackPort, actor: str, command: CheckCommand) -> Reply:
-    return render_check(service.check(actor, command.user))
+    return render_check(service.check(actor, command.user), can_propose=_may_propose(service, actor))
 
 
 def _check_page(service: TokensService, slack: SlackPort, actor: str, value: CheckPage) -> Reply:
     report = service.check(actor, value.u, page=value.p, initial_grant=value.g)
-    return render_check(report)
+    return render_check(report, can_propose=_may_propose(service, actor))
 
 
 def _history(service: TokensService, slack: SlackPort, actor: str, command: HistoryCommand) -> Reply:
@@ -101,13 +108,15 @@ def _lowbalance_page(service: TokensService, slack: SlackPort, actor: str, value
 def _discrepancies(
     service: TokensService, slack: SlackPort, actor: str, command: DiscrepanciesCommand
 ) -> Reply:
-    return render_discrepancies(service.discrepancies(actor, command.minimum))
+    report = service.discrepancies(actor, command.minimum, cause=command.cause)
+    return render_discrepancies(report, can_propose=_may_propose(service, actor))
 
 
 def _discrepancies_page(
     service: TokensService, slack: SlackPort, actor: str, value: DiscrepanciesPage
 ) -> Reply:
-    return render_discrepancies(service.discrepancies(actor, value.m, page=value.p))
+    report = service.discrepancies(actor, value.m, cause=value.c, page=value.p)
+    return render_discrepancies(report, can_propose=_may_propose(service, actor))
 
 
 def _top(service: TokensService, slack: SlackPort, actor: str, command: TopCommand) -> Reply:
@@ -147,6 +156,8 @@ ACTION_ROUTES: dict[str, ActionRoute] = {
     CANCEL_ACTION: approvals.cancel_button,
     PROPOSE_ACTION: approvals.propose_button,
     RECOMPUTE_ACTION: approvals.recompute_button,
+    PROPOSE_FIX_ACTION: approvals.propose_fix_button,
+    PROPOSE_BATCH_ACTION: approvals.propose_batch_button,
 }
 # Buttons whose answer goes to the clicker alone instead of replacing the message clicked: a new view, a
 # chart sent elsewhere, and decisions on an approval message everyone shares.
@@ -159,6 +170,8 @@ PRIVATE_ACTIONS = frozenset(
         CANCEL_ACTION,
         PROPOSE_ACTION,
         RECOMPUTE_ACTION,
+        PROPOSE_FIX_ACTION,
+        PROPOSE_BATCH_ACTION,
     }
 )
 # Paging a fleet list re-runs its scan: these buttons get a "working…" note when it is slow.

@@ -40,6 +40,7 @@ from bot.render.common import (
     signed,
     tokens,
 )
+from bot.render.fixes import fix_change, fix_fields, fix_rows, outcome_blocks
 from core.domain.approvals import (
     ApprovalRequest,
     Decision,
@@ -49,6 +50,7 @@ from core.domain.approvals import (
     RequestStatus,
     when,
 )
+from core.domain.fix_batches import BatchProgress
 
 __all__ = [
     "APPROVE_ACTION",
@@ -84,6 +86,8 @@ def _label(request: ApprovalRequest | ReconcileReport) -> str:
 def title(request: ApprovalRequest) -> str:
     if request.kind is RequestKind.CORRECTION:
         return f"Correction request #{request.id}"
+    if request.kind is RequestKind.FIX:
+        return f"Fix request #{request.id}"
     assert request.delta is not None
     return f"{'Grant' if request.delta > 0 else 'Deduction'} request #{request.id}"
 
@@ -93,17 +97,20 @@ def summary(request: ApprovalRequest) -> str:
     return f"{title(request)} ({_change(request)} for {_label(request)})"
 
 
-def render_request(request: ApprovalRequest) -> Reply:
-    """The approval message: what would change and why, then the buttons or, once decided, the outcome."""
+def render_request(request: ApprovalRequest, progress: BatchProgress | None = None) -> Reply:
+    """The approval message: what would change and why, then the buttons or, once decided, the outcome
+    (for an approved fix, with its `progress` while applying and its verified summary after)."""
     blocks: list[Block] = [
         HeaderBlock(text=title(request)),
         _facts(request),
         section(f"*Reason*\n{escape(request.reason)}"),
+        *(fix_rows(request.fix) if request.fix is not None else []),
     ]
     if request.status is RequestStatus.PENDING:
         blocks.append(actions(*_decision_buttons(request)))
     else:
         blocks.append(context(outcome_line(request)))
+        blocks += outcome_blocks(progress)
         if request.status is RequestStatus.STALE:
             blocks.append(actions(button("Recompute", RECOMPUTE_ACTION, _recompute_value(request))))
     return Reply(
@@ -117,6 +124,10 @@ def outcome_line(request: ApprovalRequest) -> str:
     asked = f"Requested by {who(request.requester)}."
     at = when(request.decided_at) if request.decided_at else ""
     by = who(request.decider) if request.decider else "tokens-bot"
+    if request.status is RequestStatus.APPLYING:
+        return f":gear: *Approved* by {by} at {at}; its items are being applied. {asked}"
+    if request.status is RequestStatus.APPLIED and request.fix is not None:
+        return f":white_check_mark: *Approved* by {by} at {at} and applied. {asked}"
     if request.status is RequestStatus.APPLIED:
         return (
             f":white_check_mark: *Approved* by {by} at {at}; balance {tokens(request.balance_before or 0)}"
@@ -173,6 +184,8 @@ def render_decision(decision: Decision) -> Reply:
     texts = {
         RequestStatus.APPLIED: f":white_check_mark: You approved {name}: {_label(request)}'s balance went from"
         f" {tokens(request.balance_before or 0)} to {tokens(request.balance_after or 0)}.",
+        RequestStatus.APPLYING: f":gear: You approved {name}: its items are being applied now, and its"
+        " message shows their progress.",
         RequestStatus.REJECTED: f":x: You rejected {name} ({clip(escape(request.decision_reason or ''), MAX_REASON_SHOWN)}).",
         RequestStatus.CANCELLED: f":heavy_minus_sign: You cancelled {name}.",
         RequestStatus.EXPIRED: f":hourglass: {name} expired at {when(request.expires_at)}, so it can no longer be"
@@ -278,13 +291,19 @@ def _decision_buttons(request: ApprovalRequest) -> list[ButtonElement]:
 
 
 def _facts(request: ApprovalRequest) -> SectionBlock:
+    asked = [
+        f"*Requested by*\n{who(request.requester)} at {when(request.requested_at)}",
+        f"*Expires*\n{when(request.expires_at)}",
+    ]
+    if request.fix is not None:
+        fields = [f"*User*\n{_label(request)}", *fix_fields(request.fix), *asked]
+        return SectionBlock(fields=[MarkdownTextObject(text=clip(f, MAX_FIELD_TEXT)) for f in fields])
     fields = [
         f"*User*\n{_label(request)}",
         f"*Current balance*\n{tokens(request.remaining_at_request)}",
         f"*Change*\n{_change(request)}",
         f"*Resulting balance*\n{tokens(request.resulting_balance)}",
-        f"*Requested by*\n{who(request.requester)} at {when(request.requested_at)}",
-        f"*Expires*\n{when(request.expires_at)}",
+        *asked,
     ]
     correction = request.correction
     if correction is not None:
@@ -296,6 +315,8 @@ def _facts(request: ApprovalRequest) -> SectionBlock:
 
 
 def _change(request: ApprovalRequest) -> str:
+    if request.fix is not None:
+        return fix_change(request.fix)
     if request.correction is not None:
         return f"remaining {signed(request.correction.remaining - request.correction.before_remaining)}"
     assert request.delta is not None

@@ -23,6 +23,7 @@ from bot.render.common import (
     signed,
     tokens,
 )
+from bot.render.fixes import fix_section
 from core.domain.check_report import CheckReport
 from core.domain.models import FindingKind, Operation, Verdict
 
@@ -50,11 +51,12 @@ def check_page_value(report: CheckReport, page: int) -> str:
     return CheckPage(u=str(report.user.user_id), p=page, g=report.explicit_initial_grant).encode()
 
 
-def render_check(report: CheckReport) -> Reply:
+def render_check(report: CheckReport, *, can_propose: bool = False) -> Reply:
     """The check reply, its blocks built as JSON: it is rendered on every check (see common.JsonBlock).
 
     Every text from the database (email, id, action and model names, errors) is escaped where it is
     interpolated; inside the code tables it also loses its backticks, so it cannot close them.
+    `can_propose` (the asker is an admin) adds a Propose fix button to each fix offered.
     """
     blocks: list[Block | JsonBlock] = [
         # A header is plain_text: Slack shows it as typed, so the label needs no escaping there.
@@ -67,6 +69,7 @@ def render_check(report: CheckReport) -> Reply:
         _discrepancies(report),
         DIVIDER,
         section_json(_findings(report)),
+        *fix_section(report, can_propose=can_propose),
         *([section_json(_data_quality(report))] if report.data_quality else []),
         section_json(_breakdown(report)),
         section_json(_operations(report)),

@@ -10,10 +10,12 @@ from bot.buttons import (
     DISCREPANCIES_PAGE_ACTION,
     LOWBALANCE_PAGE_ACTION,
     OPEN_CHECK_ACTION,
+    PROPOSE_BATCH_ACTION,
     TOP_PAGE_ACTION,
     CheckPage,
     DiscrepanciesPage,
     LowBalancePage,
+    ProposeBatch,
     TopPage,
 )
 from bot.render.check import FINDING_TITLES
@@ -30,9 +32,11 @@ from bot.render.common import (
     signed,
     tokens,
 )
+from bot.render.fixes import KIND_NAMES, SIDE_NAMES
 from core.domain.approvals import when
 from core.domain.models import UserRef
 from core.domain.reports import (
+    CauseGroup,
     DigestReport,
     DiscrepancyReport,
     DiscrepancyRow,
@@ -117,9 +121,31 @@ def _discrepancy_line(position: int, row: DiscrepancyRow) -> str:
     )
 
 
-def render_discrepancies(report: DiscrepancyReport) -> Reply:
+def _cause_group(group: CauseGroup, minimum: int, *, can_propose: bool) -> SectionBlock:
+    """One cause's line; an admin gets its "Propose fix for all" when the fix closes some of its users."""
+    text = f"`{group.cause.value}` — {_matched(group.users)}, {tokens(group.tokens)} tokens"
+    if group.fixable and group.fix is not None and group.side is not None:
+        text += (
+            f" · {tokens(group.fixable)} fixable by {KIND_NAMES[group.fix]}"
+            f" (wrong side: {SIDE_NAMES[group.side]})"
+        )
+    else:
+        text += " · no fix the bot can apply; open their checks"
+    if not (can_propose and group.fixable):
+        return section(text)
+    label = f"Propose fix for all {group.fixable:,} user{'' if group.fixable == 1 else 's'}"
+    value = ProposeBatch(c=group.cause, m=minimum).encode()
+    return SectionBlock(
+        text=MarkdownTextObject(text=clip(text, MAX_SECTION_TEXT)),
+        accessory=button(label, PROPOSE_BATCH_ACTION, value),
+    )
+
+
+def render_discrepancies(report: DiscrepancyReport, *, can_propose: bool = False) -> Reply:
+    """The groups by cause (each with its batch fix for admins), then one page of users, largest first."""
+    shown = f"whose cause is `{report.cause.value}`" if report.cause is not None else "with"
     summary = (
-        f"{_matched(report.total)} with a used or remaining discrepancy over {tokens(report.minimum)}"
+        f"{_matched(report.total)} {shown} a used or remaining discrepancy over {tokens(report.minimum)}"
         f" tokens, largest first · page {report.page.number} of {report.page.count}"
     )
     if report.deferred:
@@ -131,6 +157,10 @@ def render_discrepancies(report: DiscrepancyReport) -> Reply:
         HeaderBlock(text=f"Discrepancies over {tokens(report.minimum)} tokens"),
         context(summary),
     ]
+    if report.causes:
+        blocks.append(section("*By cause*"))
+        blocks += [_cause_group(g, report.minimum, can_propose=can_propose) for g in report.causes]
+        blocks.append(DividerBlock())
     if not report.rows:
         blocks.append(
             section(f"No user's balance and ledger disagree by more than {tokens(report.minimum)}.")
@@ -139,7 +169,9 @@ def render_discrepancies(report: DiscrepancyReport) -> Reply:
         _row(_discrepancy_line(report.offset + i + 1, row), row.user) for i, row in enumerate(report.rows)
     ]
     blocks += page_buttons(
-        report.page, DISCREPANCIES_PAGE_ACTION, lambda p: DiscrepanciesPage(m=report.minimum, p=p).encode()
+        report.page,
+        DISCREPANCIES_PAGE_ACTION,
+        lambda p: DiscrepanciesPage(m=report.minimum, p=p, c=report.cause).encode(),
     )
     return Reply(text=f"Discrepancies: {report.total:,} users over {report.minimum:,} tokens", blocks=blocks)
 

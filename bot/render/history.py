@@ -33,6 +33,8 @@ _MARKS = {
     HistoryEvent.CANCELLED: ":heavy_minus_sign:",
     HistoryEvent.EXPIRED: ":hourglass:",
     HistoryEvent.STALE: ":warning:",
+    HistoryEvent.APPLYING: ":gear:",
+    HistoryEvent.FIX_APPLIED: ":wrench:",
 }
 # What an event that changed nothing says in place of a balance.
 _UNCHANGED = {
@@ -40,6 +42,8 @@ _UNCHANGED = {
     HistoryEvent.CANCELLED: "withdrawn by the requester; nothing was changed",
     HistoryEvent.EXPIRED: "expired without a decision; nothing was changed",
     HistoryEvent.STALE: "the ledger moved after the correction was proposed; nothing was changed",
+    HistoryEvent.APPLYING: "approved; the fix is applied user by user after this",
+    HistoryEvent.FIX_APPLIED: "the fix's rows were written for this user",
 }
 
 
@@ -100,6 +104,8 @@ def _actor(entry: HistoryEntry) -> str:
 def _change(entry: HistoryEntry) -> str:
     """The request's kind and size: a grant's or deduction's delta, a correction's remaining change."""
     correction = entry.correction
+    if entry.kind is RequestKind.FIX:
+        return "fix"
     if entry.kind is RequestKind.CORRECTION and correction is not None:
         return f"correction, remaining {signed(correction.remaining - correction.before_remaining)}"
     delta = entry.delta or 0

@@ -24,6 +24,9 @@ class HistoryEvent(StrEnum):
     CANCELLED = "cancelled"
     EXPIRED = "expired"
     STALE = "stale"
+    APPLYING = "applying"
+    """A fix was approved; its items are applied after it (one `fix_applied` each)."""
+    FIX_APPLIED = "fix_applied"
 
 
 class HistoryEntry(Frozen):
