@@ -105,7 +105,7 @@ def test_paging_across_pages_and_opening_a_check(fleet_slack: SlackClient, fake_
         ":arrow_left: Previous"
     ]
 
-    [check_button, *_] = buttons(second)
+    [check_button, *_] = [b for b in buttons(second) if b["action_id"] == "open_check"]
     result, name = fleet_slack.click("open_check", check_button["value"])
     [check] = fake_slack.responses(name)
     assert check["replace_original"] is False and check["response_type"] == "ephemeral"
