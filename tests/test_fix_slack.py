@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, text
 
+from bot.render.fleet import render_discrepancies
+from core.domain.fixes import Cause
+from core.domain.models import Page
+from core.domain.reports import DiscrepancyReport
 from tests.support.databases import SCHEMA
 from tests.support.fake_slack import FakeSlack, Recorded
 from tests.support.ledger import add_usage, add_user, remaining_of
@@ -246,3 +251,45 @@ def test_an_unknown_cause_is_answered_with_the_valid_names(slack: SlackClient, f
         assert f"`{name}`" in reply
     help_text = reply_text(ask(slack, fake_slack, "help"))
     assert "/tokens discrepancies [min] [cause]" in help_text
+
+
+def test_a_stale_or_refused_proposal_is_a_friendly_reply_to_the_clicker_alone(
+    slack: SlackClient, fake_slack: FakeSlack, engine: Engine
+) -> None:
+    """A ledger row written after the check makes its Propose fix stale; a viewer's click is refused; neither
+    asks for anything."""
+    with engine.begin() as conn:
+        user = duplicated(conn, "fix-stale@example.com", 4_321)
+    value = buttons(ask(slack, fake_slack, "check fix-stale@example.com"))["fix_propose"]
+    with engine.begin() as conn:
+        add_usage(conn, user, tokens=50, seconds=5_000)
+    stale = press(slack, fake_slack, "fix_propose", value, user="UADMIN1", channel="CADMINS")
+    assert stale["replace_original"] is False and stale["response_type"] == "ephemeral"
+    assert "changed since that check (+1 rows)" in stale["text"]
+    viewer = press(slack, fake_slack, "fix_propose", value, user="UVIEWER", channel="CADMINS")
+    assert "Only tokens-bot admins" in viewer["text"]
+    with engine.connect() as conn:
+        asked = conn.execute(
+            text(f"SELECT count(*) FROM {SCHEMA}.approval_requests WHERE user_id = :u"), {"u": user}
+        ).scalar_one()
+    assert asked == 0
+
+
+def test_paging_a_filtered_list_keeps_its_cause(slack: SlackClient, fake_slack: FakeSlack) -> None:
+    """A filtered list's Next carries its cause, and a page button with a cause lists that cause only."""
+    report = DiscrepancyReport(
+        minimum=MINIMUM,
+        cause=Cause.UNLOGGED_GRANT,
+        total=30,
+        deferred=0,
+        grace_seconds=60,
+        rows=[],
+        offset=0,
+        page=Page(number=1, count=3),
+    )
+    [next_page] = buttons(render_discrepancies(report).as_kwargs()).values()
+    assert json.loads(next_page) == {"m": MINIMUM, "p": 2, "c": "unlogged-grant"}
+    result, name = slack.click("discrepancies_page", json.dumps({"m": MINIMUM, "p": 1, "c": "negative"}))
+    assert result.status == 200
+    [page] = fake_slack.responses(name)
+    assert "whose cause is `negative`" in reply_text(page)
