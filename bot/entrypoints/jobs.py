@@ -14,7 +14,7 @@ from datetime import date
 from typing import TextIO
 
 from bot.bootstrap import build_service, prepare_database
-from bot.publishing import publish, remind
+from bot.publishing import finish_fix_in_slack, publish, remind
 from bot.render.charts import fleet_trend_png
 from bot.render.common import Reply
 from bot.render.doctor import format_doctor
@@ -40,7 +40,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--dry-run", action="store_true", help="print the digest instead of posting it, and remember nothing"
     )
     sub.add_parser(
-        "tick", help="expire overdue requests and remind approvers (for cron or a CronJob, every minute)"
+        "tick",
+        help="expire overdue requests, remind approvers and resume interrupted fixes (for cron or a CronJob,"
+        " every minute)",
     )
     sub.add_parser("doctor", help="check indexes, row counts and pooler settings of the database(s)")
     export = sub.add_parser(
@@ -166,11 +168,19 @@ def tick(settings: Settings) -> int:
             publish(service, slack, request, None)
         approvers = settings.approvers
         reminded = sum(remind(slack, approvers, request, result.at) for request in result.reminders)
+        resumed = [
+            finish_fix_in_slack(service, slack, request_id) for request_id in service.interrupted_fixes()
+        ]
     finally:
         service.engine.dispose()
     failed = len(result.reminders) - reminded
     print(
         f"tick: {len(result.expired):,} expired, {reminded:,} reminded"
+        + (
+            f", {len(resumed):,} interrupted fixes resumed ({sum(p.applied for p in resumed):,} items applied in all)"
+            if resumed
+            else ""
+        )
         + (f", {failed:,} reminders not posted (Slack refused them)" if failed else "")
     )
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,8 +23,11 @@ def free_port() -> int:
 class BotProcess:
     """One `tokens-bot serve` process tree (gunicorn master and workers) on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, argv: list[str] | None = None) -> None:
-        """Start `argv` (by default this interpreter's `bot.entrypoints.cli serve`) and wait for /healthz to answer."""
+    def __init__(
+        self, env: dict[str, str], log_path: Path, *, argv: list[str] | None = None, new_session: bool = False
+    ) -> None:
+        """Start `argv` (by default this interpreter's `bot.entrypoints.cli serve`) and wait for /healthz to
+        answer; `new_session` puts the tree in a process group of its own, for `kill`."""
         self.port = free_port()
         self.log_path = log_path
         self._log = log_path.open("wb")
@@ -32,6 +36,7 @@ class BotProcess:
             env={**os.environ, **env, "PORT": str(self.port)},
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=new_session,
         )
         self.wait_healthy()
 
@@ -55,6 +60,12 @@ class BotProcess:
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole tree at once, as a crash or an evicted pod would end it: no cleanup runs."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self._log.close()
 
     def stop(self) -> None:
         self.process.terminate()
