@@ -69,7 +69,10 @@ FORGED: dict[str, tuple[str, list[Any]]] = {
         [{"u": USER, "d": 0}, {"u": USER, "d": 367}, {"u": USER, "d": "90"}, {"u": USER}, {"d": 90}],
     ),
     "lowbalance_page": ("/tokens lowbalance", [{"t": -5, "p": 2}, {"t": 10_000}, {"t": 10**20, "p": 1}]),
-    "discrepancies_page": ("/tokens discrepancies", [{"m": "100", "p": 2}, {"p": 2}]),
+    "discrepancies_page": (
+        "/tokens discrepancies",
+        [{"m": "100", "p": 2}, {"p": 2}, {"m": 100, "p": 2, "c": "dupes"}],
+    ),
     "top_page": ("/tokens top", [{"n": -1, "p": 1}, {"n": 101, "p": 1}, {"n": 0, "p": 1}, {"p": 1}]),
     "approval_approve": ("/tokens requests", [{"r": 0}, {"r": -3}, {"r": "7"}, {"r": 2**63}, {}, 7]),
     "approval_reject": ("/tokens requests", [{"r": None}]),
@@ -86,6 +89,19 @@ FORGED: dict[str, tuple[str, list[Any]]] = {
     ),
     "reconcile_recompute": ("/tokens reconcile", [{"g": 5}, {"u": USER, "g": 2**64}]),
     "history_page": ("/tokens history", [{"u": USER, "p": 0}, {"u": USER, "p": "2"}, {"p": 2}, {"u": USER}]),
+    "fix_propose": (
+        "/tokens check",
+        [
+            {"u": USER, "c": "dupes", "n": 3, "t": None},
+            {"u": USER, "c": None, "n": 3, "t": None},
+            {"u": USER, "c": "duplicates", "n": -1, "t": None},
+            {"u": USER, "c": "duplicates", "n": 3},
+        ],
+    ),
+    "fix_propose_batch": (
+        "/tokens discrepancies",
+        [{"c": "everything", "m": 100}, {"c": "duplicates", "m": -1}, {"m": 100}, {"c": "duplicates"}],
+    ),
 }
 
 

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,20 +19,35 @@ from bot.render.fleet import render_discrepancies
 from core.domain.fixes import Cause
 from core.domain.models import Page
 from core.domain.reports import DiscrepancyReport
-from tests.support.databases import SCHEMA
+from core.store.db import make_engine
+from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
+from tests.support.databases import SCHEMA, scratch_database
 from tests.support.fake_slack import FakeSlack, Recorded
 from tests.support.ledger import add_usage, add_user, remaining_of
 from tests.support.slack_http import SlackClient, ask, buttons, press, reply_text
 
 CHANNEL = "CAPPROVALS"
 GRANT = 9_000_000
-# Far above any other test's discrepancies, so the fleet lists here hold this file's users only.
+# The fleet lists' minimum: above the single-user tests' discrepancies.
 MINIMUM = 3_000_000
 
 
 @pytest.fixture(autouse=True)
 def names(fake_slack: FakeSlack) -> None:
     fake_slack.users.update({"UADMIN1": {"name": "Ada Admin"}, "UADMIN2": {"name": "Bea Approver"}})
+
+
+@pytest.fixture(scope="module")
+def fleet_bot(
+    server_url: str, fake_slack: FakeSlack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[SlackClient, Engine]]:
+    """A bot on a database of its own: a batch fixes every user of a cause, so it sees only this file's."""
+    with scratch_database(server_url, "tokens_fix_slack") as url:
+        engine = make_engine(url, pool_size=2)
+        process = BotProcess(bot_env(url, fake_slack.api_url), tmp_path_factory.mktemp("fix-bot") / "bot.log")
+        yield SlackClient(process.url, SIGNING_SECRET, fake_slack.url), engine
+        process.stop()
+        engine.dispose()
 
 
 def duplicated(conn: Connection, email: str, n: int) -> str:
@@ -57,10 +73,12 @@ def request_number(reply: dict[str, Any]) -> int:
     return int(found.group(1))
 
 
-def approval_message(fake_slack: FakeSlack, number: int) -> Recorded:
+def approval_message(fake_slack: FakeSlack, number: int, since: int = 0) -> Recorded:
+    """Request `number`'s message, posted after call `since` (another database numbers its own requests)."""
     [posted] = fake_slack.wait_for(
         lambda c: (
-            c.method == "chat.postMessage"
+            fake_slack.calls.index(c) >= since
+            and c.method == "chat.postMessage"
             and c.body.get("channel") == CHANNEL
             and "thread_ts" not in c.body
             and f"request #{number}:" in c.body["text"]
@@ -113,12 +131,13 @@ def test_propose_fix_from_the_check_then_approved_applies_the_reversal_and_the_c
 
     viewer = ask(slack, fake_slack, "check fix-dup@example.com", user="UVIEWER")
     assert "Recommended" in reply_text(viewer) and "ledger reversal" in reply_text(viewer)
-    assert "fix_propose" not in buttons(viewer)
+    assert not accessories(viewer)
 
     check = ask(slack, fake_slack, "check fix-dup@example.com")
     shown = reply_text(check)
     assert "*Fix*" in shown and "Recommended" in shown and "wrong side: the ledger" in shown
-    created = press(slack, fake_slack, "fix_propose", buttons(check)["fix_propose"], user="UADMIN1")
+    proposed = accessories(check)["Propose fix: duplicates"]
+    created = press(slack, fake_slack, "fix_propose", proposed, user="UADMIN1")
     assert created["replace_original"] is False and "waiting" in created["text"]
     number = request_number(created)
 
@@ -167,10 +186,11 @@ def test_propose_fix_from_the_check_then_approved_applies_the_reversal_and_the_c
 
 
 def test_discrepancies_group_by_cause_filter_and_a_batch_is_listed_approved_once_and_applied_once(
-    slack: SlackClient, fake_slack: FakeSlack, engine: Engine
+    fleet_bot: tuple[SlackClient, Engine], fake_slack: FakeSlack
 ) -> None:
     """`/tokens discrepancies <min> duplicates` filters to the cause; its group's "Propose fix for all" makes
     one request whose complete list is a CSV in the thread; one approval reverses each duplicate once."""
+    slack, engine = fleet_bot
     with engine.begin() as conn:
         dups = {
             f"batch-dup-{i}@example.com": duplicated(conn, f"batch-dup-{i}@example.com", MINIMUM + 1_000 * i)
@@ -178,6 +198,7 @@ def test_discrepancies_group_by_cause_filter_and_a_batch_is_listed_approved_once
         }
         grant = unlogged(conn, "batch-grant@example.com", MINIMUM + 500)
     before = {user: ledger_rows(engine, user) for user in dups.values()}
+    start = len(fake_slack.calls)
 
     everyone = ask(slack, fake_slack, f"discrepancies {MINIMUM}")
     listed = reply_text(everyone)
@@ -193,11 +214,10 @@ def test_discrepancies_group_by_cause_filter_and_a_batch_is_listed_approved_once
     assert "whose cause is `duplicates`" in shown
     value = accessories(filtered)["Propose fix for all 4 users"]
 
-    start = len(fake_slack.calls)
     created = press(slack, fake_slack, "fix_propose_batch", value, user="UADMIN1", channel="CADMINS")
     assert "waiting" in created["text"] and "4 users (duplicates)" in created["text"]
     number = request_number(created)
-    posted = approval_message(fake_slack, number)
+    posted = approval_message(fake_slack, number, start)
     message = reply_text(posted.body)
     assert (
         "ledger reversal" in message and "Largest items" in message and "batch-dup-4@example.com" in message
@@ -232,7 +252,7 @@ def test_discrepancies_group_by_cause_filter_and_a_batch_is_listed_approved_once
         slack, fake_slack, "fix_propose_batch", grants["Propose fix for all 1 user"], user="UADMIN1"
     )
     grant_request = request_number(created)
-    grant_message = approval_message(fake_slack, grant_request)
+    grant_message = approval_message(fake_slack, grant_request, start)
     rows_before = ledger_rows(engine, grant)
     rejected = press(slack, fake_slack, "approval_reject", buttons(grant_message.body)["approval_reject"])
     assert "You rejected Fix request" in rejected["text"]
@@ -260,7 +280,7 @@ def test_a_stale_or_refused_proposal_is_a_friendly_reply_to_the_clicker_alone(
     asks for anything."""
     with engine.begin() as conn:
         user = duplicated(conn, "fix-stale@example.com", 4_321)
-    value = buttons(ask(slack, fake_slack, "check fix-stale@example.com"))["fix_propose"]
+    value = accessories(ask(slack, fake_slack, "check fix-stale@example.com"))["Propose fix: duplicates"]
     with engine.begin() as conn:
         add_usage(conn, user, tokens=50, seconds=5_000)
     stale = press(slack, fake_slack, "fix_propose", value, user="UADMIN1", channel="CADMINS")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_sdk.models.blocks import Block
 
-from bot.buttons import CHART_ACTION, CHECK_PAGE_ACTION, ChartButton, CheckPage
+from bot.buttons import CHART_ACTION, CHECK_PAGE_ACTION, PROPOSE_FIX_ACTION, ChartButton, CheckPage
 from bot.commands import CHART_DAYS_DEFAULT
 from bot.render.common import (
     DIVIDER,
@@ -27,7 +27,14 @@ from bot.render.fixes import fix_section
 from core.domain.check_report import CheckReport
 from core.domain.models import FindingKind, Operation, Verdict
 
-__all__ = ["CHART_ACTION", "CHECK_PAGE_ACTION", "FINDING_TITLES", "check_page_value", "render_check"]
+__all__ = [
+    "CHART_ACTION",
+    "CHECK_PAGE_ACTION",
+    "FINDING_TITLES",
+    "PROPOSE_FIX_ACTION",
+    "check_page_value",
+    "render_check",
+]
 
 _VERDICT_TITLE = {
     Verdict.RECONCILED: ":white_check_mark: Reconciled",

@@ -52,25 +52,26 @@ MAX_OUTCOME_SHOWN = 200
 def fix_section(report: CheckReport, *, can_propose: bool) -> list[JsonBlock]:
     """The check's Fix section: the recommended fix, the alternatives, and why the rest have none.
 
-    Only an admin (who may ask for changes) gets the Propose fix buttons, and only when the check saw a
-    ledger position the proposal can be compared with.
+    Each fix is a section of its own so that an admin (who may ask for changes) gets its Propose fix
+    button beside it, when the check saw a ledger position the proposal can be compared with.
     """
     if not report.fixes and not report.unfixable:
         return []
-    lines = [_option_line(option) for option in report.fixes]
-    lines += [f"• *No fix for `{u.cause.value}`*: {escape(u.why)}" for u in report.unfixable]
-    blocks: list[JsonBlock] = [section_json("*Fix*\n" + "\n".join(lines))]
     snapshot = report.snapshot
-    if can_propose and snapshot is not None and report.fixes:
-        row = []
-        for option in report.fixes:
+    blocks: list[JsonBlock] = [section_json("*Fix*")]
+    for option in report.fixes:
+        block = section_json(_option_line(option))
+        if can_propose and snapshot is not None:
             value = ProposeFix(
                 u=str(report.user.user_id), c=option.cause, n=snapshot.rows, t=snapshot.last_at
             ).encode()
-            label = f"Propose fix: {option.cause.value}"
             style = {"style": "primary"} if option.recommended else {}
-            row.append({**button_json(label, PROPOSE_FIX_ACTION, value), **style})
-        blocks.append({"type": "actions", "elements": row})
+            label = f"Propose fix: {option.cause.value}"
+            block["accessory"] = {**button_json(label, PROPOSE_FIX_ACTION, value), **style}
+        blocks.append(block)
+    if report.unfixable:
+        lines = [f"• *No fix for `{u.cause.value}`*: {escape(u.why)}" for u in report.unfixable]
+        blocks.append(section_json("\n".join(lines)))
     return blocks
 
 
