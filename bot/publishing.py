@@ -41,8 +41,9 @@ def publish(
                 grant = request.correction.explicit_initial_grant if request.correction else None
                 report = service.reconcile(decision.actor.slack_id, request.user.user_id, initial_grant=grant)
                 slack.post(request.channel, render_reconcile(report), thread_ts=request.message_ts)
-        # An approved fix tells its requester once it is verified (finish_fix_in_slack), not while applying.
-        if decision is not None and decision.outcome is RequestStatus.APPLYING:
+        # A vote short of the quorum has not decided anything yet, and an approved fix tells its requester
+        # once it is verified (finish_fix_in_slack), not while applying.
+        if decision is not None and decision.outcome in (RequestStatus.PENDING, RequestStatus.APPLYING):
             return
         if decision is None or decision.actor.slack_id != request.requester.slack_id:
             slack.notify(request.requester.slack_id, render_requester_notice(request))

@@ -34,17 +34,30 @@ MINIMUM = 3_000_000
 
 @pytest.fixture(autouse=True)
 def names(fake_slack: FakeSlack) -> None:
-    fake_slack.users.update({"UADMIN1": {"name": "Ada Admin"}, "UADMIN2": {"name": "Bea Approver"}})
+    fake_slack.users.update(
+        {
+            "UADMIN1": {"name": "Ada Admin"},
+            "UADMIN2": {"name": "Bea Approver"},
+            "UADMIN3": {"name": "Cy Third"},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
 def fleet_bot(
     server_url: str, fake_slack: FakeSlack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[SlackClient, Engine]]:
-    """A bot on a database of its own: a batch fixes every user of a cause, so it sees only this file's."""
+    """A bot on a database of its own: a batch fixes every user of a cause, so it sees only this file's.
+    A batch needs the quorum's largest number: two of its three approvers."""
     with scratch_database(server_url, "tokens_fix_slack") as url:
         engine = make_engine(url, pool_size=2)
-        process = BotProcess(bot_env(url, fake_slack.api_url), tmp_path_factory.mktemp("fix-bot") / "bot.log")
+        env = bot_env(
+            url,
+            fake_slack.api_url,
+            TOKENS_APPROVERS="UADMIN2,UADMIN3",
+            TOKENS_QUORUM='{"0": 1, "50000000": 2}',
+        )
+        process = BotProcess(env, tmp_path_factory.mktemp("fix-bot") / "bot.log")
         yield SlackClient(process.url, SIGNING_SECRET, fake_slack.url), engine
         process.stop()
         engine.dispose()
@@ -233,7 +246,19 @@ def test_discrepancies_group_by_cause_filter_and_a_batch_is_listed_approved_once
     assert sorted(r["email"] for r in rows) == sorted(dups)
     assert {r["state"] for r in rows} == {"pending"}
 
-    reply = press(slack, fake_slack, "approval_approve", buttons(posted.body)["approval_approve"])
+    approve = buttons(posted.body)["approval_approve"]
+    assert (
+        "1 more approval from other approvers"
+        in press(slack, fake_slack, "approval_approve", approve)["text"]
+    )
+    [voted] = fake_slack.wait_for(
+        lambda c: c.method == "chat.update" and c.body.get("ts") == posted.response["ts"]
+    )
+    assert "1 of 2 approvals: Bea Approver" in reply_text(voted.body) and "approval_approve" in buttons(
+        voted.body
+    )
+    assert all(ledger_rows(engine, user) == rows for user, rows in before.items())
+    reply = press(slack, fake_slack, "approval_approve", approve, user="UADMIN3")
     assert "4 now reconciled" in reply["text"]
     final = reply_text(final_update(fake_slack, posted.response["ts"]).body)
     assert "4 applied, 0 skipped as stale, 0 failed, of 4" in final

@@ -107,6 +107,8 @@ def render_request(request: ApprovalRequest, progress: BatchProgress | None = No
         *(fix_rows(request.fix) if request.fix is not None else []),
     ]
     if request.status is RequestStatus.PENDING:
+        if request.quorum > 1:
+            blocks.append(context(votes_line(request)))
         blocks.append(actions(*_decision_buttons(request)))
     else:
         blocks.append(context(outcome_line(request)))
@@ -117,6 +119,12 @@ def render_request(request: ApprovalRequest, progress: BatchProgress | None = No
         text=f"{title(request)}: {_change(request)} for {_label(request)} — {_state(request)}",
         blocks=blocks,
     )
+
+
+def votes_line(request: ApprovalRequest) -> str:
+    """How far a request that needs several approvers has come: `1 of 2 approvals: Bea (@bea)`."""
+    given = ", ".join(who(vote.voter) for vote in request.votes) or "none yet"
+    return f":ballot_box_with_check: {len(request.votes)} of {request.quorum} approvals: {given}"
 
 
 def outcome_line(request: ApprovalRequest) -> str:
@@ -182,10 +190,11 @@ def render_decision(decision: Decision) -> Reply:
     request = decision.request
     name = title(request)
     texts = {
+        RequestStatus.PENDING: f":ballot_box_with_check: You approved {name}; it needs"
+        f" {request.votes_missing:,} more approval{'s' if request.votes_missing != 1 else ''} from other"
+        f" approvers before anything changes ({len(request.votes)} of {request.quorum}).",
         RequestStatus.APPLIED: f":white_check_mark: You approved {name}: {_label(request)}'s balance went from"
         f" {tokens(request.balance_before or 0)} to {tokens(request.balance_after or 0)}.",
-        RequestStatus.APPLYING: f":gear: You approved {name}: its items are being applied now, and its"
-        " message shows their progress.",
         RequestStatus.REJECTED: f":x: You rejected {name} ({clip(escape(request.decision_reason or ''), MAX_REASON_SHOWN)}).",
         RequestStatus.CANCELLED: f":heavy_minus_sign: You cancelled {name}.",
         RequestStatus.EXPIRED: f":hourglass: {name} expired at {when(request.expires_at)}, so it can no longer be"
