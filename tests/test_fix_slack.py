@@ -258,6 +258,8 @@ def test_discrepancies_group_by_cause_filter_and_a_batch_is_listed_approved_once
         voted.body
     )
     assert all(ledger_rows(engine, user) == rows for user, rows in before.items())
+    waiting = reply_text(ask(slack, fake_slack, "requests"))
+    assert "4 users (duplicates)" in waiting and "1 of 2 approvals: Bea Approver" in waiting
     reply = press(slack, fake_slack, "approval_approve", approve, user="UADMIN3")
     assert "4 now reconciled" in reply["text"]
     final = reply_text(final_update(fake_slack, posted.response["ts"]).body)

@@ -166,6 +166,7 @@ def render_request_list(requests: list[ApprovalRequest]) -> Reply:
             section(
                 f"*{title(request)}* — {_change(request)} for {_label(request)}\n{escape(request.reason)}\n"
                 f"asked by {who(request.requester)} · expires {when(request.expires_at)}"
+                + (f"\n{votes_line(request)}" if request.quorum > 1 else "")
             )
         )
         blocks.append(actions(*_decision_buttons(request)))
