@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pytest
@@ -15,17 +16,23 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     invariant,
     multiple,
+    precondition,
     rule,
     run_state_machine_as_test,
 )
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from core.domain.approvals import Person, RequestKind, RequestStatus
 from core.domain.errors import InvalidAdjustmentError, RequestRefusedError
+from core.domain.fix_batches import RECONCILED, ItemState
+from core.domain.fix_plans import FixPlan
+from core.domain.fixes import Cause, FixKind
+from core.domain.models import Verdict
 from core.services.service import TokensService
 from core.settings import Settings
 from core.store.balances import compute_balance
-from tests.support.databases import SCHEMA
+from core.store.db import make_engine
+from tests.support.databases import SCHEMA, scratch_database
 from tests.support.ledger import BASE_TIME, add_usage, add_user, remaining, spend
 
 ASKER = Person(slack_id="UADMIN1", name="Ada", email="ada@staff.example")
@@ -41,6 +48,12 @@ class UserModel:
     drift: int  # profile remaining minus the ledger formula: what a correction removes
     ledger_rows: int
     setup_row: uuid.UUID | None
+    used_drift: int = 0  # profile used minus the ledger's successful usage
+
+    @property
+    def state(self) -> tuple[int, int, int]:
+        """What any write to the user changes: a fix planned or verified at another state is stale."""
+        return (self.ledger_rows, self.remaining, self.used_drift)
 
 
 @dataclass
@@ -52,6 +65,21 @@ class RequestModel:
     expires_at: datetime
     ledger_rows_at_proposal: int
     status: RequestStatus = RequestStatus.PENDING
+    fix_items: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    """A fix's users and their state when it was proposed."""
+    applied: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    """A fix's applied users and their state right after their item was applied."""
+
+
+# The rule that injects each cause a fix can close.
+INJECT = {
+    Cause.FAILED_CHARGED: "failed_operation_charged",
+    Cause.DUPLICATES: "usage_logged_twice",
+    Cause.UNLOGGED_GRANT: "grant_never_logged",
+}
+
+# What each action type the bot writes does to the expected balance (every other type is usage).
+EXPECTED_SIGN = {"admin_grant": 1, "admin_deduct": -1}
 
 
 def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
@@ -73,6 +101,10 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
             self.service = TokensService(settings, engine, clock=lambda: self.now)
             self.model: dict[uuid.UUID, UserModel] = {}
             self.open: dict[int, RequestModel] = {}
+            self.twin_hour = 0
+            self.judged: dict[int, set[str]] = {}
+            # Users a fix left verified as reconciled, and their state then.
+            self.reconciled: dict[uuid.UUID, tuple[int, int, int]] = {}
 
         @rule(target=users, grant=st.integers(1_000, 200_000))
         def new_user(self, grant: int) -> uuid.UUID:
@@ -122,6 +154,184 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
             self.model[user].remaining -= tokens
             self.model[user].drift -= tokens
 
+        @rule(user=users, tokens=st.integers(1, 20_000))
+        def failed_operation_charged(self, user: uuid.UUID, tokens: int) -> None:
+            """The product charged an operation that failed: the profile is wrong."""
+            tokens = min(tokens, self.model[user].remaining)
+            with engine.begin() as conn:
+                add_usage(conn, user, tokens=tokens, success=False, error="timeout", at=self.now)
+                self.charge(conn, user, tokens)
+            self.model[user].ledger_rows += 1
+            self.model[user].remaining -= tokens
+            self.model[user].drift -= tokens
+            self.model[user].used_drift += tokens
+
+        @rule(user=users, tokens=st.integers(1, 20_000))
+        def usage_logged_twice(self, user: uuid.UUID, tokens: int) -> None:
+            """One operation logged twice a second apart and charged once: the ledger is wrong."""
+            tokens = min(tokens, self.model[user].remaining)
+            if not tokens:
+                return
+            # An hour apart from any other write, so only these two rows are twins.
+            self.twin_hour += 1
+            at = BASE_TIME + timedelta(hours=self.twin_hour)
+            with engine.begin() as conn:
+                add_usage(conn, user, tokens=tokens, model="twin-model", at=at)
+                add_usage(conn, user, tokens=tokens, model="twin-model", at=at + timedelta(seconds=1))
+                self.charge(conn, user, tokens)
+            self.model[user].ledger_rows += 2
+            self.model[user].remaining -= tokens
+            self.model[user].drift += tokens
+            self.model[user].used_drift -= tokens
+
+        @rule(user=users, tokens=st.one_of(st.integers(1, 20_000), st.just(TIER_GRANT)))
+        def grant_never_logged(self, user: uuid.UUID, tokens: int) -> None:
+            """The product raised the balance and logged nothing: the ledger misses a grant."""
+            with engine.begin() as conn:
+                self.charge(conn, user, -tokens, used=False)
+            self.model[user].remaining += tokens
+            self.model[user].drift += tokens
+
+        def charge(self, conn: Connection, user: uuid.UUID, tokens: int, *, used: bool = True) -> None:
+            conn.execute(
+                text(
+                    "UPDATE user_profiles SET vibe_assistant_tokens_remaining = vibe_assistant_tokens_remaining"
+                    " - :t, vibe_assistant_tokens_used = vibe_assistant_tokens_used + :u WHERE user_id = :id"
+                ),
+                {"t": tokens, "u": tokens if used else 0, "id": user},
+            )
+
+        @rule(target=requests, user=users)
+        def propose_fix(self, user: uuid.UUID) -> object:
+            """The check's Propose fix button, for the fix it recommends (if any)."""
+            check = self.service.check("UADMIN1", user)
+            option = next((o for o in check.fixes if o.recommended), None)
+            if option is None or check.snapshot is None:
+                return multiple()
+            try:
+                request = self.service.propose_fix(ASKER, user, option.cause, check.snapshot)
+            except InvalidAdjustmentError as refusal:
+                assert "TOKENS_MAX_ADJUSTMENT" in str(refusal)
+                return multiple()
+            return self.opened_fix(request.id, request.expires_at)
+
+        @precondition(lambda self: self.drifting())
+        @rule(
+            target=requests,
+            cause=st.sampled_from([Cause.FAILED_CHARGED, Cause.DUPLICATES, Cause.UNLOGGED_GRANT]),
+        )
+        def propose_batch(self, cause: Cause) -> object:
+            """Propose fix for all users of a cause."""
+            try:
+                request = self.service.propose_batch(ASKER, cause, 0)
+            except InvalidAdjustmentError as refusal:
+                assert "nothing was proposed" in str(refusal) or "TOKENS_MAX_ADJUSTMENT" in str(refusal)
+                return multiple()
+            return self.opened_fix(request.id, request.expires_at)
+
+        @rule(
+            user=users,
+            cause=st.sampled_from(list(INJECT)),
+            tokens=st.integers(1, 20_000),
+            batch=st.booleans(),
+        )
+        def cause_then_fix(self, user: uuid.UUID, cause: Cause, tokens: int, batch: bool) -> None:
+            """A cause appears, and its fix (the user's, or every user's of that cause) is proposed, approved
+            and applied with nothing in between."""
+            getattr(self, INJECT[cause])(user, tokens)
+            proposed = self.propose_batch(cause) if batch else self.propose_fix(user)
+            if isinstance(proposed, int):
+                self.approve(proposed, by_requester=False)
+                self.apply_fix(proposed, limit=len(self.open[proposed].fix_items))
+
+        def drifting(self) -> bool:
+            """Whether some user differs from the ledger: only then may a batch find anyone to fix."""
+            return any(u.drift or u.used_drift for u in self.model.values())
+
+        def opened_fix(self, request_id: int, expires_at: datetime) -> int:
+            users = [self.key(plan.user.user_id) for plan in self.plans(request_id).values()]
+            self.open[request_id] = RequestModel(
+                request_id,
+                users[0],
+                RequestKind.FIX,
+                None,
+                expires_at,
+                0,
+                fix_items={str(u): self.model[u].state for u in users},
+            )
+            return request_id
+
+        def key(self, user_id: str) -> uuid.UUID:
+            """The model's key of a user the bot names by id: every user a fix touches is one of ours."""
+            [key] = [u for u in self.model if str(u) == user_id]
+            return key
+
+        def plans(self, request_id: int) -> dict[str, FixPlan]:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    text(
+                        f"SELECT user_id, plan FROM {SCHEMA}.fix_items WHERE request_id = :r ORDER BY position"
+                    ),
+                    {"r": request_id},
+                ).all()
+            return {row.user_id: FixPlan.model_validate(row.plan) for row in rows}
+
+        @rule(request_id=requests, limit=st.integers(1, 4))
+        def apply_fix(self, request_id: int, limit: int) -> None:
+            """A worker applies a few items of an approved fix; the last one verifies and closes it."""
+            request = self.open[request_id]
+            if request.kind is not RequestKind.FIX:
+                return
+            before = self.service.fix_progress(request_id)
+            progress = self.service.apply_fix(request_id, limit=limit)
+            if request.status is not RequestStatus.APPLYING:
+                assert progress == before
+                return
+            plans = self.plans(request_id)
+            states = {i.user.user_id: i.state for i in self.service.fix_items("UADMIN1", request_id)}
+            done = [u for u, state in states.items() if state is not ItemState.PENDING]
+            fresh = [
+                u for u in done if u not in request.applied and u not in self.judged.get(request_id, set())
+            ]
+            assert len(fresh) == min(limit, before.pending)
+            for user_id in fresh:
+                self.judged.setdefault(request_id, set()).add(user_id)
+                user = self.model[self.key(user_id)]
+                if user.state != request.fix_items[user_id]:
+                    assert states[user_id] is ItemState.STALE
+                    continue
+                assert states[user_id] is ItemState.APPLIED
+                self.follow_plan(user, plans[user_id])
+                request.applied[user_id] = user.state
+            if progress.pending:
+                return
+            decision, final = self.service.finish_fix(request_id)
+            assert decision is not None and decision.outcome is RequestStatus.APPLIED
+            request.status = RequestStatus.APPLIED
+            assert final.applied == len(request.applied)
+            for item in self.service.fix_items("UADMIN1", request_id):
+                user_id = item.user.user_id
+                if user_id not in request.applied:
+                    continue
+                user = self.model[self.key(user_id)]
+                if user.state == request.applied[user_id]:
+                    # Untouched since it was applied: the fix did what it promised.
+                    assert item.verified is True, item.verification
+                    if item.verification == RECONCILED:
+                        self.reconciled[self.key(user_id)] = user.state
+
+        def follow_plan(self, user: UserModel, plan: FixPlan) -> None:
+            """The model's user after the plan's writes, computed from the rows and values it names."""
+            expected = sum(EXPECTED_SIGN.get(e.action or "", -1) * e.tokens for e in plan.entries)
+            usage = sum(e.tokens for e in plan.entries if (e.action or "") not in EXPECTED_SIGN)
+            moved = plan.after.remaining - plan.before.remaining
+            user.remaining += moved
+            user.drift += moved - expected
+            user.used_drift += plan.after.used - plan.before.used - usage
+            user.ledger_rows += len(plan.entries)
+            if plan.option.kind is FixKind.PROFILE_CORRECTION:
+                assert (user.drift, user.used_drift) == (0, 0)
+
         @rule(target=requests, user=users, delta=st.one_of(st.integers(-70_000, 70_000), st.just(TIER_GRANT)))
         def ask(self, user: uuid.UUID, delta: int) -> object:
             current = self.model[user].remaining
@@ -144,8 +354,13 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
         @rule(target=requests, user=users)
         def propose_correction(self, user: uuid.UUID) -> object:
             report = self.service.reconcile("UADMIN1", user)
-            assert report.balance.remaining_discrepancy == self.model[user].drift
-            if not self.model[user].drift:
+            model = self.model[user]
+            assert report.balance.remaining_discrepancy == model.drift
+            if (
+                not (model.drift or model.used_drift)
+                or model.remaining - model.drift < 0
+                or max(abs(model.drift), abs(model.used_drift)) > MAX_ADJUSTMENT
+            ):
                 with pytest.raises(InvalidAdjustmentError):
                     self.service.propose_correction(ASKER, user, None, report.snapshot)
                 return multiple()
@@ -172,7 +387,10 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
                 assert self.service.approve(APPROVER, request_id).outcome is RequestStatus.EXPIRED
                 request.status = RequestStatus.EXPIRED
                 return
-            if request.kind is RequestKind.ADJUSTMENT:
+            if request.kind is RequestKind.FIX:
+                assert self.service.approve(APPROVER, request_id).outcome is RequestStatus.APPLYING
+                request.status = RequestStatus.APPLYING
+            elif request.kind is RequestKind.ADJUSTMENT:
                 assert request.delta is not None
                 if user.remaining + request.delta < 0:
                     with pytest.raises(InvalidAdjustmentError):
@@ -194,6 +412,7 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
                 assert self.service.approve(APPROVER, request_id).outcome is RequestStatus.APPLIED
                 user.remaining -= user.drift
                 user.drift = 0
+                user.used_drift = 0
                 request.status = RequestStatus.APPLIED
 
         @rule(request_id=requests, cancel=st.booleans())
@@ -229,10 +448,13 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
                 self.open[request_id].status = RequestStatus.EXPIRED
 
         def teardown(self) -> None:
-            """Close what this example left open, so other tests' request lists stay theirs."""
-            for request in self.open.values():
-                if request.status is RequestStatus.PENDING:
-                    self.service.cancel(ASKER, request.id)
+            """Empty the database: the next example's batches must see only its own users."""
+            with engine.begin() as conn:
+                conn.execute(
+                    text(
+                        f"TRUNCATE token_usage, user_profiles, auth.users, {SCHEMA}.approval_requests CASCADE"
+                    )
+                )
 
         @invariant()
         def balances_follow_the_ledger(self) -> None:
@@ -242,7 +464,51 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
                     balance = compute_balance(conn, shape, settings, user_id)
                     assert remaining(conn, user_id) == user.remaining >= 0
                     assert balance.remaining_discrepancy == user.drift
+                    assert balance.used_discrepancy == user.used_drift
                     assert balance.ledger_rows == user.ledger_rows
+
+        @invariant()
+        def a_user_a_fix_reconciled_stays_reconciled_until_written_again(self) -> None:
+            for user_id, state in self.reconciled.items():
+                if self.model[user_id].state == state:
+                    assert self.service.check("UADMIN1", user_id).verdict is Verdict.RECONCILED
+
+        @invariant()
+        def every_fix_row_belongs_to_one_applied_item_and_is_audited(self) -> None:
+            """Rows are only inserted by a fix's applied items, each row by exactly one, each item audited once."""
+            if not self.model:
+                return
+            with engine.connect() as conn:
+                rows = dict(
+                    conn.execute(
+                        text(
+                            "SELECT id::text, (metadata->>'request_id')::bigint FROM token_usage"
+                            " WHERE user_id = ANY(:users) AND metadata ? 'fix'"
+                        ),
+                        {"users": list(self.model)},
+                    ).all()
+                )
+                items = conn.execute(
+                    text(
+                        f"SELECT request_id, user_id, state, ledger_row_ids FROM {SCHEMA}.fix_items"
+                        " WHERE request_id = ANY(:ids)"
+                    ),
+                    {"ids": list(self.open)},
+                ).all()
+                audited = conn.execute(
+                    text(
+                        f"SELECT request_id, details->>'user_id' FROM {SCHEMA}.audit_log"
+                        " WHERE event = 'fix_applied' AND request_id = ANY(:ids)"
+                    ),
+                    {"ids": list(self.open)},
+                ).all()
+            applied = [i for i in items if i.state == ItemState.APPLIED.value]
+            written = [(i.request_id, row) for i in applied for row in i.ledger_row_ids]
+            assert sorted(written) == sorted((request, row) for row, request in rows.items())
+            assert sorted((i.request_id, i.user_id) for i in applied) == sorted(tuple(a) for a in audited)
+            assert all(not i.ledger_row_ids for i in items if i.state != ItemState.APPLIED.value)
+            for request in self.open.values():
+                assert set(request.applied) == {i.user_id for i in applied if i.request_id == request.id}
 
         @invariant()
         def every_admin_row_is_traceable_to_one_approved_request(self) -> None:
@@ -255,7 +521,7 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
                         f" (SELECT count(*) FROM {SCHEMA}.approval_requests r WHERE r.ledger_row_id = t.id::text"
                         "  AND r.status = 'applied' AND r.id::text = t.metadata->>'request_id') AS requests"
                         " FROM token_usage t WHERE t.user_id = ANY(:users)"
-                        " AND t.action_type IN ('admin_grant', 'admin_deduct')"
+                        " AND t.action_type IN ('admin_grant', 'admin_deduct') AND NOT t.metadata ? 'fix'"
                     ),
                     {"users": list(self.model)},
                 ).all()
@@ -283,15 +549,25 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
     return Approvals
 
 
+@pytest.fixture(scope="module")
+def own_engine(server_url: str) -> Iterator[Engine]:
+    """A database of its own: batch fixes scan every user, and each example empties it when done."""
+    with scratch_database(server_url, "tokens_property") as url:
+        engine = make_engine(url)
+        yield engine
+        engine.dispose()
+
+
 def test_interleaved_operations_keep_balances_on_the_ledger_formula(
-    settings: Settings, engine: Engine
+    settings: Settings, own_engine: Engine
 ) -> None:
-    """After every step: balances equal the formula (less known drift), none is negative, admin rows trace to requests."""
+    """After every step: balances equal the formula (less known drift), none is negative, admin rows trace
+    to requests, fix rows to exactly one applied item, and a user a fix reconciled stays so until written."""
     run_state_machine_as_test(
-        machine(engine, settings),
+        machine(own_engine, settings),
         settings=hypothesis_settings(
             max_examples=15,
-            stateful_step_count=25,
+            stateful_step_count=30,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
         ),
