@@ -31,6 +31,7 @@ CANCEL_ACTION = "approval_cancel"
 PROPOSE_ACTION = "reconcile_propose"
 RECOMPUTE_ACTION = "reconcile_recompute"
 HISTORY_PAGE_ACTION = "history_page"
+ADJUST_ACTION = "adjust_open"
 
 BIGINT_MAX = 2**63 - 1
 # Past this a page number is not one the bot ever rendered; asking for it shows the last page instead.
@@ -125,6 +126,13 @@ class RequestButton(ButtonValue):
     r: Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 
 
+class AdjustButton(ButtonValue):
+    """A check's Adjust… button: the user the adjust form opens with."""
+
+    rerun: ClassVar[str] = "run `/tokens adjust` instead"
+    u: UserId
+
+
 class Recompute(ButtonValue):
     """A stale correction's Recompute: the user and the grant assumption it was proposed with."""
 
@@ -170,6 +178,7 @@ PAYLOADS: dict[str, type[ButtonValue]] = {
     PROPOSE_ACTION: ProposeCorrection,
     RECOMPUTE_ACTION: Recompute,
     HISTORY_PAGE_ACTION: HistoryPage,
+    ADJUST_ACTION: AdjustButton,
 }
 
 V = TypeVar("V", bound=ButtonValue)

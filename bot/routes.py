@@ -20,7 +20,6 @@ from bot.buttons import (
     OPEN_CHECK_ACTION,
     PROPOSE_ACTION,
     RECOMPUTE_ACTION,
-    REJECT_ACTION,
     TOP_PAGE_ACTION,
     CheckPage,
     DiscrepanciesPage,
@@ -29,7 +28,9 @@ from bot.buttons import (
     TopPage,
 )
 from bot.commands import (
+    ADJUST_EXAMPLE,
     AdjustCommand,
+    AdjustFormCommand,
     CancelCommand,
     ChartCommand,
     CheckCommand,
@@ -50,6 +51,7 @@ from bot.render.fleet import render_discrepancies, render_lowbalance, render_top
 from bot.render.history import render_history
 from bot.slack.audit import Audited
 from bot.slack.port import SlackPort
+from core.domain.approvals import Person, require_requester
 from core.domain.errors import TokensBotError, UsageError
 from core.services.service import TokensService
 
@@ -74,12 +76,12 @@ def _help(service: TokensService, slack: SlackPort, actor: str, command: HelpCom
 
 
 def _check(service: TokensService, slack: SlackPort, actor: str, command: CheckCommand) -> Reply:
-    return render_check(service.check(actor, command.user))
+    return render_check(service.check(actor, command.user), adjustable=service.settings.may_ask(actor))
 
 
 def _check_page(service: TokensService, slack: SlackPort, actor: str, value: CheckPage) -> Reply:
     report = service.check(actor, value.u, page=value.p, initial_grant=value.g)
-    return render_check(report)
+    return render_check(report, adjustable=service.settings.may_ask(actor))
 
 
 def _history(service: TokensService, slack: SlackPort, actor: str, command: HistoryCommand) -> Reply:
@@ -118,6 +120,12 @@ def _top_page(service: TokensService, slack: SlackPort, actor: str, value: TopPa
     return render_top(service.top(actor, value.n, page=value.p))
 
 
+def _adjust_form(service: TokensService, slack: SlackPort, actor: str, command: AdjustFormCommand) -> Reply:
+    """Where the form could not be opened: a refusal for non-admins, else the command's usage."""
+    require_requester(service.settings, Person(slack_id=actor, name=actor))
+    raise UsageError(f"`adjust` needs a user, a delta and a reason, e.g. {ADJUST_EXAMPLE}.")
+
+
 COMMAND_ROUTES: dict[type[Command], CommandRoute] = {
     HelpCommand: _help,
     CheckCommand: _check,
@@ -127,6 +135,7 @@ COMMAND_ROUTES: dict[type[Command], CommandRoute] = {
     DiscrepanciesCommand: _discrepancies,
     TopCommand: _top,
     AdjustCommand: approvals.adjust,
+    AdjustFormCommand: _adjust_form,
     ReconcileCommand: approvals.reconcile,
     RequestsCommand: approvals.list_requests,
     RejectCommand: approvals.reject_with_reason,
@@ -143,7 +152,6 @@ ACTION_ROUTES: dict[str, ActionRoute] = {
     TOP_PAGE_ACTION: _top_page,
     HISTORY_PAGE_ACTION: _history_page,
     APPROVE_ACTION: approvals.approve_button,
-    REJECT_ACTION: approvals.reject_button,
     CANCEL_ACTION: approvals.cancel_button,
     PROPOSE_ACTION: approvals.propose_button,
     RECOMPUTE_ACTION: approvals.recompute_button,
@@ -155,7 +163,6 @@ PRIVATE_ACTIONS = frozenset(
         OPEN_CHECK_ACTION,
         CHART_ACTION,
         APPROVE_ACTION,
-        REJECT_ACTION,
         CANCEL_ACTION,
         PROPOSE_ACTION,
         RECOMPUTE_ACTION,
@@ -178,6 +185,14 @@ def reply_to_command(service: TokensService, actor: str, text: str, *, slack: Sl
     except TokensBotError as exc:
         return _refused(Audited.command(actor, text, None), started, exc)
     what = Audited.command(actor, text, command)
+    return _safely(lambda: COMMAND_ROUTES[type(command)](service, slack, actor, command), what, started)
+
+
+def reply_to_form(service: TokensService, actor: str, command: Command, *, slack: SlackPort) -> Reply:
+    """Answer a submitted form, read into its command (bot.forms) before the ack; never raises."""
+    started = time.perf_counter()
+    name = "adjust" if isinstance(command, AdjustCommand) else "reject"
+    what = Audited.command(actor, name, command)
     return _safely(lambda: COMMAND_ROUTES[type(command)](service, slack, actor, command), what, started)
 
 

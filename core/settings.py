@@ -208,6 +208,10 @@ class Settings(BaseSettings):
         """Approvers default to the admins, as DESIGN.md says."""
         return self.tokens_approvers or self.tokens_admins
 
+    def may_ask(self, slack_user_id: str) -> bool:
+        """Only admins ask for grants, deductions and corrections."""
+        return slack_user_id in self.tokens_admins
+
     def may_view(self, slack_user_id: str) -> bool:
         """Balances are personal data: only admins, approvers and viewers see them."""
         return slack_user_id in {*self.tokens_admins, *self.approvers, *self.tokens_viewers}

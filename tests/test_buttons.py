@@ -86,6 +86,7 @@ FORGED: dict[str, tuple[str, list[Any]]] = {
     ),
     "reconcile_recompute": ("/tokens reconcile", [{"g": 5}, {"u": USER, "g": 2**64}]),
     "history_page": ("/tokens history", [{"u": USER, "p": 0}, {"u": USER, "p": "2"}, {"p": 2}, {"u": USER}]),
+    "adjust_open": ("/tokens adjust", [{"u": ""}, {}, {"u": "a\x00b"}]),
 }
 
 

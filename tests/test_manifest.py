@@ -14,6 +14,7 @@ import bot.render.check
 import bot.render.fleet
 import bot.render.history
 from bot.commands import PARSERS
+from bot.forms import FORM_ACTIONS
 from bot.listeners.commands import SLASH_COMMAND
 from bot.routes import ACTION_ROUTES
 
@@ -28,6 +29,9 @@ SCOPES_BY_METHOD = {
     "files_getUploadURLExternal": {"files:write"},
     "files_completeUploadExternal": {"files:write"},
     "conversations_open": {"im:write"},
+    # Modals and the Home tab need no scope: a trigger_id, or the person's own app_home_opened, suffices.
+    "views_open": set(),
+    "views_publish": set(),
 }
 
 
@@ -59,7 +63,7 @@ def test_every_button_the_bot_renders_has_a_listener_and_every_listener_a_button
         for name, value in vars(module).items()
         if name.endswith("_ACTION") and isinstance(value, str)
     }
-    assert rendered == set(ACTION_ROUTES)
+    assert rendered == set(ACTION_ROUTES) | FORM_ACTIONS
     assert manifest()["settings"]["interactivity"]["is_enabled"] is True
 
 

@@ -9,10 +9,14 @@ from typing import Any
 from slack_bolt import Ack, BoltContext, Respond
 from slack_sdk import WebClient
 
+from bot.forms import FORM_ACTIONS, form_for_action
 from bot.listeners._progress import reply_later, respond_in_time
 from bot.listeners.context import REPLIES, SERVICE
+from bot.render.common import escape, message
+from bot.render.modals import render_modal
 from bot.routes import SLOW_ACTIONS, ActionReply, reply_to_action
 from bot.slack.port import WebSlack
+from core.domain.errors import TokensBotError
 from core.services.service import TokensService
 
 
@@ -24,9 +28,16 @@ def button_callback(
     client: WebClient,
     context: BoltContext,
 ) -> None:
-    """Ack now; the button's answer is computed and sent on a reply thread."""
+    """Ack now; the button's answer is computed and sent on a reply thread.
+
+    A button that opens a form (Reject…, Adjust…) opens it here, before anything touches the database:
+    Slack's trigger_id is good for 3 seconds, and the reply threads may be busy with a scan.
+    """
     ack()
     service: TokensService = context[SERVICE]
+    if action["action_id"] in FORM_ACTIONS:
+        open_form(WebSlack(client, service.settings), respond, body, action)
+        return
     route = partial(
         reply_to_action,
         service,
@@ -49,3 +60,19 @@ def _answer(respond: Respond, route: Callable[[], ActionReply]) -> None:
         respond(replace_original=True, **done.reply.as_kwargs())
     else:
         respond(response_type="ephemeral", replace_original=False, **done.reply.as_kwargs())
+
+
+def open_form(slack: WebSlack, respond: Respond, body: dict[str, Any], action: dict[str, Any]) -> None:
+    """The button's form as a modal; a damaged button, or Slack refusing the modal, is told to the clicker."""
+    value = action.get("value")
+    try:
+        form = form_for_action(action["action_id"], value if isinstance(value, str) else "")
+    except TokensBotError as exc:
+        respond(response_type="ephemeral", replace_original=False, **message(escape(str(exc))).as_kwargs())
+        return
+    if not slack.open_view(str(body.get("trigger_id") or ""), render_modal(form)):
+        respond(
+            response_type="ephemeral",
+            replace_original=False,
+            **message("Slack did not open the form; please click again.").as_kwargs(),
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_sdk.models.blocks import Block
 
-from bot.buttons import CHART_ACTION, CHECK_PAGE_ACTION, ChartButton, CheckPage
+from bot.buttons import ADJUST_ACTION, CHART_ACTION, CHECK_PAGE_ACTION, AdjustButton, ChartButton, CheckPage
 from bot.commands import CHART_DAYS_DEFAULT
 from bot.render.common import (
     DIVIDER,
@@ -49,8 +49,10 @@ def check_page_value(report: CheckReport, page: int) -> str:
     return CheckPage(u=str(report.user.user_id), p=page, g=report.explicit_initial_grant).encode()
 
 
-def render_check(report: CheckReport) -> Reply:
+def render_check(report: CheckReport, *, adjustable: bool = False) -> Reply:
     """The check reply, its blocks built as JSON: it is rendered on every check (see common.JsonBlock).
+
+    `adjustable` (the asker is an admin) adds the Adjust… button; viewers never see it.
 
     Every text from the database (email, id, action and model names, errors) is escaped where it is
     interpolated; inside the code tables it also loses its backticks, so it cannot close them.
@@ -70,12 +72,13 @@ def render_check(report: CheckReport) -> Reply:
         section_json(_breakdown(report)),
         section_json(_operations(report)),
     ]
-    blocks.append(_buttons(report))
+    blocks.append(_buttons(report, adjustable=adjustable))
     return Reply(text=_fallback(report), blocks=blocks)
 
 
-def _buttons(report: CheckReport) -> JsonBlock:
-    """One row: Previous and Next where there is such a page, then Chart (sent to the clicker's DM)."""
+def _buttons(report: CheckReport, *, adjustable: bool) -> JsonBlock:
+    """One row: Previous and Next where there is such a page, Chart (sent to the clicker's DM), and for
+    admins Adjust… (the adjust form, the user filled in)."""
     page = report.page
     row = []
     if page.has_previous:
@@ -88,6 +91,9 @@ def _buttons(report: CheckReport) -> JsonBlock:
         )
     chart = ChartButton(u=str(report.user.user_id), d=CHART_DAYS_DEFAULT).encode()
     row.append(button_json(":bar_chart: Chart", CHART_ACTION, chart))
+    if adjustable:
+        user = AdjustButton(u=report.user.label).encode()
+        row.append(button_json(":pencil2: Adjust…", ADJUST_ACTION, user))
     return {"type": "actions", "elements": row}
 
 

@@ -108,7 +108,7 @@ class TokensService:
             conn.commit()
             return decision
 
-    def reject(self, actor: Person, request_id: int, reason: str | None = None) -> Decision:
+    def reject(self, actor: Person, request_id: int, reason: str) -> Decision:
         with self._writing() as conn:
             decision = approvals.reject(conn, self.settings, actor, request_id, reason, self.clock)
             conn.commit()
