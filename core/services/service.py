@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from functools import partial
 from uuid import UUID
 
 from psycopg.errors import InsufficientPrivilege, QueryCanceled
@@ -32,6 +33,7 @@ from core.domain.history import AuditRecord, HistoryReport
 from core.domain.models import CheckReport
 from core.domain.reports import DigestReport, DiscrepancyReport, LowBalanceReport, TopReport
 from core.services import approvals, charts, history
+from core.services.alerts import find_alerts
 from core.services.check import check_user
 from core.services.digest import build_digest
 from core.services.reconcile import reconcile
@@ -127,9 +129,14 @@ class TokensService:
             return expired
 
     def tick(self) -> TickResult:
-        """`tokens-bot tick`: expiries and due reminders, decided and recorded in one transaction."""
+        """`tokens-bot tick`: expiries, due reminders and (with TOKENS_ALERTS_CHANNEL) alerts, decided and
+        recorded in one transaction under the tick's lock."""
         with self._writing() as conn:
             result = run_tick(conn, self.settings, self.clock())
+            if result.ran and self.settings.tokens_alerts_channel:
+                scan = partial(self._reading, self.scan_engine)
+                alerts = find_alerts(conn, scan, self.shape(conn), self.settings, result.at)
+                result = result.model_copy(update={"alerts": tuple(alerts)})
             conn.commit()
             return result
 
