@@ -79,4 +79,10 @@ def test_socket_mode_is_on_and_http_urls_are_documented() -> None:
     """The manifest works in one paste for Socket Mode and says where HTTP mode's URLs go."""
     text = (ROOT / "manifest.yml").read_text()
     assert manifest()["settings"]["socket_mode_enabled"] is True
-    assert text.count("/slack/events") >= 2
+    assert text.count("/slack/events") >= 3
+
+
+def test_the_one_event_subscribed_is_the_home_tab_and_the_tab_is_on() -> None:
+    """The bot listens to app_home_opened and nothing else; the Home tab it publishes is enabled."""
+    assert manifest()["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    assert manifest()["features"]["app_home"]["home_tab_enabled"] is True

@@ -16,6 +16,7 @@ from bot.forms import ADJUST_FORM, FORM_ACTIONS, REJECT_FORM
 from bot.listeners.actions import button_callback
 from bot.listeners.commands import SLASH_COMMAND, tokens_command_callback
 from bot.listeners.context import REPLIES, SERVICE
+from bot.listeners.home import home_opened_callback
 from bot.listeners.views import form_submission_callback
 from bot.routes import ACTION_ROUTES
 from core.services.service import TokensService
@@ -41,3 +42,4 @@ def register(app: App, service: TokensService, replies: Executor) -> None:
     ids = "|".join(re.escape(action_id) for action_id in sorted({*ACTION_ROUTES, *FORM_ACTIONS}))
     app.action(re.compile(f"^({ids})$"))(button_callback)
     app.view(re.compile(f"^({ADJUST_FORM}|{REJECT_FORM})$"))(form_submission_callback)
+    app.event("app_home_opened")(home_opened_callback)

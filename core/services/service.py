@@ -30,6 +30,7 @@ from core.domain.errors import (
     UsageError,
 )
 from core.domain.history import AuditRecord, HistoryReport
+from core.domain.home import HomeReport
 from core.domain.models import CheckReport
 from core.domain.reports import DigestReport, DiscrepancyReport, LowBalanceReport, TopReport
 from core.services import approvals, charts, history
@@ -40,11 +41,14 @@ from core.services.reconcile import reconcile
 from core.services.tick import tick as run_tick
 from core.settings import Settings
 from core.store import fleet, requests
+from core.store.alerts import latest_fleet_numbers
 from core.store.catalog import inspect_product
 from core.store.db import unit_of_work
 from core.store.digests import record_posted
 from core.store.product import ProductShape
 
+# The Home tab lists at most this many requests of each kind, and this many of the latest decisions.
+HOME_LISTED, HOME_DECISIONS = 8, 5
 # A chart's days: at least today, at most a year (a leap year's 366 days).
 MIN_CHART_DAYS, MAX_CHART_DAYS = 1, 366
 
@@ -144,6 +148,24 @@ class TokensService:
         self.require_viewer(actor)
         with self._reading() as conn:
             return requests.pending_requests(conn, self.settings, self.clock())
+
+    def home(self, actor: str) -> HomeReport:
+        """The Home tab's content for `actor`, in one snapshot of stored state: no fleet scan runs here."""
+        if not self.settings.may_view(actor):
+            return HomeReport(viewer=False)
+        with self._reading() as conn:
+            pending = requests.pending_requests(conn, self.settings, self.clock())
+            voter = actor in self.settings.approvers
+            waiting = [r for r in pending if voter and r.requester.slack_id != actor]
+            mine = [r for r in pending if r.requester.slack_id == actor]
+            return HomeReport(
+                viewer=True,
+                waiting=tuple(waiting[:HOME_LISTED]),
+                mine=tuple(mine[:HOME_LISTED]),
+                others_pending=len(pending) - len(waiting) - len(mine),
+                fleet=latest_fleet_numbers(conn, self.settings),
+                decisions=tuple(requests.latest_decisions(conn, self.settings, HOME_DECISIONS)),
+            )
 
     def attach_message(self, request_id: int, channel: str, ts: str) -> None:
         with self._writing() as conn:

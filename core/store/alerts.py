@@ -18,7 +18,7 @@ from core.domain.alerts import Alert, AlertKind, FleetSnapshot
 from core.settings import Settings
 from core.store.columns import REMAINING, Columns
 from core.store.product import ProductShape
-from core.store.tables import fleet_scans, in_bot_schema
+from core.store.tables import digests, fleet_scans, in_bot_schema
 
 _BATCH = 1_000
 
@@ -121,13 +121,34 @@ def record_fleet_scan(conn: Connection, settings: Settings, snapshot: FleetSnaps
     )
 
 
-def latest_fleet_scan(conn: Connection, settings: Settings) -> FleetSnapshot | None:
-    row = (
+def latest_fleet_numbers(conn: Connection, settings: Settings) -> FleetSnapshot | None:
+    """The newest of the tick's last fleet scan and the last digest: what is stored, never a new scan. A
+    digest does not count users, so its snapshot leaves them unknown."""
+    options = in_bot_schema(settings)
+    scan = (
         conn.execute(
-            select(fleet_scans).order_by(fleet_scans.c.scanned_at.desc()).limit(1),
-            execution_options=in_bot_schema(settings),
+            select(fleet_scans).order_by(fleet_scans.c.scanned_at.desc()).limit(1), execution_options=options
         )
         .mappings()
         .first()
     )
-    return None if row is None else FleetSnapshot.model_validate({k: v for k, v in row.items() if k != "id"})
+    digest = (
+        conn.execute(
+            select(digests).order_by(digests.c.created_at.desc()).limit(1), execution_options=options
+        )
+        .mappings()
+        .first()
+    )
+    if digest is not None and (scan is None or digest["created_at"] > scan["scanned_at"]):
+        return FleetSnapshot(
+            scanned_at=digest["created_at"],
+            users=None,
+            negative=digest["negative"] or 0,
+            low_balances=digest["low_balances"],
+            low_threshold=settings.tokens_lowbalance_threshold,
+            discrepant=digest["discrepant"],
+            minimum=digest["minimum"],
+        )
+    return (
+        None if scan is None else FleetSnapshot.model_validate({k: v for k, v in scan.items() if k != "id"})
+    )
