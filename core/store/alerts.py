@@ -29,34 +29,33 @@ def balance_crossings(
     """Forget the balance crossings that recovered, then record the new ones: (user, threshold, balance).
 
     Only profiles under the highest threshold are read (the raw column's index narrows them first), and
-    only the standing alerts are re-checked for recovery, so this stays cheap to run every minute.
+    the standing alerts are compared with that set as a hash, so this stays cheap to run every minute.
+    A threshold taken out of TOKENS_ALERT_THRESHOLDS counts as recovered.
     """
     cols, p, schema = Columns.of(shape, settings), "p", settings.tokens_schema
     remaining = cols.balance(p, REMAINING)
     raw = f"p.{REMAINING}"
     narrow = f"({raw} < :top OR {raw} IS NULL) AND" if cols.profiles.has(REMAINING) else ""
-    id_type = cols.profiles.column("user_id").type
     thresholds = settings.alert_thresholds
     params: dict[str, Any] = {"thresholds": thresholds, "top": thresholds[0], "now": now}
+    crossed = f"""
+        SELECT m.user_id, k.t AS threshold, m.remaining
+        FROM (
+            SELECT p.user_id::text AS user_id, {remaining} AS remaining
+            FROM {cols.current_profiles(p)} WHERE {narrow} {remaining} < :top
+        ) m
+        JOIN unnest(CAST(:thresholds AS bigint[])) AS k(t) ON m.remaining < k.t"""
     conn.execute(
         text(f"""
         DELETE FROM "{schema}".alerts a
-        WHERE a.kind = 'balance'
-          AND (a.threshold <> ALL(CAST(:thresholds AS bigint[])) OR NOT EXISTS (
-              SELECT 1 FROM {cols.current_profiles(p)}
-              WHERE p.user_id = CAST(a.user_id AS {id_type}) AND {remaining} < a.threshold))
+        WHERE a.kind = 'balance' AND (a.user_id, a.threshold) NOT IN (SELECT user_id, threshold FROM ({crossed}) c)
         """),
         params,
     )
     rows = conn.execute(
         text(f"""
         INSERT INTO "{schema}".alerts (kind, threshold, user_id, value, fired_at, seen_at)
-        SELECT 'balance', k.t, m.user_id, m.remaining, :now, :now
-        FROM (
-            SELECT p.user_id::text AS user_id, {remaining} AS remaining
-            FROM {cols.current_profiles(p)} WHERE {narrow} {remaining} < :top
-        ) m
-        JOIN unnest(CAST(:thresholds AS bigint[])) AS k(t) ON m.remaining < k.t
+        SELECT 'balance', c.threshold, c.user_id, c.remaining, :now, :now FROM ({crossed}) c
         ON CONFLICT (kind, threshold, user_id) DO NOTHING
         RETURNING user_id, threshold, value
         """),

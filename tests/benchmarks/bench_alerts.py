@@ -34,8 +34,9 @@ RAW_STEADY_TICK = [
     " FOR UPDATE SKIP LOCKED",
     "SELECT id FROM tokens_bot.approval_requests WHERE status = 'pending' AND channel IS NOT NULL"
     " AND coalesce(reminded_at, requested_at) <= now() - interval '4 hours' FOR UPDATE SKIP LOCKED",
-    "DELETE FROM tokens_bot.alerts a WHERE a.kind = 'balance' AND NOT EXISTS (SELECT 1 FROM user_profiles p"
-    " WHERE p.user_id = a.user_id::uuid AND p.vibe_assistant_tokens_remaining < a.threshold)",
+    "DELETE FROM tokens_bot.alerts a WHERE a.kind = 'balance' AND (a.user_id, a.threshold) NOT IN"
+    " (SELECT p.user_id::text, k.t FROM user_profiles p JOIN unnest('{10000,0}'::bigint[]) k(t)"
+    " ON p.vibe_assistant_tokens_remaining < k.t WHERE p.vibe_assistant_tokens_remaining < 10000)",
     "INSERT INTO tokens_bot.alerts SELECT 'balance', k.t, p.user_id::text, p.vibe_assistant_tokens_remaining,"
     " now(), now() FROM user_profiles p JOIN unnest('{10000,0}'::bigint[]) k(t)"
     " ON p.vibe_assistant_tokens_remaining < k.t WHERE p.vibe_assistant_tokens_remaining < 10000"
