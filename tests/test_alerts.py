@@ -250,3 +250,40 @@ def test_serve_runs_the_tick_in_one_worker_of_all_and_each_crossing_is_told_once
     assert first in told[0] and second not in told[0]
     assert [first in t for t in told].count(True) == 1 and [second in t for t in told].count(True) == 1
     assert led == 1
+
+
+def test_the_home_tab_shows_the_newest_stored_numbers_and_never_scans(
+    alert_settings: Settings, alerts_engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a tick's scan the Home tab shows its numbers; a digest posted later wins (its users
+    uncounted); a new negative balance changes nothing there until the next scan or digest."""
+    service = build_service(alert_settings, str(alert_settings.database_url))
+    try:
+        granted(alerts_engine, 50_000)
+        assert service.home("UADMIN1").fleet is None
+        tick(alert_settings, capsys)
+        scanned = service.home("UADMIN1").fleet
+        assert scanned is not None and (scanned.users, scanned.negative, scanned.discrepant) == (1, 0, 0)
+        with alerts_engine.begin() as conn:
+            add_user(conn, remaining=-10)
+        assert service.home("UADMIN1").fleet == scanned
+        with alerts_engine.begin() as conn:
+            conn.execute(
+                text(
+                    f"INSERT INTO {SCHEMA}.digests (channel, created_at, minimum, discrepant, low_balances,"
+                    " negative) VALUES ('CDIGEST', now() + interval '1 minute', 100, 7, 8, 9)"
+                )
+            )
+        digested = service.home("UADMIN1").fleet
+        assert digested is not None
+        assert (digested.users, digested.negative, digested.low_balances, digested.discrepant) == (
+            None,
+            9,
+            8,
+            7,
+        )
+        assert service.home("USTRANGER").fleet is None
+    finally:
+        with alerts_engine.begin() as conn:
+            conn.execute(text(f"DELETE FROM {SCHEMA}.digests WHERE channel = 'CDIGEST'"))
+        service.engine.dispose()
