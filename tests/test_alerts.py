@@ -68,10 +68,10 @@ def tick(settings: Settings, capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().out.strip()
 
 
-def granted(engine: Engine, tokens: int) -> str:
+def granted(engine: Engine, tokens: int, email: str | None = None) -> str:
     """A user whose profile matches the ledger: one grant of `tokens`, nothing used yet."""
     with engine.begin() as conn:
-        user = add_user(conn, remaining=tokens)
+        user = add_user(conn, remaining=tokens, email=email)
         add_usage(conn, user, tokens=tokens, action="admin_grant", model=None)
     return user
 
@@ -114,11 +114,11 @@ def scan_again(engine: Engine) -> None:
 def test_an_alert_fires_once_per_crossing_and_again_only_after_recovery(
     alert_settings: Settings, alerts_engine: Engine, fake_slack: FakeSlack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Under 10,000 alerts once; lower still under it says nothing more until it goes negative; after a
+    """Under 10,000 alerts once (the user named by escaped email and id); lower still under it says nothing more until it goes negative; after a
     recovery the next fall alerts again. A discrepancy alerts at the scan that finds it, not at the next
     scans, and again after it was fixed and came back."""
     settings = alert_settings
-    low, drifted = granted(alerts_engine, 50_000), granted(alerts_engine, 20_000)
+    low, drifted = granted(alerts_engine, 50_000, "low&co@example.com"), granted(alerts_engine, 20_000)
     assert tick(settings, capsys) == "tick: 0 expired, 0 reminded"
 
     move(alerts_engine, low, -41_000)
@@ -126,6 +126,7 @@ def test_an_alert_fires_once_per_crossing_and_again_only_after_recovery(
     [first] = posted(fake_slack, settings)
     shown = reply_text(first.body)
     assert low in shown and "balance +9,000" in shown and "Balance under 10,000" in shown
+    assert "low&amp;co@example.com" in shown and "low&co" not in shown
     assert drifted not in shown
     assert tick(settings, capsys) == "tick: 0 expired, 0 reminded"
     move(alerts_engine, low, -1_000)

@@ -8,7 +8,7 @@ from itertools import groupby
 
 from slack_sdk.models.blocks import Block
 
-from bot.render.common import Reply, code, context, section, signed, tokens
+from bot.render.common import Reply, code, context, escape, section, signed, tokens
 from core.domain.alerts import Alert, AlertKind
 
 # Users listed per group; Slack's 3,000-character section fits this many lines with room to spare.
@@ -26,9 +26,11 @@ def _title(kind: AlertKind, threshold: int, count: int, problem: int) -> str:
 
 
 def _line(alert: Alert) -> str:
+    """The user by email where there is one (escaped: it is the product's data), and by id."""
+    who = f"{escape(alert.email)} (`{code(alert.user_id)}`)" if alert.email else f"`{code(alert.user_id)}`"
     if alert.kind is AlertKind.DISCREPANCY:
-        return f"• `{code(alert.user_id)}` — off by {tokens(alert.value)} tokens"
-    return f"• `{code(alert.user_id)}` — balance {signed(alert.value)}"
+        return f"• {who} — off by {tokens(alert.value)} tokens"
+    return f"• {who} — balance {signed(alert.value)}"
 
 
 def _more(kind: AlertKind, rest: int) -> str:

@@ -21,6 +21,11 @@ class Alert(Frozen):
     user_id: str
     threshold: int
     value: int
+    email: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.email or self.user_id
 
 
 class FleetSnapshot(Frozen):

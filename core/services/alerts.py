@@ -11,7 +11,13 @@ from sqlalchemy import Connection
 
 from core.domain.alerts import Alert, FleetSnapshot, lowest_crossings
 from core.settings import Settings
-from core.store.alerts import balance_crossings, discrepancy_crossings, record_fleet_scan, scan_due
+from core.store.alerts import (
+    balance_crossings,
+    discrepancy_crossings,
+    emails_of,
+    record_fleet_scan,
+    scan_due,
+)
 from core.store.fleet import fleet_totals, low_balances, stream_discrepancies
 from core.store.product import ProductShape
 
@@ -29,8 +35,20 @@ def find_alerts(
     found on `primary`, with the fleet's numbers for App Home.
     """
     alerts = lowest_crossings(balance_crossings(primary, shape, settings, now))
-    if not scan_due(primary, settings, now):
-        return alerts
+    if scan_due(primary, settings, now):
+        alerts += _scan(primary, reading, shape, settings, now)
+    emails = emails_of(primary, shape, settings, [alert.user_id for alert in alerts])
+    return [alert.model_copy(update={"email": emails.get(alert.user_id)}) for alert in alerts]
+
+
+def _scan(
+    primary: Connection,
+    reading: Callable[[], AbstractContextManager[Connection]],
+    shape: ProductShape,
+    settings: Settings,
+    now: datetime,
+) -> list[Alert]:
+    """The fleet scan: new discrepancies, and the fleet's numbers recorded for App Home."""
     minimum = settings.tokens_problem_threshold
     with reading() as reader:
         scanned = stream_discrepancies(reader, shape, settings, minimum=minimum)
@@ -47,4 +65,4 @@ def find_alerts(
         minimum=minimum,
     )
     record_fleet_scan(primary, settings, snapshot)
-    return alerts + fired
+    return fired

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, func, insert, select, text
 from core.domain.alerts import Alert, AlertKind, FleetSnapshot
 from core.settings import Settings
 from core.store.columns import REMAINING, Columns
+from core.store.fleet import _email_join
 from core.store.product import ProductShape
 from core.store.tables import digests, fleet_scans, in_bot_schema
 
@@ -104,6 +105,20 @@ def discrepancy_crossings(
         text(f"""DELETE FROM "{schema}".alerts WHERE kind = 'discrepancy' AND seen_at < :now"""), {"now": now}
     )
     return fired, discrepant
+
+
+def emails_of(
+    conn: Connection, shape: ProductShape, settings: Settings, user_ids: list[str]
+) -> dict[str, str]:
+    """The emails of the alerted users that have one, by user id, for the alert message to name them by."""
+    if not user_ids:
+        return {}
+    email, email_join = _email_join(Columns.of(shape, settings), "pg")
+    rows = conn.execute(
+        text(f"SELECT pg.user_id, {email} FROM unnest(CAST(:ids AS text[])) AS pg(user_id) {email_join}"),
+        {"ids": user_ids},
+    )
+    return {row.user_id: row.email for row in rows if row.email is not None}
 
 
 def scan_due(conn: Connection, settings: Settings, now: datetime) -> bool:
