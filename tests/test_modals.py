@@ -215,10 +215,22 @@ def typed(*lines: str) -> Iterator[str]:
 def test_the_console_shows_a_form_as_numbered_fields_and_asks_again_for_the_wrong_ones(
     settings: Settings, engine: Engine
 ) -> None:
-    """`/tokens adjust` in the console asks field by field; a wrong delta is asked again with its error."""
+    """`/tokens adjust` in the console asks field by field; a wrong delta is asked again with its error.
+    The posted request's Reject… asks for a reason, again when left blank, and records it."""
     granted(engine, "console-form@example.com")
     settings = settings.model_copy(update={"tokens_approvals_channel": "approvals"})
-    lines = typed("/tokens adjust", "console-form@example.com", "1.5", "for the test", "2k", "quit")
+    lines = typed(
+        "/tokens adjust",
+        "console-form@example.com",
+        "1.5",
+        "for the test",
+        "2k",
+        "as UADMIN2",
+        "2",
+        "",
+        "not needed after all",
+        "quit",
+    )
     out = io.StringIO()
     prompts: list[str] = []
 
@@ -231,3 +243,5 @@ def test_the_console_shows_a_form_as_numbered_fields_and_asks_again_for_the_wron
     assert "== Adjust tokens ==" in shown and "! delta:" in shown
     assert [p.split(" ")[0] for p in prompts[1:5]] == ["1.", "2.", "3.", "2."]
     assert "request #" in shown and "+2,000 tokens" in shown
+    assert "[2] Reject…" in shown and "! reason: A rejection needs a reason" in shown
+    assert "You rejected" in shown and "not needed after all" in shown.split("You rejected")[1]
