@@ -67,10 +67,6 @@ def approve_button(service: TokensService, slack: SlackPort, actor: str, value: 
     return render_verification(name, progress)
 
 
-def reject_button(service: TokensService, slack: SlackPort, actor: str, value: RequestButton) -> Reply:
-    return _published(service, slack, service.reject(slack.person(actor), value.r))
-
-
 def cancel_button(service: TokensService, slack: SlackPort, actor: str, value: RequestButton) -> Reply:
     return _published(service, slack, service.cancel(slack.person(actor), value.r))
 

@@ -34,6 +34,7 @@ RECOMPUTE_ACTION = "reconcile_recompute"
 HISTORY_PAGE_ACTION = "history_page"
 PROPOSE_FIX_ACTION = "fix_propose"
 PROPOSE_BATCH_ACTION = "fix_propose_batch"
+ADJUST_ACTION = "adjust_open"
 
 BIGINT_MAX = 2**63 - 1
 # Past this a page number is not one the bot ever rendered; asking for it shows the last page instead.
@@ -131,6 +132,13 @@ class RequestButton(ButtonValue):
     r: Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 
 
+class AdjustButton(ButtonValue):
+    """A check's Adjust… button: the user the adjust form opens with."""
+
+    rerun: ClassVar[str] = "run `/tokens adjust` instead"
+    u: UserId
+
+
 class Recompute(ButtonValue):
     """A stale correction's Recompute: the user and the grant assumption it was proposed with."""
 
@@ -196,6 +204,7 @@ PAYLOADS: dict[str, type[ButtonValue]] = {
     HISTORY_PAGE_ACTION: HistoryPage,
     PROPOSE_FIX_ACTION: ProposeFix,
     PROPOSE_BATCH_ACTION: ProposeBatch,
+    ADJUST_ACTION: AdjustButton,
 }
 
 V = TypeVar("V", bound=ButtonValue)

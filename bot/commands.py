@@ -25,7 +25,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 USAGE = """\
 `/tokens check <user>` — balance vs ledger, discrepancies, findings, recent operations
 `/tokens chart <user> [days]` — a picture of the user's daily usage and balance (default 90 days), sent to you alone
-`/tokens adjust <user> <delta> <reason>` — ask for a grant (`+50k`) or deduction (`-1200`); a second person approves
+`/tokens adjust <user> <delta> <reason>` — ask for a grant (`+50k`) or deduction (`-1200`); a second person approves; `/tokens adjust` alone opens a form
 `/tokens reconcile <user> [initial_grant]` — expected balance from the ledger, and a correction to approve
 `/tokens requests` — pending grants, deductions and corrections, with their buttons
 `/tokens history <user>` — every request, decision, correction and ledger entry tokens-bot made for the user
@@ -68,6 +68,10 @@ class AdjustCommand(_Command):
     reason: str
 
 
+class AdjustFormCommand(_Command):
+    """`/tokens adjust` with nothing after it: the adjust form (a modal in Slack) instead of an error."""
+
+
 class ReconcileCommand(_Command):
     user: UUID | str
     initial_grant: int | None = None
@@ -108,6 +112,7 @@ Command = (
     | ChartCommand
     | HistoryCommand
     | AdjustCommand
+    | AdjustFormCommand
     | ReconcileCommand
     | RequestsCommand
     | RejectCommand
@@ -182,17 +187,45 @@ def _parse_chart(args: list[str]) -> ChartCommand:
     return ChartCommand(user=user, days=days)
 
 
-def _parse_adjust(args: list[str]) -> AdjustCommand:
-    example = "`/tokens adjust ada@example.com +50k refund for the outage on 3 May`"
-    if len(args) < 2:
-        raise UsageError(f"`adjust` needs a user, a delta and a reason, e.g. {example}.")
-    user = parse_user(args[0], "adjust")
-    delta = parse_amount(args[1])
-    if len(args) < 3:
-        raise UsageError(
-            f"`adjust` needs a reason after the delta: it is recorded in the ledger and the audit trail, e.g. {example}."
+class FieldError(UsageError):
+    """A command's argument that is wrong, naming which one: a form shows the message on that field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+ADJUST_EXAMPLE = "`/tokens adjust ada@example.com +50k refund for the outage on 3 May`"
+
+
+def read_adjust(user: str, delta: str, reason: str) -> AdjustCommand:
+    """An adjustment's three parts, typed as a command or into the form, read and refused the same way."""
+    if not user.strip() or not delta.strip():
+        missing = "user" if not user.strip() else "delta"
+        raise FieldError(missing, f"`adjust` needs a user, a delta and a reason, e.g. {ADJUST_EXAMPLE}.")
+    try:
+        parsed_user = parse_user(user.strip(), "adjust")
+    except UsageError as exc:
+        raise FieldError("user", str(exc)) from exc
+    try:
+        parsed_delta = parse_amount(delta)
+    except UsageError as exc:
+        raise FieldError("delta", str(exc)) from exc
+    if not reason.strip():
+        raise FieldError(
+            "reason",
+            "`adjust` needs a reason after the delta: it is recorded in the ledger and the audit trail,"
+            f" e.g. {ADJUST_EXAMPLE}.",
         )
-    return AdjustCommand(user=user, delta=delta, reason=" ".join(args[2:]))
+    return AdjustCommand(user=parsed_user, delta=parsed_delta, reason=reason.strip())
+
+
+def _parse_adjust(args: list[str]) -> AdjustCommand | AdjustFormCommand:
+    if not args:
+        return AdjustFormCommand()
+    if len(args) < 2:
+        raise UsageError(f"`adjust` needs a user, a delta and a reason, e.g. {ADJUST_EXAMPLE}.")
+    return read_adjust(args[0], args[1], " ".join(args[2:]))
 
 
 def _parse_reconcile(args: list[str]) -> ReconcileCommand:
@@ -220,12 +253,25 @@ def _request_number(word: str, command: str) -> int:
     return int(digits)
 
 
+REJECT_EXAMPLE = "`/tokens reject 12 duplicate of #11`"
+
+
+def read_reject_reason(reason: str) -> str:
+    """A rejection's reason, required wherever it is given (the command or the Reject form)."""
+    if not reason.strip():
+        raise FieldError(
+            "reason",
+            f"A rejection needs a reason: it is recorded and shown on the request, e.g. {REJECT_EXAMPLE}.",
+        )
+    return reason.strip()
+
+
 def _parse_reject(args: list[str]) -> RejectCommand:
     if len(args) < 2:
-        raise UsageError(
-            "`reject` needs the request number and a reason, e.g. `/tokens reject 12 duplicate of #11`."
-        )
-    return RejectCommand(request_id=_request_number(args[0], "reject"), reason=" ".join(args[1:]))
+        raise UsageError(f"`reject` needs the request number and a reason, e.g. {REJECT_EXAMPLE}.")
+    return RejectCommand(
+        request_id=_request_number(args[0], "reject"), reason=read_reject_reason(" ".join(args[1:]))
+    )
 
 
 def _parse_cancel(args: list[str]) -> CancelCommand:

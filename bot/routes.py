@@ -22,7 +22,6 @@ from bot.buttons import (
     PROPOSE_BATCH_ACTION,
     PROPOSE_FIX_ACTION,
     RECOMPUTE_ACTION,
-    REJECT_ACTION,
     TOP_PAGE_ACTION,
     CheckPage,
     DiscrepanciesPage,
@@ -31,7 +30,9 @@ from bot.buttons import (
     TopPage,
 )
 from bot.commands import (
+    ADJUST_EXAMPLE,
     AdjustCommand,
+    AdjustFormCommand,
     CancelCommand,
     ChartCommand,
     CheckCommand,
@@ -52,6 +53,7 @@ from bot.render.fleet import render_discrepancies, render_lowbalance, render_top
 from bot.render.history import render_history
 from bot.slack.audit import Audited
 from bot.slack.port import SlackPort
+from core.domain.approvals import Person, require_requester
 from core.domain.errors import TokensBotError, UsageError
 from core.services.service import TokensService
 
@@ -75,18 +77,16 @@ def _help(service: TokensService, slack: SlackPort, actor: str, command: HelpCom
     return render_help(command.problem)
 
 
-def _may_propose(service: TokensService, actor: str) -> bool:
-    """Admins may ask for changes, so only their replies carry Propose buttons; the core checks again."""
-    return actor in service.settings.tokens_admins
-
-
 def _check(service: TokensService, slack: SlackPort, actor: str, command: CheckCommand) -> Reply:
-    return render_check(service.check(actor, command.user), can_propose=_may_propose(service, actor))
+    return render_check(
+        service.check(actor, command.user),
+        can_ask=service.settings.may_ask(actor),
+    )
 
 
 def _check_page(service: TokensService, slack: SlackPort, actor: str, value: CheckPage) -> Reply:
     report = service.check(actor, value.u, page=value.p, initial_grant=value.g)
-    return render_check(report, can_propose=_may_propose(service, actor))
+    return render_check(report, can_ask=service.settings.may_ask(actor))
 
 
 def _history(service: TokensService, slack: SlackPort, actor: str, command: HistoryCommand) -> Reply:
@@ -109,14 +109,14 @@ def _discrepancies(
     service: TokensService, slack: SlackPort, actor: str, command: DiscrepanciesCommand
 ) -> Reply:
     report = service.discrepancies(actor, command.minimum, cause=command.cause)
-    return render_discrepancies(report, can_propose=_may_propose(service, actor))
+    return render_discrepancies(report, can_ask=service.settings.may_ask(actor))
 
 
 def _discrepancies_page(
     service: TokensService, slack: SlackPort, actor: str, value: DiscrepanciesPage
 ) -> Reply:
     report = service.discrepancies(actor, value.m, cause=value.c, page=value.p)
-    return render_discrepancies(report, can_propose=_may_propose(service, actor))
+    return render_discrepancies(report, can_ask=service.settings.may_ask(actor))
 
 
 def _top(service: TokensService, slack: SlackPort, actor: str, command: TopCommand) -> Reply:
@@ -125,6 +125,12 @@ def _top(service: TokensService, slack: SlackPort, actor: str, command: TopComma
 
 def _top_page(service: TokensService, slack: SlackPort, actor: str, value: TopPage) -> Reply:
     return render_top(service.top(actor, value.n, page=value.p))
+
+
+def _adjust_form(service: TokensService, slack: SlackPort, actor: str, command: AdjustFormCommand) -> Reply:
+    """Where the form could not be opened: a refusal for non-admins, else the command's usage."""
+    require_requester(service.settings, Person(slack_id=actor, name=actor))
+    raise UsageError(f"`adjust` needs a user, a delta and a reason, e.g. {ADJUST_EXAMPLE}.")
 
 
 COMMAND_ROUTES: dict[type[Command], CommandRoute] = {
@@ -136,6 +142,7 @@ COMMAND_ROUTES: dict[type[Command], CommandRoute] = {
     DiscrepanciesCommand: _discrepancies,
     TopCommand: _top,
     AdjustCommand: approvals.adjust,
+    AdjustFormCommand: _adjust_form,
     ReconcileCommand: approvals.reconcile,
     RequestsCommand: approvals.list_requests,
     RejectCommand: approvals.reject_with_reason,
@@ -152,7 +159,6 @@ ACTION_ROUTES: dict[str, ActionRoute] = {
     TOP_PAGE_ACTION: _top_page,
     HISTORY_PAGE_ACTION: _history_page,
     APPROVE_ACTION: approvals.approve_button,
-    REJECT_ACTION: approvals.reject_button,
     CANCEL_ACTION: approvals.cancel_button,
     PROPOSE_ACTION: approvals.propose_button,
     RECOMPUTE_ACTION: approvals.recompute_button,
@@ -166,7 +172,6 @@ PRIVATE_ACTIONS = frozenset(
         OPEN_CHECK_ACTION,
         CHART_ACTION,
         APPROVE_ACTION,
-        REJECT_ACTION,
         CANCEL_ACTION,
         PROPOSE_ACTION,
         RECOMPUTE_ACTION,
@@ -191,6 +196,14 @@ def reply_to_command(service: TokensService, actor: str, text: str, *, slack: Sl
     except TokensBotError as exc:
         return _refused(Audited.command(actor, text, None), started, exc)
     what = Audited.command(actor, text, command)
+    return _safely(lambda: COMMAND_ROUTES[type(command)](service, slack, actor, command), what, started)
+
+
+def reply_to_form(service: TokensService, actor: str, command: Command, *, slack: SlackPort) -> Reply:
+    """Answer a submitted form, read into its command (bot.forms) before the ack; never raises."""
+    started = time.perf_counter()
+    name = "adjust" if isinstance(command, AdjustCommand) else "reject"
+    what = Audited.command(actor, name, command)
     return _safely(lambda: COMMAND_ROUTES[type(command)](service, slack, actor, command), what, started)
 
 

@@ -152,6 +152,14 @@ class Settings(BaseSettings):
     # `tokens-bot tick` reminds approvers in a pending request's thread once it has waited this long,
     # and again at most once per this interval; 0 turns reminders off.
     tokens_remind_after_hours: int = Field(default=4, ge=0, le=24 * 366)
+    # `tokens-bot tick` alerts this channel once per crossing: a balance under one of the thresholds (0 is a
+    # negative balance, always alerted), and a new discrepancy above TOKENS_PROBLEM_THRESHOLD. Unset: no alerts.
+    tokens_alerts_channel: str | None = None
+    tokens_alert_thresholds: list[int] = [10_000, 0]
+    # The discrepancy alerts scan the whole ledger: at most once per this many minutes.
+    tokens_alert_scan_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    # `tokens-bot serve` runs the tick itself every this many seconds (one replica at a time); 0: it does not.
+    tokens_tick_interval_seconds: int = Field(default=0, ge=0, le=24 * 3600)
     tokens_slack_retries: int = Field(default=5, ge=0, le=10)
     tokens_slack_retry_seconds: float = Field(default=0.5, gt=0, le=30)
     # Per-transaction sort memory for the bot's reads: a heavy user's duplicate scan sorts ~20k rows,
@@ -228,6 +236,15 @@ class Settings(BaseSettings):
     def approvers(self) -> list[str]:
         """Approvers default to the admins, as DESIGN.md says."""
         return self.tokens_approvers or self.tokens_admins
+
+    @property
+    def alert_thresholds(self) -> list[int]:
+        """The balances whose crossing alerts, highest first; 0 (a negative balance) always among them."""
+        return sorted({*self.tokens_alert_thresholds, 0}, reverse=True)
+
+    def may_ask(self, slack_user_id: str) -> bool:
+        """Only admins ask for grants, deductions and corrections."""
+        return slack_user_id in self.tokens_admins
 
     def may_view(self, slack_user_id: str) -> bool:
         """Balances are personal data: only admins, approvers and viewers see them."""

@@ -102,6 +102,7 @@ FORGED: dict[str, tuple[str, list[Any]]] = {
         "/tokens discrepancies",
         [{"c": "everything", "m": 100}, {"c": "duplicates", "m": -1}, {"m": 100}, {"c": "duplicates"}],
     ),
+    "adjust_open": ("/tokens adjust", [{"u": ""}, {}, {"u": "a\x00b"}]),
 }
 
 

@@ -38,9 +38,11 @@ def test_check_reply_shows_verdict_discrepancies_findings_and_pages(
     blocks = body["blocks"]
     assert len(blocks) <= 50  # type: ignore[arg-type]
     [paging] = [b for b in blocks if b["type"] == "actions"]  # type: ignore[union-attr,index]
-    # Next, then Chart (tests/test_charts_slack.py presses that one).
-    next_button, chart_button = paging["elements"]
+    # Next, then Chart (tests/test_charts_slack.py presses that one), then Adjust… for an admin
+    # (tests/test_modals.py presses that one).
+    next_button, chart_button, adjust_button = paging["elements"]
     assert next_button["action_id"] == "check_page" and chart_button["action_id"] == "usage_chart"
+    assert adjust_button["action_id"] == "adjust_open"
 
     result, name = slack.click("check_page", next_button["value"])
     assert result.status == 200
@@ -51,6 +53,7 @@ def test_check_reply_shows_verdict_discrepancies_findings_and_pages(
         ":arrow_left: Previous",
         "Next :arrow_right:",
         ":bar_chart: Chart",
+        ":pencil2: Adjust…",
     ]
 
 

@@ -131,6 +131,15 @@ def test_unverified_and_malformed_requests_get_4xx_and_make_no_outgoing_call(bot
         "payload a JSON string": (b"payload=%22x%22", signed(b"payload=%22x%22")),
         "body a broken JSON object": (b"{oops", signed(b"{oops")),
         "body not UTF-8": (b"command=%2Ftokens&text=\xff\xfe", signed(b"command=%2Ftokens&text=\xff\xfe")),
+        "event a JSON list": (b"[1]", signed_but(b"[1]", **{"Content-Type": "application/json"})),
+        "event of a type Slack never sends": (
+            b'{"type": "block_actions"}',
+            signed_but(b'{"type": "block_actions"}', **{"Content-Type": "application/json"}),
+        ),
+        "event not an object": (
+            b'{"type": "event_callback", "event": "x"}',
+            signed_but(b'{"type": "event_callback", "event": "x"}', **{"Content-Type": "application/json"}),
+        ),
     }
     for case, (raw, headers) in malformed.items():
         assert bot.send(raw, headers) == 400, case

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -54,12 +55,16 @@ def restricted(server_url: str) -> Iterator[tuple[str, str, dict[str, uuid.UUID]
 def test_every_slack_scenario_runs_under_the_least_privilege_role(
     restricted: tuple[str, str, dict[str, uuid.UUID]], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """Migrations, check, the fleet lists, an approved grant and an approved correction all work as the role."""
+    """Migrations, check, the fleet lists, an approved grant and an approved correction, the tick's alerts
+    run inside serve, and the Home tab all work as the role."""
     role_url, _, _ = restricted
     # A Slack of its own: request numbers restart in this database and must not match other tests' posts.
     fake_slack = FakeSlack().start()
     fake_slack.users.update({"UADMIN2": {"name": "Bea Approver", "email": "bea@staff.example"}})
-    process = BotProcess(bot_env(role_url, fake_slack.api_url), tmp_path_factory.mktemp("lp") / "bot.log")
+    env = bot_env(
+        role_url, fake_slack.api_url, TOKENS_ALERTS_CHANNEL="CALERTS", TOKENS_TICK_INTERVAL_SECONDS="1"
+    )
+    process = BotProcess(env, tmp_path_factory.mktemp("lp") / "bot.log")
     slack = SlackClient(process.url, SIGNING_SECRET, fake_slack.url)
 
     def ask(command: str, user: str = "UADMIN1") -> dict[str, Any]:
@@ -98,7 +103,12 @@ def test_every_slack_scenario_runs_under_the_least_privilege_role(
         )
         click("approval_approve", buttons(posted.body)["approval_approve"])
         assert "Reconciled" in reply_text(ask("check failed@fleet.example"))
-        assert "went wrong" not in process.log()
+        [alerts] = fake_slack.wait_for(lambda c: c.body.get("channel") == "CALERTS", timeout=30)
+        assert "new alert" in alerts.body["text"]
+        assert slack.event({"type": "app_home_opened", "user": "UADMIN1", "tab": "home"}).status == 200
+        [home] = fake_slack.wait_for(lambda c: c.method == "views.publish")
+        assert "The fleet" in json.dumps(home.body["view"])
+        assert "went wrong" not in process.log() and "Traceback" not in process.log()
     finally:
         process.stop()
         fake_slack.stop()

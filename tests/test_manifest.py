@@ -14,6 +14,7 @@ import bot.render.check
 import bot.render.fleet
 import bot.render.history
 from bot.commands import PARSERS
+from bot.forms import FORM_ACTIONS
 from bot.listeners.commands import SLASH_COMMAND
 from bot.routes import ACTION_ROUTES
 
@@ -28,6 +29,9 @@ SCOPES_BY_METHOD = {
     "files_getUploadURLExternal": {"files:write"},
     "files_completeUploadExternal": {"files:write"},
     "conversations_open": {"im:write"},
+    # Modals and the Home tab need no scope: a trigger_id, or the person's own app_home_opened, suffices.
+    "views_open": set(),
+    "views_publish": set(),
 }
 
 
@@ -59,7 +63,7 @@ def test_every_button_the_bot_renders_has_a_listener_and_every_listener_a_button
         for name, value in vars(module).items()
         if name.endswith("_ACTION") and isinstance(value, str)
     }
-    assert rendered == set(ACTION_ROUTES)
+    assert rendered == set(ACTION_ROUTES) | FORM_ACTIONS
     assert manifest()["settings"]["interactivity"]["is_enabled"] is True
 
 
@@ -75,4 +79,10 @@ def test_socket_mode_is_on_and_http_urls_are_documented() -> None:
     """The manifest works in one paste for Socket Mode and says where HTTP mode's URLs go."""
     text = (ROOT / "manifest.yml").read_text()
     assert manifest()["settings"]["socket_mode_enabled"] is True
-    assert text.count("/slack/events") >= 2
+    assert text.count("/slack/events") >= 3
+
+
+def test_the_one_event_subscribed_is_the_home_tab_and_the_tab_is_on() -> None:
+    """The bot listens to app_home_opened and nothing else; the Home tab it publishes is enabled."""
+    assert manifest()["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    assert manifest()["features"]["app_home"]["home_tab_enabled"] is True

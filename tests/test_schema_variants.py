@@ -317,3 +317,34 @@ def test_doctor_and_digest_commands_explain_the_schema_without_a_traceback(deplo
     if deployment.variant.metadata_type == "text":
         assert "token_usage.metadata" in doctor, doctor
     assert "digest printed" in outputs["digest"], outputs["digest"]
+
+
+def test_alerts_and_the_home_tabs_numbers_equal_the_independent_numbers(deployment: Deployment) -> None:
+    """The tick's alerts name exactly the users under 10,000 (negative ones as negative) and those whose
+    discrepancy is over the problem threshold; a second tick names nobody; the Home tab's fleet numbers
+    are the scan's."""
+    d, expected = deployment, deployment.expected()
+    settings = d.service.settings.model_copy(
+        update={"tokens_alerts_channel": "CALERTS", "tokens_alert_thresholds": [10_000, 0]}
+    )
+    service = TokensService(settings, d.engine)
+    alerts = service.tick().alerts
+    balances = {(a.user_id, a.kind.value) for a in alerts if a.kind.value != "discrepancy"}
+    assert balances == {
+        (u, "negative" if e.current_remaining < 0 else "low_balance")
+        for u, e in expected.items()
+        if e.current_remaining < 10_000
+    }
+    problem = settings.tokens_problem_threshold
+    assert {a.user_id for a in alerts if a.kind.value == "discrepancy"} == {
+        u for u, e in expected.items() if e.listed(problem)
+    }
+    assert service.tick().alerts == ()
+    fleet = service.home(ACTOR).fleet
+    assert fleet is not None
+    assert (fleet.users, fleet.negative, fleet.low_balances, fleet.discrepant) == (
+        len(expected),
+        sum(1 for e in expected.values() if e.current_remaining < 0),
+        sum(1 for e in expected.values() if e.current_remaining < settings.tokens_lowbalance_threshold),
+        sum(1 for e in expected.values() if e.listed(problem)),
+    )

@@ -96,11 +96,13 @@ def _socket(settings: Settings) -> int:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     from bot.app import build_app
+    from bot.scheduler import TickLoop
 
     if not (settings.slack_app_token and settings.slack_bot_token):
         print("tokens-bot socket needs SLACK_APP_TOKEN and SLACK_BOT_TOKEN", file=sys.stderr)
         return 2
     service = build_service(settings, prepare_database(settings))
+    TickLoop.start_if_configured(service)
     SocketModeHandler(build_app(service, socket_mode=True), settings.slack_app_token).start()
     return 0
 

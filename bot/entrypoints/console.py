@@ -5,16 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from bot.render.common import Reply
+from bot.commands import Command
+from bot.forms import FORM_ACTIONS, Form, FormErrors, form_for_action, form_for_command, read_form
+from bot.render.common import Reply, message
 from bot.render.text import blocks_as_text
-from bot.routes import reply_to_action, reply_to_command
+from bot.routes import reply_to_action, reply_to_command, reply_to_form
 from bot.slack.console import ConsoleSlack
+from core.domain.errors import TokensBotError
 from core.services.service import TokensService
 
 PROMPT_HELP = """\
 Type a slash command as Slack would send it, e.g. `/tokens check reconciled@demo.example`.
 Press a button by typing its number; messages the bot posts (approval requests, direct messages)
-are shown too, and their buttons can be pressed the same way. `as U123` switches the Slack user
+are shown too, and their buttons can be pressed the same way. A form (Slack's modal) is asked field by
+field: Enter keeps the value shown in brackets, `cancel` closes it. `as U123` switches the Slack user
 (`as U123 bea@example.com` also gives them an email). `quit` leaves."""
 
 
@@ -56,12 +60,56 @@ def run_console(
         elif line.isdigit() and 1 <= int(line) <= len(buttons):
             pressed = buttons[int(line) - 1]
             buttons.clear()
-            answer = reply_to_action(
-                service, actor, pressed["action_id"], pressed.get("value", ""), slack=slack
-            )
-            show(answer.reply)
+            action_id, value = pressed["action_id"], pressed.get("value", "")
+            if action_id in FORM_ACTIONS:
+                try:
+                    form = form_for_action(action_id, value)
+                except TokensBotError as exc:
+                    show(message(str(exc)))
+                    continue
+                command = fill_form(form, read, stream)
+                if command is not None:
+                    show(reply_to_form(service, actor, command, slack=slack))
+                continue
+            show(reply_to_action(service, actor, action_id, value, slack=slack).reply)
         elif line.startswith("/tokens"):
             buttons.clear()
-            show(reply_to_command(service, actor, line[len("/tokens") :], slack=slack))
+            text = line[len("/tokens") :]
+            opened = form_for_command(service.settings, actor, text)
+            if opened is None:
+                show(reply_to_command(service, actor, text, slack=slack))
+            elif (command := fill_form(opened, read, stream)) is not None:
+                show(reply_to_form(service, actor, command, slack=slack))
         elif line:
             print("Commands start with /tokens; type `/tokens help` for the list.", file=stream)
+
+
+def fill_form(form: Form, read: Callable[[str], str], out: TextIO) -> Command | None:
+    """A modal as a numbered form: each field asked in turn, the wrong ones again with their error, as
+    Slack shows them on the field. None when the person typed `cancel` or the input ended."""
+    print(f"\n== {form.title} ==\n{form.intro}", file=out)
+    values = {field.name: field.initial for field in form.fields}
+    asked = list(form.fields)
+    while True:
+        for number, field in enumerate(form.fields, start=1):
+            if field not in asked:
+                continue
+            shown = f" [{values[field.name]}]" if values[field.name] else ""
+            hint = f" ({field.hint})" if field.hint else ""
+            try:
+                typed = read(f"{number}. {field.label}{hint}{shown}: ").strip()
+            except EOFError:
+                return None
+            if typed == "cancel":
+                print("Form closed; nothing was done.", file=out)
+                return None
+            values[field.name] = typed or values[field.name]
+        try:
+            return read_form(form.form_id, form.metadata, values)
+        except FormErrors as exc:
+            for name, error in exc.errors.items():
+                print(f"  ! {name}: {error}", file=out)
+            asked = [field for field in form.fields if field.name in exc.errors]
+        except TokensBotError as exc:
+            print(str(exc), file=out)
+            return None

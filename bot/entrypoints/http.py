@@ -14,6 +14,7 @@ from sqlalchemy import Engine, text
 
 from bot.app import build_app
 from bot.bootstrap import build_service
+from bot.scheduler import TickLoop
 from bot.slack.audit import logging_config
 from bot.slack.gate import SlackGate
 from core.services.service import TokensService
@@ -32,6 +33,7 @@ class TokensWsgi:
         self.listeners = ThreadPoolExecutor(service.settings.tokens_reply_threads)
         app = build_app(service, executor=self.listeners)
         self.slack = SlackGate(app, service.settings.slack_signing_secret or "", path="/slack/events")
+        self.ticks = TickLoop.start_if_configured(service)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/healthz" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
@@ -44,6 +46,8 @@ class TokensWsgi:
         By the time this runs gunicorn has answered every request in flight, but a listener's reply
         outlives its request: the ack went first.
         """
+        if self.ticks is not None:
+            self.ticks.stop()
         self.listeners.shutdown(wait=True)
         self.service.engine.dispose()
         self.service.scan_engine.dispose()

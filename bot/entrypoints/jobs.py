@@ -14,12 +14,12 @@ from datetime import date
 from typing import TextIO
 
 from bot.bootstrap import build_service, prepare_database
-from bot.publishing import finish_fix_in_slack, publish, remind
 from bot.render.charts import fleet_trend_png
 from bot.render.common import Reply
 from bot.render.doctor import format_doctor
 from bot.render.fleet import render_digest
 from bot.render.text import blocks_as_text
+from bot.scheduler import tick_once
 from bot.slack.delivery import web_client
 from bot.slack.port import WebSlack
 from core.domain.errors import DigestNotPostedError
@@ -147,7 +147,7 @@ def digest(settings: Settings, channel: str, *, dry_run: bool) -> int:
 
 
 def tick(settings: Settings) -> int:
-    """The scheduled approval work: decide and record it in one transaction, then tell Slack.
+    """The scheduled work (expiries, reminders, alerts, interrupted fixes): decide and record it in one transaction, then tell Slack.
 
     Slack hears of it after the commit and best-effort: an expiry stands and a reminder stays marked
     even when Slack fails (logged), so a flaky Slack never makes the next tick repeat a message. Exit 0
@@ -158,31 +158,27 @@ def tick(settings: Settings) -> int:
         return 2
     service = build_service(settings, prepare_database(settings))
     try:
-        result = service.tick()
-        if not result.ran:
-            log.info("another tokens-bot tick holds the lock; this one skips")
-            print("tick skipped: another tick is running")
-            return 0
-        slack = WebSlack(web_client(settings), settings)
-        for request in result.expired:
-            publish(service, slack, request, None)
-        approvers = settings.approvers
-        reminded = sum(remind(slack, approvers, request, result.at) for request in result.reminders)
-        resumed = [
-            finish_fix_in_slack(service, slack, request_id) for request_id in service.interrupted_fixes()
-        ]
+        outcome = tick_once(service, WebSlack(web_client(settings), settings))
     finally:
         service.engine.dispose()
-    failed = len(result.reminders) - reminded
-    print(
-        f"tick: {len(result.expired):,} expired, {reminded:,} reminded"
-        + (
-            f", {len(resumed):,} interrupted fixes resumed ({sum(p.applied for p in resumed):,} items applied in all)"
-            if resumed
-            else ""
+    result = outcome.result
+    if not result.ran:
+        log.info("another tokens-bot tick holds the lock; this one skips")
+        print("tick skipped: another tick is running")
+        return 0
+    failed = len(result.reminders) - outcome.reminded
+    notes = [f"{len(result.expired):,} expired", f"{outcome.reminded:,} reminded"]
+    if failed:
+        notes.append(f"{failed:,} reminders not posted (Slack refused them)")
+    if result.alerts:
+        notes.append(
+            f"{len(result.alerts):,} alerts"
+            + ("" if outcome.alerts_posted else " not posted (Slack refused them)")
         )
-        + (f", {failed:,} reminders not posted (Slack refused them)" if failed else "")
-    )
+    if outcome.resumed:
+        applied = sum(progress.applied for progress in outcome.resumed)
+        notes.append(f"{len(outcome.resumed):,} interrupted fixes resumed ({applied:,} items applied in all)")
+    print("tick: " + ", ".join(notes))
     return 0
 
 

@@ -12,9 +12,12 @@ from dataclasses import dataclass
 
 from slack_bolt import App, BoltContext, BoltResponse
 
+from bot.forms import ADJUST_FORM, FORM_ACTIONS, REJECT_FORM
 from bot.listeners.actions import button_callback
 from bot.listeners.commands import SLASH_COMMAND, tokens_command_callback
 from bot.listeners.context import REPLIES, SERVICE
+from bot.listeners.home import home_opened_callback
+from bot.listeners.views import form_submission_callback
 from bot.routes import ACTION_ROUTES
 from core.services.service import TokensService
 
@@ -36,5 +39,7 @@ def register(app: App, service: TokensService, replies: Executor) -> None:
     """Every listener acks in the request's thread and computes its reply on `replies`."""
     app.use(_Provide(service, replies))
     app.command(SLASH_COMMAND)(tokens_command_callback)
-    ids = "|".join(re.escape(action_id) for action_id in ACTION_ROUTES)
+    ids = "|".join(re.escape(action_id) for action_id in sorted({*ACTION_ROUTES, *FORM_ACTIONS}))
     app.action(re.compile(f"^({ids})$"))(button_callback)
+    app.view(re.compile(f"^({ADJUST_FORM}|{REJECT_FORM})$"))(form_submission_callback)
+    app.event("app_home_opened")(home_opened_callback)

@@ -287,15 +287,10 @@ def _decision_buttons(request: ApprovalRequest) -> list[ButtonElement]:
         confirm="Approve",
         deny="Back",
     )
-    reject = ConfirmObject(
-        title="Reject?",
-        text=f'This records "no reason given". To record a reason, go back and type `/tokens reject {request.id} &lt;reason&gt;`.',
-        confirm="Reject",
-        deny="Back",
-    )
     return [
         button("Approve", APPROVE_ACTION, value, "primary", approve),
-        button("Reject", REJECT_ACTION, value, "danger", reject),
+        # Reject opens a form asking why (bot.forms): a rejection always records its reason.
+        button("Reject…", REJECT_ACTION, value, "danger"),
         button("Cancel request", CANCEL_ACTION, value),
     ]
 

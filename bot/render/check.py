@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from slack_sdk.models.blocks import Block
 
-from bot.buttons import CHART_ACTION, CHECK_PAGE_ACTION, PROPOSE_FIX_ACTION, ChartButton, CheckPage
+from bot.buttons import (
+    ADJUST_ACTION,
+    CHART_ACTION,
+    CHECK_PAGE_ACTION,
+    PROPOSE_FIX_ACTION,
+    AdjustButton,
+    ChartButton,
+    CheckPage,
+)
 from bot.commands import CHART_DAYS_DEFAULT
 from bot.render.common import (
     DIVIDER,
@@ -58,12 +66,14 @@ def check_page_value(report: CheckReport, page: int) -> str:
     return CheckPage(u=str(report.user.user_id), p=page, g=report.explicit_initial_grant).encode()
 
 
-def render_check(report: CheckReport, *, can_propose: bool = False) -> Reply:
+def render_check(report: CheckReport, *, can_ask: bool = False) -> Reply:
     """The check reply, its blocks built as JSON: it is rendered on every check (see common.JsonBlock).
+
+    `can_ask` (the asker is an admin) adds the Adjust… button and a Propose fix button to each fix
+    offered; viewers never see them.
 
     Every text from the database (email, id, action and model names, errors) is escaped where it is
     interpolated; inside the code tables it also loses its backticks, so it cannot close them.
-    `can_propose` (the asker is an admin) adds a Propose fix button to each fix offered.
     """
     blocks: list[Block | JsonBlock] = [
         # A header is plain_text: Slack shows it as typed, so the label needs no escaping there.
@@ -76,17 +86,18 @@ def render_check(report: CheckReport, *, can_propose: bool = False) -> Reply:
         _discrepancies(report),
         DIVIDER,
         section_json(_findings(report)),
-        *fix_section(report, can_propose=can_propose),
+        *fix_section(report, can_ask=can_ask),
         *([section_json(_data_quality(report))] if report.data_quality else []),
         section_json(_breakdown(report)),
         section_json(_operations(report)),
     ]
-    blocks.append(_buttons(report))
+    blocks.append(_buttons(report, can_ask=can_ask))
     return Reply(text=_fallback(report), blocks=blocks)
 
 
-def _buttons(report: CheckReport) -> JsonBlock:
-    """One row: Previous and Next where there is such a page, then Chart (sent to the clicker's DM)."""
+def _buttons(report: CheckReport, *, can_ask: bool) -> JsonBlock:
+    """One row: Previous and Next where there is such a page, Chart (sent to the clicker's DM), and for
+    admins Adjust… (the adjust form, the user filled in)."""
     page = report.page
     row = []
     if page.has_previous:
@@ -99,6 +110,9 @@ def _buttons(report: CheckReport) -> JsonBlock:
         )
     chart = ChartButton(u=str(report.user.user_id), d=CHART_DAYS_DEFAULT).encode()
     row.append(button_json(":bar_chart: Chart", CHART_ACTION, chart))
+    if can_ask:
+        user = AdjustButton(u=report.user.label).encode()
+        row.append(button_json(":pencil2: Adjust…", ADJUST_ACTION, user))
     return {"type": "actions", "elements": row}
 
 

@@ -49,7 +49,7 @@ ENTRIES_SHOWN = 20
 MAX_OUTCOME_SHOWN = 200
 
 
-def fix_section(report: CheckReport, *, can_propose: bool) -> list[JsonBlock]:
+def fix_section(report: CheckReport, *, can_ask: bool) -> list[JsonBlock]:
     """The check's Fix section: the recommended fix, the alternatives, and why the rest have none.
 
     Each fix is a section of its own so that an admin (who may ask for changes) gets its Propose fix
@@ -61,7 +61,7 @@ def fix_section(report: CheckReport, *, can_propose: bool) -> list[JsonBlock]:
     blocks: list[JsonBlock] = [section_json("*Fix*")]
     for option in report.fixes:
         block = section_json(_option_line(option))
-        if can_propose and snapshot is not None:
+        if can_ask and snapshot is not None:
             value = ProposeFix(
                 u=str(report.user.user_id), c=option.cause, n=snapshot.rows, t=snapshot.last_at
             ).encode()

@@ -121,7 +121,7 @@ def _discrepancy_line(position: int, row: DiscrepancyRow) -> str:
     )
 
 
-def _cause_group(group: CauseGroup, minimum: int, *, can_propose: bool) -> SectionBlock:
+def _cause_group(group: CauseGroup, minimum: int, *, can_ask: bool) -> SectionBlock:
     """One cause's line; an admin gets its "Propose fix for all" when the fix closes some of its users."""
     text = f"`{group.cause.value}` — {_matched(group.users)}, {tokens(group.tokens)} tokens"
     if group.fixable and group.fix is not None and group.side is not None:
@@ -131,7 +131,7 @@ def _cause_group(group: CauseGroup, minimum: int, *, can_propose: bool) -> Secti
         )
     else:
         text += " · no fix the bot can apply; open their checks"
-    if not (can_propose and group.fixable):
+    if not (can_ask and group.fixable):
         return section(text)
     label = f"Propose fix for all {group.fixable:,} user{'' if group.fixable == 1 else 's'}"
     value = ProposeBatch(c=group.cause, m=minimum).encode()
@@ -141,7 +141,7 @@ def _cause_group(group: CauseGroup, minimum: int, *, can_propose: bool) -> Secti
     )
 
 
-def render_discrepancies(report: DiscrepancyReport, *, can_propose: bool = False) -> Reply:
+def render_discrepancies(report: DiscrepancyReport, *, can_ask: bool = False) -> Reply:
     """The groups by cause (each with its batch fix for admins), then one page of users, largest first."""
     shown = f"whose cause is `{report.cause.value}`" if report.cause is not None else "with"
     summary = (
@@ -159,7 +159,7 @@ def render_discrepancies(report: DiscrepancyReport, *, can_propose: bool = False
     ]
     if report.causes:
         blocks.append(section("*By cause*"))
-        blocks += [_cause_group(g, report.minimum, can_propose=can_propose) for g in report.causes]
+        blocks += [_cause_group(g, report.minimum, can_ask=can_ask) for g in report.causes]
         blocks.append(DividerBlock())
     if not report.rows:
         blocks.append(

@@ -33,8 +33,11 @@ StartResponse = Callable[..., Any]
 
 # Slack's slash commands and button clicks are a few kilobytes; a megabyte is far past any of them.
 MAX_BODY_BYTES = 1024 * 1024
-# The only body Slack sends to this app (slash commands and interactivity; it subscribes to no events).
+# The bodies Slack sends to this app: a form for slash commands and interactivity, JSON for the Events API
+# (the one event it subscribes to, app_home_opened, and Slack's url_verification of the request URL).
 FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+_EVENT_TYPES = ("event_callback", "url_verification")
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
 _LENGTH = re.compile(r"[0-9]{1,12}")
@@ -105,9 +108,11 @@ class SlackGate:
         if not hmac.compare_digest("v0=" + expected.hexdigest(), signature):
             raise Refused(401, "invalid signature")
         # Signed by Slack from here on; what is still wrong is a malformed request, not a forged one.
-        content_type = str(environ.get("CONTENT_TYPE") or "")
-        if content_type.split(";")[0].strip().lower() != FORM:
-            raise Refused(400, f"the body must be {FORM}")
+        content_type = str(environ.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
+        if content_type == JSON:
+            return _event(raw, environ)
+        if content_type != FORM:
+            raise Refused(400, f"the body must be {FORM} (or {JSON} for an event)")
         try:
             body = raw.decode("utf-8")
             parsed = _parse_form(body)
@@ -121,6 +126,20 @@ class SlackGate:
             request.body = parsed
             request.context = build_context(BoltContext({}), parsed)
         return request
+
+
+def _event(raw: bytes, environ: dict[str, Any]) -> BoltRequest:
+    """An Events API body: a JSON object of one of the types Slack sends, whose `event` is an object."""
+    try:
+        body = raw.decode("utf-8")
+        parsed = json.loads(body)
+        if not isinstance(parsed, dict) or parsed.get("type") not in _EVENT_TYPES:
+            raise TypeError("not an event Slack sends")
+        if not isinstance(parsed.get("event", {}), dict):
+            raise TypeError("event is not an object")
+        return BoltRequest(body=body, query=environ.get("QUERY_STRING", ""), headers=_headers(environ))
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
+        raise Refused(400, f"malformed body ({type(exc).__name__})") from None
 
 
 def _parse_form(body: str) -> Any:

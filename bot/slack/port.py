@@ -8,7 +8,7 @@ import socket
 import time
 from collections.abc import Callable
 from http.client import HTTPException
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
@@ -103,6 +103,20 @@ class WebSlack:
             "chat.update",
             lambda: self.client.chat_update(channel=channel, ts=ts, **reply.as_kwargs()),
             idempotent=True,
+        )
+        return response is not None
+
+    def open_view(self, trigger_id: str, view: dict[str, Any]) -> bool:
+        """Open a modal for the person whose click or command gave `trigger_id` (valid 3 s, used once)."""
+        response = self._call(
+            "views.open", lambda: self.client.views_open(trigger_id=trigger_id, view=view), idempotent=False
+        )
+        return response is not None
+
+    def publish_home(self, user_id: str, view: dict[str, Any]) -> bool:
+        """Replace one person's Home tab with `view`; publishing it again is harmless."""
+        response = self._call(
+            "views.publish", lambda: self.client.views_publish(user_id=user_id, view=view), idempotent=True
         )
         return response is not None
 

@@ -10,6 +10,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from core.domain.alerts import Alert
 from core.domain.errors import (
     InvalidAdjustmentError,
     NotAllowedError,
@@ -128,12 +129,14 @@ class TickResult(Frozen):
 
     `ran` is False when another tick held the lock: this one then did nothing, and nothing is due from it.
     `reminders` are already marked reminded at `at`, so every other tick leaves them alone for the interval.
+    `alerts` are recorded as fired (core.store.alerts), so no other tick tells them again.
     """
 
     ran: bool
     at: datetime
     expired: tuple[ApprovalRequest, ...] = ()
     reminders: tuple[ApprovalRequest, ...] = ()
+    alerts: tuple[Alert, ...] = ()
 
 
 class ReconcileReport(Frozen):

@@ -51,7 +51,7 @@ class HistoryEntry(Frozen):
     """The product ledger row the approval wrote: only on `applied` adjustments (corrections write none)."""
     reason: str | None
     """The reason recorded with the event: the requester's on `requested` and `applied`, the rejecter's on
-    `rejected` ("no reason given" when the Reject button was used)."""
+    `rejected` ("no reason given" on rejections recorded before Reject asked for a reason)."""
 
 
 class HistoryReport(Frozen):

@@ -220,10 +220,13 @@ def reject(
     settings: Settings,
     actor: Person,
     request_id: int,
-    reason: str | None,
+    reason: str,
     clock: Callable[[], datetime],
 ) -> Decision:
-    """Close a request without applying it; the reason (or that none was given) is recorded."""
+    """Close a request without applying it, for a reason that is recorded and shown: never without one."""
+    why = reason.strip()
+    if not why:
+        raise UsageError("A rejection needs a reason: it is recorded and shown on the request.")
     if actor.slack_id not in settings.approvers:
         raise NotAllowedError("Only tokens-bot approvers can reject requests.")
     request = read_request(conn, settings, request_id, for_update=True)
@@ -236,7 +239,6 @@ def reject(
         )
     if now >= request.expires_at:
         return decide(conn, settings, request, RequestStatus.EXPIRED, actor, now)
-    why = (reason or "").strip() or "no reason given"
     return decide(conn, settings, request, RequestStatus.REJECTED, actor, now, why)
 
 

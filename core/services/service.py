@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
+from functools import partial
 from uuid import UUID
 
 from core.domain.approvals import (
@@ -18,17 +19,22 @@ from core.domain.check_report import CheckReport
 from core.domain.errors import UsageError
 from core.domain.fixes import Cause
 from core.domain.history import AuditRecord, HistoryReport
+from core.domain.home import HomeReport
 from core.domain.models import LedgerSnapshot
 from core.domain.reports import DigestReport, DiscrepancyReport, LowBalanceReport, TopReport
 from core.services import approvals, charts, fixes, history
+from core.services.alerts import find_alerts
 from core.services.check import check_user
 from core.services.digest import build_digest
 from core.services.fix_service import FixUseCases
 from core.services.reconcile import reconcile
 from core.services.tick import tick as run_tick
 from core.store import fleet, requests
+from core.store.alerts import latest_fleet_numbers
 from core.store.digests import record_posted
 
+# The Home tab lists at most this many requests of each kind, and this many of the latest decisions.
+HOME_LISTED, HOME_DECISIONS = 8, 5
 # A chart's days: at least today, at most a year (a leap year's 366 days).
 MIN_CHART_DAYS, MAX_CHART_DAYS = 1, 366
 
@@ -78,7 +84,7 @@ class TokensService(FixUseCases):
             conn.commit()
             return decision
 
-    def reject(self, actor: Person, request_id: int, reason: str | None = None) -> Decision:
+    def reject(self, actor: Person, request_id: int, reason: str) -> Decision:
         with self._writing() as conn:
             decision = approvals.reject(conn, self.settings, actor, request_id, reason, self.clock)
             conn.commit()
@@ -97,9 +103,14 @@ class TokensService(FixUseCases):
             return expired
 
     def tick(self) -> TickResult:
-        """`tokens-bot tick`: expiries and due reminders, decided and recorded in one transaction."""
+        """`tokens-bot tick`: expiries, due reminders and (with TOKENS_ALERTS_CHANNEL) alerts, decided and
+        recorded in one transaction under the tick's lock."""
         with self._writing() as conn:
             result = run_tick(conn, self.settings, self.clock())
+            if result.ran and self.settings.tokens_alerts_channel:
+                scan = partial(self._reading, self.scan_engine)
+                alerts = find_alerts(conn, scan, self.shape(conn), self.settings, result.at)
+                result = result.model_copy(update={"alerts": tuple(alerts)})
             conn.commit()
             return result
 
@@ -107,6 +118,24 @@ class TokensService(FixUseCases):
         self.require_viewer(actor)
         with self._reading() as conn:
             return requests.pending_requests(conn, self.settings, self.clock())
+
+    def home(self, actor: str) -> HomeReport:
+        """The Home tab's content for `actor`, in one snapshot of stored state: no fleet scan runs here."""
+        if not self.settings.may_view(actor):
+            return HomeReport(viewer=False)
+        with self._reading() as conn:
+            pending = requests.pending_requests(conn, self.settings, self.clock())
+            voter = actor in self.settings.approvers
+            waiting = [r for r in pending if voter and r.requester.slack_id != actor]
+            mine = [r for r in pending if r.requester.slack_id == actor]
+            return HomeReport(
+                viewer=True,
+                waiting=tuple(waiting[:HOME_LISTED]),
+                mine=tuple(mine[:HOME_LISTED]),
+                others_pending=len(pending) - len(waiting) - len(mine),
+                fleet=latest_fleet_numbers(conn, self.settings),
+                decisions=tuple(requests.latest_decisions(conn, self.settings, HOME_DECISIONS)),
+            )
 
     def attach_message(self, request_id: int, channel: str, ts: str) -> None:
         with self._writing() as conn:

@@ -184,6 +184,19 @@ def pending_requests(conn: Connection, settings: Settings, now: datetime) -> lis
     ]
 
 
+def latest_decisions(conn: Connection, settings: Settings, limit: int) -> list[ApprovalRequest]:
+    """The requests decided most recently (applied, rejected, cancelled, expired, stale), newest first."""
+    query = (
+        select(approval_requests)
+        .where(approval_requests.c.status != RequestStatus.PENDING.value)
+        .order_by(approval_requests.c.decided_at.desc().nulls_last(), approval_requests.c.id.desc())
+        .limit(limit)
+    )
+    return [
+        _from_row(row) for row in conn.execute(query, execution_options=in_bot_schema(settings)).mappings()
+    ]
+
+
 def try_lock_tick(conn: Connection, settings: Settings) -> bool:
     """Until commit, the only tick at work on this schema; False at once when another one is.
 

@@ -121,6 +121,32 @@ digest_discrepancies = Table(
     Column("deferred", Boolean, nullable=False),
 )
 
+# Alerts that fired and have not recovered yet, one per crossing (migration 0009).
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("kind", Text, primary_key=True),
+    Column("threshold", BigInteger, primary_key=True),
+    Column("user_id", Text, primary_key=True),
+    Column("value", Numeric, nullable=False),
+    Column("fired_at", DateTime(timezone=True), nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+)
+
+# The fleet's numbers at each scan `tokens-bot tick` made for alerts (migration 0009), for App Home.
+fleet_scans = Table(
+    "fleet_scans",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("scanned_at", DateTime(timezone=True), nullable=False),
+    Column("users", BigInteger, nullable=False),
+    Column("negative", BigInteger, nullable=False),
+    Column("low_balances", BigInteger, nullable=False),
+    Column("low_threshold", BigInteger, nullable=False),
+    Column("discrepant", BigInteger, nullable=False),
+    Column("minimum", BigInteger, nullable=False),
+)
+
 
 def in_bot_schema(settings: Settings) -> dict[str, Any]:
     """Execution options that put the tables above in TOKENS_SCHEMA."""

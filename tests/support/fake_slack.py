@@ -1,5 +1,8 @@
 """A fake Slack Web API on loopback: records what the bot sends, the way bolt-python's own tests do.
 
+Every call is recorded, `views.open`, `views.update` and `views.publish` (modals and the Home tab) included,
+with the view decoded.
+
 Files go through Slack's external upload as they would: files.getUploadURLExternal hands out an upload URL
 on this same server (`/upload/<file id>`), the bytes POSTed there are recorded as they came, and
 files.completeUploadExternal records which files were shared where.
@@ -67,7 +70,7 @@ class FakeSlack:
                     body = json.loads(raw or "{}")
                 else:
                     body = {k: v[0] for k, v in parse_qs(raw).items()}
-                    for key in ("blocks", "attachments", "files"):
+                    for key in ("blocks", "attachments", "files", "view"):
                         if isinstance(body.get(key), str):
                             body[key] = json.loads(body[key])
                 status, retry_after, payload = fake._answer(self.path, body)
@@ -151,6 +154,9 @@ class FakeSlack:
             self._next_file += 1
             file_id = f"F{self._next_file:06d}"
             return {"ok": True, "upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id}
+        if method in ("views.open", "views.update", "views.publish"):
+            view = body.get("view")
+            return {"ok": True, "view": json.loads(view) if isinstance(view, str) else view}
         if method == "files.completeUploadExternal":
             return {"ok": True, "files": body.get("files", [])}
         return {"ok": True}

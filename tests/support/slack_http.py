@@ -88,7 +88,54 @@ class SlackClient:
         }
         return self.post(urlencode({"payload": json.dumps(payload)}).encode()), name
 
-    def post(self, body: bytes, *, timestamp: int | None = None, signature: str | None = None) -> HttpResult:
+    def submit(self, form: dict[str, Any], values: dict[str, str], *, user: str = "UADMIN1") -> HttpResult:
+        """Submit a modal the bot opened (`form`, the view it sent to views.open) with `values` typed into
+        its fields by name, as Slack's signed `view_submission`; the ack's body carries field errors."""
+        state = {
+            block["block_id"]: {"value": {"type": "plain_text_input", "value": values.get(block["block_id"])}}
+            for block in form["blocks"]
+            if block["type"] == "input"
+        }
+        payload = {
+            "type": "view_submission",
+            "team": {"id": "T1", "domain": "example"},
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T1"},
+            "api_app_id": "A1",
+            "token": "legacy-verification-token",
+            "trigger_id": "1.2.4",
+            "view": {
+                "id": "V1",
+                "type": "modal",
+                "callback_id": form["callback_id"],
+                "private_metadata": form.get("private_metadata", ""),
+                "state": {"values": state},
+                "hash": "1.abc",
+                "blocks": form["blocks"],
+            },
+        }
+        return self.post(urlencode({"payload": json.dumps(payload)}).encode())
+
+    def event(self, event: dict[str, Any]) -> HttpResult:
+        """Deliver an Events API event (such as `app_home_opened`) as Slack does: signed JSON."""
+        envelope = {
+            "token": "legacy-verification-token",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "type": "event_callback",
+            "event_id": f"Ev{uuid.uuid4().hex[:10]}",
+            "event_time": int(time.time()),
+            "event": event,
+        }
+        return self.post(json.dumps(envelope).encode(), content_type="application/json")
+
+    def post(
+        self,
+        body: bytes,
+        *,
+        timestamp: int | None = None,
+        signature: str | None = None,
+        content_type: str = "application/x-www-form-urlencoded",
+    ) -> HttpResult:
         """POST a raw body, signed unless a test overrides the timestamp or signature."""
         ts = str(timestamp if timestamp is not None else int(time.time()))
         sig = signature or SignatureVerifier(self.signing_secret).generate_signature(timestamp=ts, body=body)
@@ -97,7 +144,7 @@ class SlackClient:
             data=body,
             method="POST",
             headers={
-                "Content-Type": "application/x-www-form-urlencoded",
+                "Content-Type": content_type,
                 "X-Slack-Request-Timestamp": ts,
                 "X-Slack-Signature": sig,
             },

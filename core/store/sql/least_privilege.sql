@@ -21,5 +21,7 @@ GRANT UPDATE (vibe_assistant_tokens_remaining, vibe_assistant_tokens_used, vibe_
 GRANT USAGE ON SCHEMA auth TO :"role";
 GRANT SELECT (id, email) ON auth.users TO :"role";
 
--- The bot's own tables live in a schema it owns (TOKENS_SCHEMA, default tokens_bot); it migrates them itself.
+-- The bot's own tables live in a schema it owns (TOKENS_SCHEMA, default tokens_bot); it migrates them itself:
+-- requests and their audit log, digests, alert state and fleet scans (alerts, fleet_scans). Owning them, it
+-- needs no grant on any of them, and no other role gets one. The tick's advisory locks need no grant either.
 CREATE SCHEMA IF NOT EXISTS tokens_bot AUTHORIZATION :"role";
