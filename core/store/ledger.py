@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import Connection, TextClause, text
 
 from core.domain.approvals import LedgerSnapshot
 from core.domain.models import BreakdownRow, Operation
 from core.store.columns import Columns
+from core.store.pipeline import Statement
 
 
 @lru_cache
@@ -54,15 +57,31 @@ def _operations_sql(cols: Columns) -> TextClause:
 
 def usage_breakdown(conn: Connection, cols: Columns, user_id: str) -> list[BreakdownRow]:
     """Usage by action type and model; grant and deduction rows appear too, as the guide's Step 2 shows them."""
-    rows = conn.execute(_breakdown_sql(cols), {"u": user_id}).mappings()
-    return [BreakdownRow.model_validate(dict(row)) for row in rows]
+    sql, params = breakdown_statement(cols, user_id)
+    return breakdown_of(conn.execute(sql, params).mappings())
 
 
 def recent_operations(
     conn: Connection, cols: Columns, user_id: str, *, offset: int, limit: int
 ) -> list[Operation]:
     """A slice of the newest operations, failures and their errors included; undated rows come last."""
-    rows = conn.execute(_operations_sql(cols), {"u": user_id, "limit": limit, "offset": offset}).mappings()
+    sql, params = operations_statement(cols, user_id, offset=offset, limit=limit)
+    return operations_of(conn.execute(sql, params).mappings())
+
+
+def breakdown_statement(cols: Columns, user_id: str) -> Statement:
+    return Statement(_breakdown_sql(cols), {"u": user_id})
+
+
+def breakdown_of(rows: Iterable[Mapping[Any, Any]]) -> list[BreakdownRow]:
+    return [BreakdownRow.model_validate(dict(row)) for row in rows]
+
+
+def operations_statement(cols: Columns, user_id: str, *, offset: int, limit: int) -> Statement:
+    return Statement(_operations_sql(cols), {"u": user_id, "limit": limit, "offset": offset})
+
+
+def operations_of(rows: Iterable[Mapping[Any, Any]]) -> list[Operation]:
     return [Operation.model_validate(dict(row)) for row in rows]
 
 

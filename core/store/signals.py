@@ -78,16 +78,14 @@ def prices_json(prices: dict[str, ModelPrice]) -> dict[str, dict[str, str]]:
 
 def read_ledger_signals(conn: Connection, cols: Columns, settings: Settings, user_id: str) -> dict[str, Any]:
     """The signals of `ledger_signals_sql` for one user."""
-    return dict(
-        conn.execute(
-            ledger_signals_sql(cols),
-            {
-                "u": user_id,
-                "prices": prices_json(settings.tokens_model_prices),
-                "window": settings.tokens_duplicate_window_seconds,
-                "tolerance": settings.tokens_cost_drift_tolerance,
-            },
-        )
-        .mappings()
-        .one()
-    )
+    return dict(conn.execute(ledger_signals_sql(cols), signals_params(settings, user_id)).mappings().one())
+
+
+def signals_params(settings: Settings, user_id: str) -> dict[str, Any]:
+    """What `ledger_signals_sql` is run with."""
+    return {
+        "u": user_id,
+        "prices": prices_json(settings.tokens_model_prices),
+        "window": settings.tokens_duplicate_window_seconds,
+        "tolerance": settings.tokens_cost_drift_tolerance,
+    }
