@@ -153,9 +153,15 @@ class RetryingRespond(Respond):
 
 
 def install(app: App, settings: Settings) -> None:
-    """Give every listener (and the error handler) the retrying `respond`."""
+    """Give every listener (and the error handler) the retrying `respond`, and the app's own client.
+
+    Bolt hands each request a fresh plain WebClient (so a listener may change its token); the bot
+    changes no token, and the app's client keeps its connections alive, so every request shares it.
+    """
+    shared = app.client
 
     def reliable_respond(context: BoltContext, next: Callable[[], BoltResponse]) -> BoltResponse:
+        context["client"] = shared
         if context.response_url:
             context["respond"] = RetryingRespond(response_url=context.response_url, settings=settings)
         return next()

@@ -81,8 +81,7 @@ def unit_of_work(
     Read-only use cases run REPEATABLE READ so every query of one reply sees the same snapshot; the
     driver opens them with a single `BEGIN ... READ ONLY`. The engine's statement timeout and the
     `local` settings hold for this transaction only (SET LOCAL semantics), so they also work through a
-    transaction pooler (Supabase's port 6543); they are set together, pipelined with the BEGIN: one
-    round trip.
+    transaction pooler (Supabase's port 6543); they are set together, in one round trip.
     """
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level=isolation, postgresql_readonly=read_only)
