@@ -49,10 +49,13 @@ class ConnectionPool:
     """Open connections by (scheme, host, port); a connection serves one request at a time."""
 
     def __init__(self) -> None:
+        self._forget()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        """A forked worker must not share its parent's sockets (or a lock held at the fork): it starts anew."""
         self._lock = threading.Lock()
         self._idle: dict[_Key, list[tuple[float, HTTPConnection]]] = {}
-        # A forked worker must not share its parent's sockets: it starts with none.
-        os.register_at_fork(after_in_child=self._idle.clear)
 
     def open(self, request: Request, timeout: float) -> Answer:
         """Send `request` and read its answer whole, as `urlopen` would, on a pooled connection.
