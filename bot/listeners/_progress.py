@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import Any
 
 from slack_bolt import Respond
 
@@ -17,6 +22,50 @@ log = logging.getLogger(__name__)
 # Slack users see nothing between their command and our reply; past this, say that work is under way.
 WORKING_NOTE_AFTER_SECONDS = 1.5
 WORKING_NOTE = message(":hourglass_flowing_sand: Working on it… this scan reads the whole ledger.")
+
+
+class _Deadlines:
+    """One thread per process waits for every reply's note deadline; a thread started per reply cost
+    about as much CPU as the check's own queries. A note that falls due runs in a thread of its own,
+    so a slow Slack delays no other note."""
+
+    def __init__(self) -> None:
+        self._forget()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        """A forked worker starts with no deadlines and no waiting thread (it has not inherited one)."""
+        self._ready = threading.Condition()
+        self._pending: list[list[Any]] = []
+        self._keys = itertools.count()
+        self._waiter: threading.Thread | None = None
+
+    def call_later(self, delay: float, action: Callable[[], None]) -> list[Any]:
+        entry = [time.monotonic() + delay, next(self._keys), action]
+        with self._ready:
+            heapq.heappush(self._pending, entry)
+            if self._waiter is None:
+                self._waiter = threading.Thread(target=self._wait, name="working-notes", daemon=True)
+                self._waiter.start()
+            elif self._pending[0] is entry:
+                self._ready.notify()
+        return entry
+
+    def cancel(self, entry: list[Any]) -> None:
+        """The entry stays queued until its time, then is dropped: cheaper than taking it out now."""
+        entry[2] = None
+
+    def _wait(self) -> None:
+        while True:
+            with self._ready:
+                while not self._pending or self._pending[0][0] > time.monotonic():
+                    self._ready.wait(self._pending[0][0] - time.monotonic() if self._pending else None)
+                action = heapq.heappop(self._pending)[2]
+            if action is not None:
+                threading.Thread(target=action, name="working-note", daemon=True).start()
+
+
+_NOTES = _Deadlines()
 
 
 def respond_in_time(
@@ -41,13 +90,11 @@ def respond_in_time(
                 respond(response_type="ephemeral", replace_original=in_place, **WORKING_NOTE.as_kwargs())
                 state["noted"] = True
 
-    timer = threading.Timer(after, note)
-    timer.daemon = True
-    timer.start()
+    pending = _NOTES.call_later(after, note)
     try:
         reply = compute()
     finally:
-        timer.cancel()
+        _NOTES.cancel(pending)
     if isinstance(reply, ActionReply):
         in_place, reply = in_place and reply.replace_original, reply.reply
     with lock:

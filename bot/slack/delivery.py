@@ -25,8 +25,9 @@ from slack_sdk.http_retry import (
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from slack_sdk.models.attachments import Attachment
 from slack_sdk.models.blocks import Block
-from slack_sdk.webhook import WebhookClient, WebhookResponse
+from slack_sdk.webhook import WebhookResponse
 
+from bot.slack.keepalive import KeepAliveWebClient, KeepAliveWebhookClient
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,13 @@ def retry_handlers(settings: Settings) -> list[RetryHandler]:
 
 
 def web_client(settings: Settings) -> WebClient:
-    """The app's Web API client: SLACK_API_URL, a timeout, and no retries of its own.
+    """The app's Web API client: SLACK_API_URL, a timeout, kept-alive connections, no retries of its own.
 
     Every retry is left to the caller (bot.slack.port), which alone knows whether a call is safe to
     repeat: a chat.postMessage whose connection dropped, or that was answered 500, may have been posted.
     The SDK's default would re-send after a dropped connection.
     """
-    return WebClient(
+    return KeepAliveWebClient(
         token=settings.slack_bot_token,
         base_url=settings.slack_api_url,
         timeout=settings.tokens_slack_timeout_seconds,
@@ -99,12 +100,12 @@ def web_client(settings: Settings) -> WebClient:
 
 
 class RetryingRespond(Respond):
-    """Bolt's `respond()`, posting through a WebhookClient with a timeout and bounded retries."""
+    """Bolt's `respond()`, posting over a kept-alive connection with a timeout and bounded retries."""
 
     def __init__(self, *, response_url: str | None, settings: Settings) -> None:
         super().__init__(response_url=response_url)
         self.client = (
-            WebhookClient(
+            KeepAliveWebhookClient(
                 url=response_url,
                 timeout=settings.tokens_slack_timeout_seconds,
                 retry_handlers=retry_handlers(settings),
@@ -152,9 +153,15 @@ class RetryingRespond(Respond):
 
 
 def install(app: App, settings: Settings) -> None:
-    """Give every listener (and the error handler) the retrying `respond`."""
+    """Give every listener (and the error handler) the retrying `respond`, and the app's own client.
+
+    Bolt hands each request a fresh plain WebClient (so a listener may change its token); the bot
+    changes no token, and the app's client keeps its connections alive, so every request shares it.
+    """
+    shared = app.client
 
     def reliable_respond(context: BoltContext, next: Callable[[], BoltResponse]) -> BoltResponse:
+        context["client"] = shared
         if context.response_url:
             context["respond"] = RetryingRespond(response_url=context.response_url, settings=settings)
         return next()

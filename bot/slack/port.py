@@ -11,13 +11,14 @@ from http.client import HTTPException
 from typing import Any, Protocol
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
-from urllib.request import Request, urlopen
+from urllib.request import Request
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web import SlackResponse
 
 from bot.render.common import Reply
+from bot.slack.keepalive import POOL
 from core.domain.approvals import Person
 from core.settings import Settings
 
@@ -185,8 +186,7 @@ class WebSlack:
                 url, data=content, method="POST", headers={"Content-Type": "application/octet-stream"}
             )
             try:
-                with urlopen(request, timeout=self.timeout) as response:
-                    response.read()
+                POOL.open(request, self.timeout)
                 return True
             except HTTPError as exc:
                 if not (exc.code == 429 or exc.code >= 500) or attempt >= self.retries:

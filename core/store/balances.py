@@ -4,7 +4,9 @@ one pass over the user's rows. Built once per product shape and configuration.""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection, RowMapping, TextClause, text
@@ -115,21 +117,29 @@ def read_balance(
 ) -> tuple[Balance, RowMapping]:
     """The user's Balance, and the row it came from (it also holds the data-quality counts)."""
     row = (
-        conn.execute(
-            balance_sql(cols),
-            {"u": user_id, "explicit": explicit_initial_grant, "tiers": json.dumps(tiers.amounts)},
-        )
+        conn.execute(balance_sql(cols), balance_params(tiers, user_id, explicit_initial_grant))
         .mappings()
         .one()
     )
-    balance = balance_from_sums(
+    return balance_of(cols, tiers, row, explicit_initial_grant), row
+
+
+def balance_params(tiers: Tiers, user_id: str, explicit_initial_grant: int | None) -> dict[str, Any]:
+    """What `balance_sql` is run with."""
+    return {"u": user_id, "explicit": explicit_initial_grant, "tiers": json.dumps(tiers.amounts)}
+
+
+def balance_of(
+    cols: Columns, tiers: Tiers, row: Mapping[Any, Any], explicit_initial_grant: int | None
+) -> Balance:
+    """The Balance of a `balance_sql` row."""
+    return balance_from_sums(
         dict(row),
         tiers,
         cost_unit=cols.cost_unit,
         gross_grants=int(row["admin_grants"]),
         explicit_initial_grant=explicit_initial_grant,
     )
-    return balance, row
 
 
 def compute_balance(

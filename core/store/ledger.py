@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import Connection, TextClause, text
 
 from core.domain.models import BreakdownRow, LedgerSnapshot, Operation
 from core.store.columns import Columns
+from core.store.pipeline import Statement
 
 
 @lru_cache
@@ -35,46 +38,83 @@ def _breakdown_sql(cols: Columns) -> TextClause:
 
 @lru_cache
 def _operations_sql(cols: Columns) -> TextClause:
+    """Newest first, undated rows last. Dated and undated rows are read apart, each in the order of the
+    index on (user_id, created_at DESC): a heavy user's page reads a page of index entries, not all rows."""
     t = "t"
     # A boolean success is shown as stored (NULL as unknown); any other type as the bot reads it.
     stored = cols.ledger.has("success") and cols.ledger.column("success").base == "boolean"
     success = "t.success" if stored else cols.success(t)
+    rows = f"""
+        SELECT t.created_at AS sort_at, t.id AS sort_id,
+               {cols.row_id(t)} AS id, {cols.shown_time(t)} AS created_at, t.action_type::text AS action_type,
+               {cols.text_of(t, "model_used")} AS model_used, {cols.tokens(t)} AS tokens_used,
+               {cols.cents(t)} AS cost_estimate, {success} AS success,
+               {cols.text_of(t, "error_message")} AS error_message
+        FROM token_usage t
+        WHERE t.user_id = {cols.user_param(cols.ledger)}"""
+    wanted = "LIMIT CAST(:limit AS bigint) + CAST(:offset AS bigint)"
     return text(f"""
-    SELECT {cols.row_id(t)} AS id, {cols.shown_time(t)} AS created_at, t.action_type::text AS action_type,
-           {cols.text_of(t, "model_used")} AS model_used, {cols.tokens(t)} AS tokens_used,
-           {cols.cents(t)} AS cost_estimate, {success} AS success,
-           {cols.text_of(t, "error_message")} AS error_message
-    FROM token_usage t
-    WHERE t.user_id = {cols.user_param(cols.ledger)}
-    ORDER BY t.created_at DESC NULLS LAST, t.id DESC
+    SELECT id, created_at, action_type, model_used, tokens_used, cost_estimate, success, error_message
+    FROM (
+        ({rows} AND t.created_at IS NOT NULL ORDER BY t.created_at DESC, t.id DESC {wanted})
+        UNION ALL
+        ({rows} AND t.created_at IS NULL ORDER BY t.id DESC {wanted})
+    ) page
+    ORDER BY sort_at DESC NULLS LAST, sort_id DESC
     LIMIT :limit OFFSET :offset
     """)
 
 
 def usage_breakdown(conn: Connection, cols: Columns, user_id: str) -> list[BreakdownRow]:
     """Usage by action type and model; grant and deduction rows appear too, as the guide's Step 2 shows them."""
-    rows = conn.execute(_breakdown_sql(cols), {"u": user_id}).mappings()
-    return [BreakdownRow.model_validate(dict(row)) for row in rows]
+    sql, params = breakdown_statement(cols, user_id)
+    return breakdown_of(conn.execute(sql, params).mappings())
 
 
 def recent_operations(
     conn: Connection, cols: Columns, user_id: str, *, offset: int, limit: int
 ) -> list[Operation]:
     """A slice of the newest operations, failures and their errors included; undated rows come last."""
-    rows = conn.execute(_operations_sql(cols), {"u": user_id, "limit": limit, "offset": offset}).mappings()
+    sql, params = operations_statement(cols, user_id, offset=offset, limit=limit)
+    return operations_of(conn.execute(sql, params).mappings())
+
+
+def breakdown_statement(cols: Columns, user_id: str) -> Statement:
+    return Statement(_breakdown_sql(cols), {"u": user_id})
+
+
+def breakdown_of(rows: Iterable[Mapping[Any, Any]]) -> list[BreakdownRow]:
+    return [BreakdownRow.model_validate(dict(row)) for row in rows]
+
+
+def operations_statement(cols: Columns, user_id: str, *, offset: int, limit: int) -> Statement:
+    return Statement(_operations_sql(cols), {"u": user_id, "limit": limit, "offset": offset})
+
+
+def operations_of(rows: Iterable[Mapping[Any, Any]]) -> list[Operation]:
     return [Operation.model_validate(dict(row)) for row in rows]
+
+
+@lru_cache
+def _snapshot_sql(cols: Columns) -> TextClause:
+    return text(
+        f"SELECT count(*) AS rows, max({cols.shown_time('t')}) AS last_at FROM token_usage t"
+        f" WHERE t.user_id = {cols.user_param(cols.ledger)}"
+    )
+
+
+def snapshot_statement(cols: Columns, user_id: str) -> Statement:
+    return Statement(_snapshot_sql(cols), {"u": user_id})
+
+
+def snapshot_of(rows: Iterable[Mapping[Any, Any]]) -> LedgerSnapshot:
+    [row] = rows
+    return LedgerSnapshot(rows=int(row["rows"]), last_at=row["last_at"])
 
 
 def ledger_snapshot(conn: Connection, cols: Columns, user_id: str) -> LedgerSnapshot:
     """How far a user's ledger has got: a correction proposed at one snapshot is stale at another."""
-    row = conn.execute(
-        text(
-            f"SELECT count(*) AS rows, max({cols.shown_time('t')}) AS last_at FROM token_usage t"
-            f" WHERE t.user_id = {cols.user_param(cols.ledger)}"
-        ),
-        {"u": user_id},
-    ).one()
-    return LedgerSnapshot(rows=int(row.rows), last_at=row.last_at)
+    return snapshot_of(conn.execute(_snapshot_sql(cols), {"u": user_id}).mappings())
 
 
 def ledger_snapshots(conn: Connection, cols: Columns, user_ids: list[str]) -> dict[str, LedgerSnapshot]:

@@ -127,9 +127,12 @@ def _signal_params(settings: Settings) -> dict[str, Any]:
 
 def read_ledger_signals(conn: Connection, cols: Columns, settings: Settings, user_id: str) -> dict[str, Any]:
     """The signals of `ledger_signals_sql` for one user."""
-    return dict(
-        conn.execute(ledger_signals_sql(cols), {"u": user_id, **_signal_params(settings)}).mappings().one()
-    )
+    return dict(conn.execute(ledger_signals_sql(cols), signals_params(settings, user_id)).mappings().one())
+
+
+def signals_params(settings: Settings, user_id: str) -> dict[str, Any]:
+    """What `ledger_signals_sql` is run with."""
+    return {"u": user_id, **_signal_params(settings)}
 
 
 def read_fleet_signals(
@@ -175,5 +178,5 @@ def read_duplicate_rows(
             cost=row.cost,
             grant=bool(row.grant_row),
         )
-        for row in conn.execute(duplicate_rows_sql(cols), {"u": user_id, **_signal_params(settings)})
+        for row in conn.execute(duplicate_rows_sql(cols), signals_params(settings, user_id))
     ]

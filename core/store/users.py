@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Row, TextClause, text
+from sqlalchemy import Connection, TextClause, text
 
 from core.domain.errors import AmbiguousUserError, EmailLookupUnavailableError, UserNotFoundError
 from core.domain.models import UserRef
@@ -19,15 +20,26 @@ _AMBIGUOUS_SHOWN = 10
 
 def find_user(conn: Connection, cols: Columns, user: UUID | str) -> UserRef:
     """Resolve a UUID or an email to a user with a profile, or say precisely why not."""
+    user_id = user_id_of(conn, cols, user)
+    found = conn.execute(profile_sql(cols), {"u": user_id}).mappings().first()
+    return user_ref(conn, cols, user_id, found)
+
+
+def user_id_of(conn: Connection, cols: Columns, user: UUID | str) -> str:
+    """The id a UUID or an email names, before its profile is read (`profile_sql`, then `user_ref`)."""
     named_by_email = isinstance(user, str) and "@" in user
     user_id = _id_for_email(conn, cols.shape, str(user)) if named_by_email else str(user)
     _require_comparable(cols, user_id)
-    found = conn.execute(_profile_sql(cols), {"u": user_id}).first()
+    return user_id
+
+
+def user_ref(conn: Connection, cols: Columns, user_id: str, found: Mapping[Any, Any] | None) -> UserRef:
+    """The user `profile_sql` found, or why there is none (which takes one more query, on this rare path)."""
     if found is None:
         raise _no_profile(conn, cols, user_id)
     return UserRef(
-        user_id=str(found.user_id),
-        email=None if found.email is None else str(found.email),
+        user_id=str(found["user_id"]),
+        email=None if found["email"] is None else str(found["email"]),
         profile=_describe_row(found),
     )
 
@@ -54,16 +66,16 @@ def _no_profile(conn: Connection, cols: Columns, user_id: str) -> UserNotFoundEr
     return UserNotFoundError(f"No user with id {user_id} was found in user_profiles.")
 
 
-def _describe_row(found: Row[Any]) -> str | None:
+def _describe_row(found: Mapping[Any, Any]) -> str | None:
     """Which profile row a reply is about, where the user has several (versions, drafts)."""
-    if found.profile_rows <= 1:
+    if found["profile_rows"] <= 1:
         return None
-    facts = [f"row {found.profile_key}"]
-    if found.profile_active is not None:
-        facts.append("active" if found.profile_active else "the latest updated, none active")
-    if found.profile_version is not None:
-        facts.append(f"version {found.profile_version}")
-    return f"{', '.join(facts)}; {found.profile_rows:,} profile rows in all"
+    facts = [f"row {found['profile_key']}"]
+    if found["profile_active"] is not None:
+        facts.append("active" if found["profile_active"] else "the latest updated, none active")
+    if found["profile_version"] is not None:
+        facts.append(f"version {found['profile_version']}")
+    return f"{', '.join(facts)}; {found['profile_rows']:,} profile rows in all"
 
 
 def _require_comparable(cols: Columns, user_id: str) -> None:
@@ -104,7 +116,7 @@ def _id_for_email(conn: Connection, shape: ProductShape, email: str) -> str:
 
 
 @lru_cache
-def _profile_sql(cols: Columns) -> TextClause:
+def profile_sql(cols: Columns) -> TextClause:
     """One statement per product shape, built once: its text is what psycopg prepares per connection."""
     shape = cols.shape
     email = "NULL::text"

@@ -7,6 +7,7 @@ after loading the data with `python -m tests.benchmarks.data --url ... --users 1
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -75,6 +76,33 @@ def summary(samples: list[float]) -> str:
     )
 
 
+def cpu_per_check(service: TokensService, user_id: str, repeat: int) -> tuple[float, float] | None:
+    """Milliseconds of CPU per check, (this process, the PostgreSQL backend serving it), from Linux /proc.
+
+    The checks run one after another, so the pool hands them all one connection; the backend's
+    `utime + stime` is readable when the server runs on this machine. CPU time is the figure a busy
+    machine disturbs least. None where /proc or the backend cannot be read.
+    """
+    with service.engine.connect() as conn:
+        pid = conn.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def backend() -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    started, backend_started = time.process_time(), backend()
+    for _ in range(repeat):
+        service.check("UBENCH", UUID(user_id))
+    return (
+        (time.process_time() - started) / repeat * 1000,
+        (backend() - backend_started) / repeat * 1000,
+    )
+
+
 def raw_check(conn: psycopg.Connection, user_id: str) -> None:
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -126,6 +154,12 @@ def main() -> None:
             print(f"  core  (TokensService.check)   {summary(core)}")
             print(f"  raw SQL (psycopg, same work)  {summary(raw)}")
             print(f"  core / raw (median)           {statistics.median(core) / statistics.median(raw):.2f}x")
+            cpu = cpu_per_check(service, user_id, args.repeat)
+            if cpu is not None:
+                print(
+                    f"  CPU per core check            this process {cpu[0]:.2f} ms + its PostgreSQL backend"
+                    f" {cpu[1]:.2f} ms = {sum(cpu):.2f} ms"
+                )
     print(f"\nend to end over signed HTTP, typical user, {args.repeat} requests")
     acks, replies = end_to_end(args.url, data.typical_user_email, args.repeat)
     print(f"  ack (HTTP 200)                {summary(acks)}")

@@ -11,8 +11,10 @@ signature: the bot refuses replays), and answers the bot's response_url posts it
 from the start of the burst, not from when each request left, so the client's own queueing cannot
 hide in them. Errors: a refused connection, a non-200 ack, a reply that never came within
 `--deadline` seconds, or one that is not a check report. On Linux it also reports where the CPU went:
-the bot's process tree, PostgreSQL's processes (all sessions: run nothing else against the server),
-and this client.
+the bot's process tree, the PostgreSQL backends connected to the benchmark's database (other
+databases' sessions on a shared server are left out; "whole machine" counts everything), and this
+client. The response URLs keep their connections alive, as Slack's do, and the script reports how
+many connections the replies came over.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from slack_sdk.signature import SignatureVerifier
 
 from tests.benchmarks.bench_check import percentile
@@ -63,6 +66,10 @@ class LoadClient:
         self.port = port
         self.bot_port = bot_port
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
+        # Connections the bot opened to the response URLs, and the posts it sent over them.
+        self.connections = 0
+        self.posts = 0
+        self._open: set[asyncio.StreamWriter] = set()
 
     def signed_request(self, user_id: str, name: str) -> bytes:
         """A complete HTTP request for `/tokens check <user_id>`, as Slack would send it."""
@@ -96,22 +103,40 @@ class LoadClient:
         return await asyncio.start_server(self._response_url, "127.0.0.1", self.port)
 
     async def _response_url(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Slack's side of a response_url post: read it whole, answer `{"ok": true}`, hand it over."""
+        """Slack's side of response_url posts: read each whole, answer `{"ok": true}`, hand it over.
+
+        The connection is kept alive, as Slack's is, for as long as the bot keeps it open."""
+        self.connections += 1
+        self._open.add(writer)
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            request_line, *headers = head.decode("latin-1").split("\r\n")
-            length = next(
-                (int(h.split(":", 1)[1]) for h in headers if h.lower().startswith("content-length:")), 0
-            )
-            body = await reader.readexactly(length)
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n"
-                b'Connection: close\r\n\r\n{"ok": true}'
-            )
-            await writer.drain()
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                request_line, *headers = head.decode("latin-1").split("\r\n")
+                length = next(
+                    (int(h.split(":", 1)[1]) for h in headers if h.lower().startswith("content-length:")), 0
+                )
+                body = await reader.readexactly(length)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n"
+                    b'\r\n{"ok": true}'
+                )
+                await writer.drain()
+                self.posts += 1
+                self._arrived(request_line.split()[1].removeprefix("/response/"), body)
         finally:
+            self._open.discard(writer)
             writer.close()
-        name = request_line.split()[1].removeprefix("/response/")
+
+    async def close_connections(self) -> None:
+        """Ends the kept-alive connections, so their handlers finish before the loop does."""
+        for writer in list(self._open):
+            writer.close()
+        await asyncio.sleep(0.1)
+
+    def _arrived(self, name: str, body: bytes) -> None:
         waiter = self._waiting.get(name)
         if waiter is None or waiter.done():
             return
@@ -151,10 +176,17 @@ class LoadClient:
 
 
 class CpuMeter:
-    """CPU seconds used by the bot's process tree, PostgreSQL's processes and this client (Linux /proc)."""
+    """CPU seconds used by the bot's process tree, PostgreSQL's processes and this client (Linux /proc).
+
+    PostgreSQL's share is that of the backends connected to the benchmark's database, so other work on
+    a shared server (other databases' sessions, and their ended ones) is not counted; a backend is
+    sampled while it lives (`watch`), so one that closes during the run still counts.
+    """
 
     def __init__(self, bot_pid: int, url: str) -> None:
         self.bot_pid = bot_pid
+        self.database = str(conninfo_to_dict(psql_url(url)).get("dbname", ""))
+        self._backends: dict[int, float] = {}
         try:
             with psycopg.connect(psql_url(url)) as conn:
                 data_dir = conn.execute("SHOW data_directory").fetchone()
@@ -191,11 +223,27 @@ class CpuMeter:
             self._times(c, reaped=True) for c in children.get(root, [])
         )
 
+    def watch(self) -> float:
+        """CPU seconds of the database's backends, each at the last time it was seen alive."""
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").split()
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            # A backend calls itself "postgres: [<cluster name>:] <role> <database> <client> <state>".
+            named = command[2:4] if command[1:2] and command[1].endswith(":") else command[2:3]
+            if ppid == self.postmaster and command[:1] == ["postgres:"] and self.database in named:
+                self._backends[int(entry.name)] = self._times(int(entry.name), reaped=False)
+        return sum(self._backends.values())
+
     def sample(self) -> dict[str, float]:
         assert self.postmaster is not None
         return {
             "bot (gunicorn)": self._tree(self.bot_pid),
-            "PostgreSQL": self._tree(self.postmaster),
+            "PostgreSQL": self.watch(),
             "load client + fake Slack": self._times(os.getpid(), reaped=False),
         }
 
@@ -212,7 +260,9 @@ async def run(args: argparse.Namespace, bot: BotProcess, client: LoadClient, use
         requests = {
             f"r{number}u{i}": client.signed_request(user, f"r{number}u{i}") for i, user in enumerate(batch)
         }
+        watching = asyncio.create_task(_watch(meter))
         outcome = await client.burst(requests, args.deadline)
+        watching.cancel()
         if number == 0:  # warm-up: pools connect, the product schema is inspected, statements prepared
             await asyncio.sleep(0.5)
             before = meter.sample() if meter.available else {}
@@ -221,8 +271,19 @@ async def run(args: argparse.Namespace, bot: BotProcess, client: LoadClient, use
         rounds.append(outcome)
     after = meter.sample() if meter.available else {}
     busy_after = _machine_busy()
+    await client.close_connections()
     server.close()
     report(args, rounds, before, after, busy_after - busy_before)
+    print(
+        f"  replies posted over {client.connections} connection(s) ({client.posts} posts, warm-up included)"
+    )
+
+
+async def _watch(meter: CpuMeter) -> None:
+    """Samples the database's backends during a burst, so none that ends meanwhile goes uncounted."""
+    while meter.available:
+        meter.watch()
+        await asyncio.sleep(0.25)
 
 
 def _machine_busy() -> float:
@@ -264,7 +325,9 @@ def report(
                 f"   p99 {percentile(samples, 99):7.1f} ms   max {max(samples):7.1f} ms"
             )
     if after:
-        print(f"  CPU per request (all {os.cpu_count()} cores, measured rounds):")
+        print(
+            f"  CPU per request (all {os.cpu_count()} cores, measured rounds; PostgreSQL: this database's backends):"
+        )
         for name in after:
             print(f"    {name:<26} {(after[name] - before[name]) / total * 1000:6.2f} ms")
         print(f"    {'whole machine':<26} {busy / total * 1000:6.2f} ms")

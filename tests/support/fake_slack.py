@@ -48,6 +48,8 @@ class FakeSlack:
 
     def __init__(self) -> None:
         self.calls: list[Recorded] = []
+        # TCP connections the bot opened to this server, to tell reused connections from new ones.
+        self.connections = 0
         # users.info answers: Slack ID -> {"name": ..., "email": ...}; unknown IDs get a made-up staff email.
         self.users: dict[str, dict[str, str]] = {}
         self._failures: dict[str, list[tuple[int, str | None]]] = {}
@@ -58,6 +60,14 @@ class FakeSlack:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as Slack's servers: the bot's clients reuse a connection for many calls.
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with fake._changed:
+                    fake.connections += 1
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 data_in = self.rfile.read(length)

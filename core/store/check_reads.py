@@ -1,0 +1,84 @@
+"""Everything `/tokens check` shows of one user, read in one round trip.
+
+The profile, the balance pass, the finding signals, the breakdown and a page of operations are the
+same statements the other use cases run (each built once per product shape, so psycopg prepares it),
+pipelined on the use case's connection: one snapshot, one round trip, the exact values of each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection
+
+from core.domain.models import Balance, BreakdownRow, LedgerSnapshot, Operation, UserRef
+from core.domain.tiers import Tiers
+from core.settings import Settings
+from core.store.balances import balance_of, balance_params, balance_sql
+from core.store.columns import Columns
+from core.store.ledger import (
+    breakdown_of,
+    breakdown_statement,
+    operations_of,
+    operations_statement,
+    snapshot_of,
+    snapshot_statement,
+)
+from core.store.pipeline import Statement, fetch_all
+from core.store.signals import ledger_signals_sql, signals_params
+from core.store.users import profile_sql, user_ref
+
+
+class CheckRows(NamedTuple):
+    """What the check reads; `sums` is the balance pass's row, data-quality counts included."""
+
+    user: UserRef
+    balance: Balance
+    sums: Mapping[Any, Any]
+    signals: dict[str, Any]
+    breakdown: list[BreakdownRow]
+    operations: list[Operation]
+    snapshot: LedgerSnapshot
+
+
+def read_check(
+    conn: Connection,
+    cols: Columns,
+    settings: Settings,
+    tiers: Tiers,
+    user_id: str,
+    *,
+    initial_grant: int | None,
+    offset: int,
+    limit: int,
+) -> CheckRows:
+    """The user's profile, balance, signals, breakdown, the operations at `offset` and the ledger position a
+    fix proposed from the check must still match, in one round trip.
+
+    A user without a current profile is told apart as `find_user` does (the other statements then found
+    nothing either).
+    """
+    profile, sums, signals, breakdown, operations, snapshot = fetch_all(
+        conn,
+        [
+            Statement(profile_sql(cols), {"u": user_id}),
+            Statement(balance_sql(cols), balance_params(tiers, user_id, initial_grant)),
+            Statement(ledger_signals_sql(cols), signals_params(settings, user_id)),
+            breakdown_statement(cols, user_id),
+            operations_statement(cols, user_id, offset=offset, limit=limit),
+            snapshot_statement(cols, user_id),
+        ],
+    )
+    ref = user_ref(conn, cols, user_id, profile[0] if profile else None)
+    [row] = sums
+    [signal_row] = signals
+    return CheckRows(
+        user=ref,
+        balance=balance_of(cols, tiers, row, initial_grant),
+        sums=row,
+        signals=signal_row,
+        breakdown=breakdown_of(breakdown),
+        operations=operations_of(operations),
+        snapshot=snapshot_of(snapshot),
+    )

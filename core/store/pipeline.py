@@ -1,0 +1,74 @@
+"""Several statements in one round trip: psycopg's pipeline mode inside the use case's own transaction.
+
+A check reads five things about one user; sent one by one they cost five round trips and five passes
+through SQLAlchemy's result machinery. Pipelined on the same connection, in the same transaction and
+snapshot, they cost one round trip, and the rows come back as the driver decoded them (numeric as
+Decimal, exactly as through SQLAlchemy: a text() statement has no result types to apply).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any, NamedTuple, cast
+
+import psycopg
+from psycopg.rows import dict_row
+from sqlalchemy import Connection, TextClause
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+
+
+class Statement(NamedTuple):
+    """A statement and its parameters, by the names its text uses (`:u`)."""
+
+    sql: TextClause
+    params: Mapping[str, Any]
+
+
+class _Compiled(NamedTuple):
+    sql: str
+    processors: dict[str, Any]
+
+
+@lru_cache
+def _compiled(sql: TextClause, dialect: Dialect) -> _Compiled:
+    """The driver's text of a statement and its typed parameters' converters (a JSONB one, say), once each."""
+    compiled = sql.compile(dialect=dialect)
+    processors: dict[str, Any] = {}
+    for name, bind in compiled.binds.items():
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:
+            processors[name] = processor
+    return _Compiled(compiled.string, processors)
+
+
+def fetch_all(conn: Connection, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
+    """Every statement's rows, as dicts, sent and answered in one round trip.
+
+    A driver error is raised as SQLAlchemy's, as `conn.execute` would raise it, so the services turn a
+    timeout or an unreachable database into the same friendly reply; a broken connection is invalidated
+    so the pool never hands it out again.
+    """
+    driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+    compiled = [_compiled(statement.sql, conn.dialect) for statement in statements]
+    params = [
+        {
+            name: c.processors[name](value) if name in c.processors else value
+            for name, value in s.params.items()
+        }
+        for c, s in zip(compiled, statements, strict=True)
+    ]
+    try:
+        with driver.pipeline():
+            cursors = [driver.cursor(row_factory=dict_row) for _ in compiled]
+            for cursor, c, values in zip(cursors, compiled, params, strict=True):
+                cursor.execute(c.sql, values)
+        return [cursor.fetchall() for cursor in cursors]
+    except psycopg.Error as error:
+        invalidated = conn.dialect.is_disconnect(cast(Any, error), cast(Any, driver), None)
+        if invalidated:
+            conn.invalidate(error)
+        raise DBAPIError.instance(
+            None, None, error, psycopg.Error, connection_invalidated=invalidated, dialect=conn.dialect
+        ) from error

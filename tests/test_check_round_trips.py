@@ -1,0 +1,104 @@
+"""What a check asks of PostgreSQL: every read it shows in one round trip, on statements prepared once."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from psycopg.pq import Trace
+from sqlalchemy import Engine
+
+from core.services.check import judge_user
+from core.services.service import TokensService
+from core.settings import Settings
+from core.store.columns import Columns
+from core.store.db import make_engine, unit_of_work
+from core.store.ledger import recent_operations, usage_breakdown
+from core.store.tiers import load_tiers
+from tests.support.ledger import add_usage, add_user
+
+
+def protocol(engine: Engine, run: Callable[[], object]) -> list[tuple[str, str]]:
+    """The protocol messages (direction, type) `run` exchanged over the engine's single connection."""
+    with engine.connect() as conn:
+        pgconn = conn.connection.driver_connection.pgconn  # type: ignore[union-attr]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "trace"
+        with path.open("w") as sink:
+            pgconn.trace(sink.fileno())
+            pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS)
+            try:
+                run()
+            finally:
+                pgconn.untrace()
+        lines = path.read_text().splitlines()
+    return [(fields[0], fields[2]) for fields in (line.split("\t") for line in lines) if len(fields) > 2]
+
+
+def round_trips(messages: list[tuple[str, str]]) -> int:
+    """Each time the client waited for the server: the server's ReadyForQuery ends every wait."""
+    return sum(1 for direction, kind in messages if (direction, kind) == ("B", "ReadyForQuery"))
+
+
+def test_a_check_reads_all_it_shows_in_one_round_trip_on_prepared_statements(
+    settings: Settings, database_url: str
+) -> None:
+    """Pool ping, BEGIN, settings, the reads, COMMIT: five round trips, the five reads pipelined in one,
+    on statements psycopg prepared once (a read-only use case commits: a rollback would deallocate them);
+    the report equals the one the statements give run one by one."""
+    engine = make_engine(database_url, pool_size=1)
+    service = TokensService(settings, engine)
+    with engine.begin() as conn:
+        user = add_user(conn, remaining=590_000, used=10_400)
+        add_usage(conn, user, tokens=600_000, action="admin_grant", model=None, seconds=0)
+        for i in range(14):
+            add_usage(conn, user, tokens=700 + i, cost_cents="1.5", seconds=10 * (i + 1))
+        add_usage(conn, user, tokens=300, success=False, error="timeout", seconds=200)
+        add_usage(conn, user, tokens=700, seconds=10, metadata={"request_id": "twice"})
+        add_usage(conn, user, tokens=700, seconds=11, metadata={"request_id": "twice"})
+    try:
+        for _ in range(6):  # psycopg prepares a statement on its fifth run on a connection
+            service.check("UADMIN1", user)
+        reports = []
+        messages = protocol(engine, lambda: reports.append(service.check("UADMIN1", user, page=2)))
+        assert round_trips(messages) == 5
+        sent = [kind for direction, kind in messages if direction == "F"]
+        assert "Parse" not in sent[sent.index("Flush") :]
+        reads = sent[sent.index("Flush") + 1 : len(sent) - sent[::-1].index("Sync") - 1]
+        assert reads.count("Execute") == 5
+
+        [report] = reports
+        with unit_of_work(engine, read_only=True, isolation="REPEATABLE READ") as conn:
+            shape = service.shape(conn)
+            cols = Columns.of(shape, settings)
+            judged = judge_user(conn, cols, settings, load_tiers(conn, shape, settings), user)
+            breakdown = usage_breakdown(conn, cols, user)
+            page_two = recent_operations(conn, cols, user, offset=10, limit=8)
+        assert (report.balance, report.findings, report.verdict) == judged[:1] + judged[2:]
+        assert report.breakdown == breakdown and report.operations == page_two
+        assert (report.page.number, report.page.count, report.operations_total) == (2, 2, 18)
+    finally:
+        engine.dispose()
+
+
+def test_a_page_past_the_end_costs_one_more_round_trip_for_the_last_page(
+    settings: Settings, database_url: str
+) -> None:
+    """A stale Next button (the ledger has fewer pages now) shows the last page, read in a sixth round trip."""
+    engine = make_engine(database_url, pool_size=1)
+    service = TokensService(settings, engine)
+    with engine.begin() as conn:
+        user = add_user(conn)
+        for i in range(12):
+            add_usage(conn, user, tokens=100 + i, seconds=i)
+    try:
+        service.check("UADMIN1", user)
+        reports = []
+        messages = protocol(engine, lambda: reports.append(service.check("UADMIN1", user, page=7)))
+        assert round_trips(messages) == 6
+        [report] = reports
+        assert report.page.number == report.page.count == 2
+        assert [op.tokens_used for op in report.operations] == [101, 100]
+    finally:
+        engine.dispose()
