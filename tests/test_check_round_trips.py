@@ -14,7 +14,7 @@ from core.services.service import TokensService
 from core.settings import Settings
 from core.store.columns import Columns
 from core.store.db import make_engine, unit_of_work
-from core.store.ledger import recent_operations, usage_breakdown
+from core.store.ledger import ledger_snapshot, recent_operations, usage_breakdown
 from core.store.tiers import load_tiers
 from tests.support.ledger import add_usage, add_user
 
@@ -44,7 +44,8 @@ def round_trips(messages: list[tuple[str, str]]) -> int:
 def test_a_check_reads_all_it_shows_in_one_round_trip_on_prepared_statements(
     settings: Settings, database_url: str
 ) -> None:
-    """Pool ping, BEGIN, settings, the reads, COMMIT: five round trips, the five reads pipelined in one,
+    """Pool ping, BEGIN, settings, the reads, COMMIT: five round trips, the six reads (the ledger position a
+    fix proposed from the check must match among them) pipelined in one,
     on statements psycopg prepared once (a read-only use case commits: a rollback would deallocate them);
     the report equals the one the statements give run one by one."""
     engine = make_engine(database_url, pool_size=1)
@@ -64,9 +65,10 @@ def test_a_check_reads_all_it_shows_in_one_round_trip_on_prepared_statements(
         messages = protocol(engine, lambda: reports.append(service.check("UADMIN1", user, page=2)))
         assert round_trips(messages) == 5
         sent = [kind for direction, kind in messages if direction == "F"]
-        assert "Parse" not in sent[sent.index("Flush") :]
-        reads = sent[sent.index("Flush") + 1 : len(sent) - sent[::-1].index("Sync") - 1]
-        assert reads.count("Execute") == 5
+        # The reads are the pipeline's last batch: what was sent between the last two Syncs.
+        syncs = [i for i, kind in enumerate(sent) if kind == "Sync"]
+        reads = sent[syncs[-2] + 1 : syncs[-1]]
+        assert "Parse" not in reads and reads.count("Execute") == 6
 
         [report] = reports
         with unit_of_work(engine, read_only=True, isolation="REPEATABLE READ") as conn:
@@ -75,8 +77,10 @@ def test_a_check_reads_all_it_shows_in_one_round_trip_on_prepared_statements(
             judged = judge_user(conn, cols, settings, load_tiers(conn, shape, settings), user)
             breakdown = usage_breakdown(conn, cols, user)
             page_two = recent_operations(conn, cols, user, offset=10, limit=8)
+            snapshot = ledger_snapshot(conn, cols, user)
         assert (report.balance, report.findings, report.verdict) == judged[:1] + judged[2:]
         assert report.breakdown == breakdown and report.operations == page_two
+        assert report.snapshot == snapshot
         assert (report.page.number, report.page.count, report.operations_total) == (2, 2, 18)
     finally:
         engine.dispose()
