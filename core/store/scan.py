@@ -9,76 +9,53 @@ DISTINCT ON over the reset rows) and joined in, so each user's sums start after 
 from __future__ import annotations
 
 from core.domain.tiers import Tiers
-from core.store.balances import RESET_ORDER, reset_columns
 from core.store.columns import Columns
+from core.store.ledger_sums import after_watermark, combined, scan_columns, slice_sums, tier_amounts
 
 
-def discrepancy_cte(cols: Columns, tiers: Tiers, *, chosen_users: bool = False) -> str:
+def discrepancy_cte(
+    cols: Columns, tiers: Tiers, *, chosen_users: bool = False, rollups: str | None = None
+) -> str:
     """CTEs ending in `judged` (every user's balance) and `flagged` (those over `:minimum`).
 
     `chosen_users` narrows both tables to `:ids`, for re-reading a few users the digest picked.
+    `rollups` names the bot's folded totals (core.store.rollups): the ledger is then read only after
+    `:watermark`, and added to them; the sums are the full scan's at this snapshot.
     """
-    t, p = "t", "p"
-    ok, tokens = cols.success(t), cols.tokens(t)
-    grant, after = f"{ok} AND {cols.is_grant(t)}", cols.after_reset(t, "r")
+    p = "p"
     ledger_ids, profile_ids = (
         f"CAST(:ids AS {table.column('user_id').type}[])" for table in (cols.ledger, cols.profiles)
     )
-    only_ledger = f"t.user_id = ANY({ledger_ids})" if chosen_users else "true"
     only_profiles = f"AND p.user_id = ANY({profile_ids})" if chosen_users else ""
-    # Whether each tier amount was logged as a grant by the product (tokens-bot's own grants are approved
-    # extras, as in the check): one boolean per amount keeps the aggregation parallel (PostgreSQL 15
-    # cannot combine partial array_agg results).
-    amounts = sorted(set(tiers.amounts.values()))
-    logged = "".join(
-        f",\n               bool_or({grant} AND {tokens} = {int(a)} AND NOT {cols.written_by_bot(t)}) AS logged_{i}"
-        for i, a in enumerate(amounts)
-    )
+    if rollups is None:
+        where = f"t.user_id = ANY({ledger_ids})" if chosen_users else "true"
+        sums = f"{slice_sums(cols, tiers, where, recent=True)} s"
+    else:
+        tail = slice_sums(cols, tiers, after_watermark(cols, "t"), recent=True)
+        sums = f"""(SELECT {combined("o", "n")}, coalesce(n.recent_tokens, 0) AS recent_tokens
+                 FROM {rollups} o FULL JOIN {tail} n ON n.user_id = o.user_id) s"""
+    # Whether the tier amount was logged as a grant by the product (tokens-bot's own grants are approved
+    # extras, as in the check).
+    amounts = tier_amounts(tiers)
     tier_logged = (
-        "CASE tg.amount "
-        + " ".join(f"WHEN {int(a)} THEN l.logged_{i}" for i, a in enumerate(amounts))
-        + " END"
+        "CASE tg.amount " + " ".join(f"WHEN {a} THEN l.logged_{i}" for i, a in enumerate(amounts)) + " END"
         if amounts
         else "NULL::boolean"
     )
-    resets, join_resets = "", ""
-    if cols.reset_actions:
-        resets = f"""
-    resets AS (
-        SELECT DISTINCT ON (t.user_id) t.user_id, {reset_columns(cols)}
-        FROM token_usage t
-        WHERE {only_ledger} AND {ok} AND {cols.is_reset(t)}
-        ORDER BY t.user_id, {RESET_ORDER}
-    ),"""
-        join_resets = "LEFT JOIN resets r ON r.user_id = t.user_id"
     return f"""
     tiers AS (
         SELECT key AS tier, value::numeric AS amount FROM jsonb_each_text(:tier_grants)
-    ),{resets}
+    ),
     ledger AS (
-        SELECT t.user_id,
-               {"min(r.reset_tokens) AS reset_tokens, min(r.reset_at) AS reset_at, min(r.reset_action) AS reset_action," if cols.reset_actions else ""}
-               coalesce(sum({tokens}) FILTER (WHERE {cols.is_recent(t, "make_interval(secs => :grace)")}), 0)
-                   AS recent_tokens,
-               count(*) AS ledger_rows,
-               count(*) FILTER (WHERE NOT {ok}) AS failed_rows,
-               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {cols.is_usage(t)}), 0) AS calculated_used,
-               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {cols.is_usage(t)} AND {after}), 0) AS counted_used,
-               coalesce(sum({cols.cents(t)}) FILTER (WHERE {ok} AND {cols.is_usage(t)}), 0) AS calculated_cents,
-               coalesce(sum({tokens}) FILTER (WHERE {grant} AND {after}), 0) AS all_grants,
-               coalesce(sum({tokens}) FILTER (WHERE {ok} AND {cols.is_deduct(t)} AND {after}), 0)
-                   AS admin_deductions,
-               {cols.tokens_of_key(f"min({cols.history_key(t)}) FILTER (WHERE {grant})")} AS first_grant{logged}
-        FROM token_usage t {join_resets}
-        WHERE {only_ledger}
-        GROUP BY t.user_id
+        SELECT {scan_columns(cols, tiers, "s")}, s.recent_tokens FROM {sums}
     ),
     balances AS (
         SELECT p.user_id::text AS user_id,
                {cols.profile_balances(p)},
-               {"l.reset_tokens, l.reset_at, l.reset_action," if cols.reset_actions else "NULL::numeric AS reset_tokens, NULL::timestamptz AS reset_at, NULL::text AS reset_action,"}
+               l.reset_tokens, l.reset_at, l.reset_action,
                coalesce(l.ledger_rows, 0) AS ledger_rows,
                coalesce(l.failed_rows, 0) AS failed_rows,
+               coalesce(l.failed_tokens, 0) AS failed_tokens,
                coalesce(l.calculated_used, 0) AS calculated_used,
                coalesce(l.counted_used, 0) AS counted_used,
                round(coalesce(l.calculated_cents, 0) / {cols.cost_divisor}, {cols.shape.cost_scale}) AS calculated_cost,
@@ -93,7 +70,7 @@ def discrepancy_cte(cols: Columns, tiers: Tiers, *, chosen_users: bool = False) 
                     ELSE l.first_grant IS NOT NULL END AS assumed_grant_logged,
                coalesce(l.recent_tokens, 0) AS recent_tokens
         FROM {cols.current_profiles("p")}
-        LEFT JOIN ledger l ON {cols.same_user("l.user_id", cols.ledger, "p.user_id", cols.profiles)}
+        LEFT JOIN ledger l ON l.user_id = p.user_id::text
         LEFT JOIN tiers tg ON tg.tier = {cols.tier(p)}
         WHERE true {only_profiles}
     ),
