@@ -40,6 +40,7 @@ from core.domain.reports import (
     LowBalanceRow,
     TopReport,
 )
+from core.domain.rollups import LedgerRead
 
 __all__ = ["DISCREPANCIES_PAGE_ACTION", "LOWBALANCE_PAGE_ACTION", "OPEN_CHECK_ACTION", "TOP_PAGE_ACTION"]
 
@@ -101,6 +102,11 @@ def render_lowbalance(report: LowBalanceReport) -> Reply:
     )
 
 
+def _full_ledger(ledger: LedgerRead) -> str:
+    """Said where the scan could not use the folded totals, which is why it was slow."""
+    return f" · read the full ledger: {ledger.full_reason}" if ledger.full_reason else ""
+
+
 def _causes(row: DiscrepancyRow) -> str:
     if not row.findings:
         return "no likely cause found in the ledger; open the check"
@@ -127,6 +133,7 @@ def render_discrepancies(report: DiscrepancyReport) -> Reply:
             f" · {_matched(report.deferred)} left out: active in the last {report.grace_seconds} s,"
             " their balance may still be being written"
         )
+    summary += _full_ledger(report.ledger)
     blocks: list[Block] = [
         HeaderBlock(text=f"Discrepancies over {tokens(report.minimum)} tokens"),
         context(summary),
@@ -206,7 +213,7 @@ def render_digest(report: DigestReport) -> Reply:
         section(
             f"*Discrepancies over {tokens(report.minimum)} tokens*: {_matched(report.discrepant)} —"
             f" *{tokens(report.new)} new*, {tokens(report.unresolved)} still unresolved,"
-            f" {tokens(report.resolved)} resolved since last time{deferred}."
+            f" {tokens(report.resolved)} resolved since last time{deferred}.{_full_ledger(report.ledger)}"
         ),
     ]
     for title, rows in (("New", report.new_rows), ("Still unresolved", report.unresolved_rows)):

@@ -8,6 +8,7 @@ from decimal import Decimal
 from pydantic import Field
 
 from core.domain.models import Balance, CostUnit, Finding, Frozen, Page, UserRef
+from core.domain.rollups import LedgerRead
 
 
 class LowBalanceRow(Frozen):
@@ -66,6 +67,7 @@ class DiscrepancyReport(Frozen):
     rows: list[DiscrepancyRow]
     offset: int
     page: Page
+    ledger: LedgerRead = LedgerRead()
 
 
 class TopRow(Frozen):
@@ -112,6 +114,7 @@ class DigestReport(Frozen):
     resolved: int
     new_rows: list[DiscrepancyRow]
     unresolved_rows: list[DiscrepancyRow]
+    ledger: LedgerRead = LedgerRead()
 
 
 class IndexCheck(Frozen):

@@ -1,4 +1,5 @@
-"""Fleet scans in SQL: low balances, the discrepancy scan over the whole ledger, and top usage.
+"""Fleet scans in SQL: low balances, the discrepancy scan (folded totals plus the ledger's rows since, or the
+whole ledger), and top usage.
 
 Every list is counted and paged by the database, so the bot only ever holds one page of rows whatever
 the size of the ledger; the digest, which needs every discrepant user, streams them.
@@ -27,10 +28,12 @@ from core.domain.reports import (
     TopReport,
     TopRow,
 )
+from core.domain.rollups import LedgerRead
 from core.domain.tiers import Tiers, known_amounts
 from core.settings import Settings
 from core.store.columns import COST, REMAINING, USED, Columns
 from core.store.product import ProductShape
+from core.store.rollups import ledger_read, rollups_table
 from core.store.scan import discrepancy_cte
 from core.store.signals import read_ledger_signals
 from core.store.tiers import load_tiers
@@ -69,12 +72,20 @@ def _page_at(offset: int, total: int, size: int) -> Page:
     return Page(number=offset // size + 1, count=max(1, math.ceil(total / size)))
 
 
-def _scan_params(settings: Settings, tiers: Tiers, minimum: int) -> dict[str, Any]:
+def _scan_params(
+    settings: Settings, tiers: Tiers, minimum: int, ledger: LedgerRead | None = None
+) -> dict[str, Any]:
     return {
         "tier_grants": {tier: str(amount) for tier, amount in tiers.amounts.items()},
         "grace": settings.tokens_scan_grace_seconds,
         "minimum": minimum,
+        "watermark": ledger.folded_to if ledger else None,
     }
+
+
+def _rollups(settings: Settings, ledger: LedgerRead) -> str | None:
+    """The folded totals a scan adds the rows after the watermark to, where they can be used."""
+    return rollups_table(settings) if ledger.folded_to is not None else None
 
 
 def _statement(sql: str) -> Any:
@@ -90,11 +101,12 @@ def scan_discrepancies(
     """
     cols = Columns.of(shape, settings)
     tiers = load_tiers(conn, shape, settings)
+    ledger = ledger_read(conn, cols, tiers, settings)
     size = settings.tokens_page_size
     email, email_join = _email_join(cols, "pg")
     # The page's offset is clamped in SQL against the count, so one statement answers any page.
     sql = f"""
-    WITH {discrepancy_cte(cols, tiers)}
+    WITH {discrepancy_cte(cols, tiers, rollups=_rollups(settings, ledger))}
     SELECT c.matched_total, c.deferred_total, c.page_offset, pg.*, {email}
     FROM (
         SELECT count(*) FILTER (WHERE NOT deferred) AS matched_total,
@@ -111,7 +123,11 @@ def scan_discrepancies(
     {email_join}
     ORDER BY pg.worst DESC, pg.user_id
     """
-    params = {**_scan_params(settings, tiers, minimum), "size": size, "offset": _requested_offset(page, size)}
+    params = {
+        **_scan_params(settings, tiers, minimum, ledger),
+        "size": size,
+        "offset": _requested_offset(page, size),
+    }
     rows = conn.execute(_statement(sql), params).mappings().all()
     first = rows[0]
     total = int(first["matched_total"])
@@ -125,22 +141,35 @@ def scan_discrepancies(
         ],
         offset=int(first["page_offset"]),
         page=_page_at(int(first["page_offset"]), total, size),
+        ledger=ledger,
     )
 
 
+def scan_ledger(conn: Connection, shape: ProductShape, settings: Settings) -> LedgerRead:
+    """How a scan on `conn` reads the ledger now: folded totals plus the rows since, or every row."""
+    cols = Columns.of(shape, settings)
+    return ledger_read(conn, cols, load_tiers(conn, shape, settings), settings)
+
+
 def stream_discrepancies(
-    conn: Connection, shape: ProductShape, settings: Settings, *, minimum: int, batch: int = 1_000
+    conn: Connection,
+    shape: ProductShape,
+    settings: Settings,
+    *,
+    minimum: int,
+    ledger: LedgerRead,
+    batch: int = 1_000,
 ) -> Iterator[dict[str, Any]]:
     """Every discrepant user, largest first, through a server-side cursor: memory stays one batch."""
     tiers = load_tiers(conn, shape, settings)
     sql = f"""
-    WITH {discrepancy_cte(Columns.of(shape, settings), tiers)}
+    WITH {discrepancy_cte(Columns.of(shape, settings), tiers, rollups=_rollups(settings, ledger))}
     SELECT user_id, worst, current_used - calculated_used AS used_discrepancy,
            current_remaining - expected_remaining AS remaining_discrepancy, deferred
     FROM flagged ORDER BY worst DESC, user_id
     """
     statement = _statement(sql).execution_options(stream_results=True, yield_per=batch)
-    result = conn.execute(statement, _scan_params(settings, tiers, minimum))
+    result = conn.execute(statement, _scan_params(settings, tiers, minimum, ledger))
     for row in result.mappings():
         yield dict(row)
 

@@ -46,9 +46,13 @@ def slice_sums(cols: Columns, tiers: Tiers, where: str, *, recent: bool = False)
         f"CASE WHEN bool_or({grant} AND {tokens} = {a} AND NOT {cols.written_by_bot(t)}) THEN {a} END"
         for a in tier_amounts(tiers)
     )
-    resets, join_resets, reset = "", "", (
-        "false AS has_reset, NULL::numeric AS reset_tokens, NULL::timestamptz AS reset_at,"
-        " NULL::text AS reset_action,"
+    resets, join_resets, reset = (
+        "",
+        "",
+        (
+            "false AS has_reset, NULL::numeric AS reset_tokens, NULL::timestamptz AS reset_at,"
+            " NULL::text AS reset_action,"
+        ),
     )
     if cols.reset_actions:
         resets = f"""WITH resets AS (
@@ -148,3 +152,13 @@ def up_to(cols: Columns, a: str, param: str) -> str:
 def between(cols: Columns, a: str, low: str, high: str) -> str:
     """Rows later than `low` and at or before `high`."""
     return f"({a}.created_at > {_bound(cols, low)} AND {a}.created_at <= {_bound(cols, high)})"
+
+
+def from_hour(cols: Columns, a: str, param: str) -> str:
+    """Rows at or after `param` (an hour's start)."""
+    return f"{a}.created_at >= {_bound(cols, param)}"
+
+
+def no_time(a: str) -> str:
+    """Rows without a usable time: they sort before every other row, so every fold holds them."""
+    return f"({a}.created_at IS NULL OR {a}.created_at = '-infinity')"
