@@ -24,7 +24,7 @@ from core.store.catalog import inspect_product
 from core.store.columns import Columns
 from core.store.db import make_engine
 from core.store.doctor import diagnose_database
-from core.store.rollups import ledger_read, rollups_table
+from core.store.rollup_state import ledger_read, rollups_table
 from core.store.scan import discrepancy_cte
 from core.store.tiers import load_tiers
 from tests.support.databases import scratch_database

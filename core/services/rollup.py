@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine
 from core.domain.errors import ProductDataError, ReplicaBehindError
 from core.domain.rollups import FoldResult, VerifyResult
 from core.settings import Settings
-from core.store import rollups
+from core.store import rollup_state, rollups
 from core.store.catalog import inspect_product
 from core.store.columns import Columns
 from core.store.db import unit_of_work
@@ -30,9 +30,9 @@ REPLAY_WAIT_SECONDS = 60.0
 def fold_ledger(engine: Engine, scan_engine: Engine, settings: Settings, *, full: bool = False) -> FoldResult:
     """One fold, committed on the primary; a fold that finds another one running skips."""
     with unit_of_work(engine) as primary:
-        if not rollups.try_lock(primary, settings):
+        if not rollup_state.try_lock(primary, settings):
             return FoldResult(ran=False)
-        current, watermark, lsn = rollups.fold_bound(primary, settings)
+        current, watermark, lsn = rollup_state.fold_bound(primary, settings)
         with _ledger(engine, scan_engine, settings, lsn) as reader:
             shape = inspect_product(reader, settings)
             cols = Columns.of(shape, settings)
@@ -50,7 +50,7 @@ def fold_ledger(engine: Engine, scan_engine: Engine, settings: Settings, *, full
 def verify_ledger(engine: Engine, scan_engine: Engine, settings: Settings) -> VerifyResult:
     """The totals against a full scan, both read in one snapshot where the scans read the ledger."""
     with unit_of_work(engine, read_only=True) as primary:
-        lsn = rollups.wal_position(primary)
+        lsn = rollup_state.wal_position(primary)
     with _ledger(engine, scan_engine, settings, lsn) as reader:
         shape = inspect_product(reader, settings)
         return verify(reader, Columns.of(shape, settings), load_tiers(reader, shape, settings), settings)
@@ -62,8 +62,8 @@ def _ledger(engine: Engine, scan_engine: Engine, settings: Settings, lsn: str) -
     reader = engine
     if scan_engine is not engine:
         with unit_of_work(scan_engine, read_only=True) as conn:
-            if rollups.is_standby(conn):
-                if not rollups.wait_for_replay(conn, lsn, REPLAY_WAIT_SECONDS):
+            if rollup_state.is_standby(conn):
+                if not rollup_state.wait_for_replay(conn, lsn, REPLAY_WAIT_SECONDS):
                     raise ReplicaBehindError(
                         f"The read replica did not replay the primary's commits within {REPLAY_WAIT_SECONDS:.0f} s;"
                         " nothing was folded. The next run tries again."

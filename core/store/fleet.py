@@ -33,7 +33,7 @@ from core.domain.tiers import Tiers, known_amounts
 from core.settings import Settings
 from core.store.columns import COST, REMAINING, USED, Columns
 from core.store.product import ProductShape
-from core.store.rollups import ledger_read, rollups_table
+from core.store.rollup_state import ledger_read, rollups_table
 from core.store.scan import discrepancy_cte
 from core.store.signals import read_ledger_signals
 from core.store.tiers import load_tiers

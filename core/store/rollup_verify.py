@@ -13,7 +13,7 @@ from core.domain.tiers import Tiers
 from core.settings import Settings
 from core.store.columns import Columns
 from core.store.ledger_sums import SUMS, slice_sums, up_to
-from core.store.rollups import rollups_table, state
+from core.store.rollup_state import rollups_table, state
 
 
 def verify(conn: Connection, cols: Columns, tiers: Tiers, settings: Settings) -> VerifyResult:
