@@ -1,9 +1,9 @@
 """The whole-fleet discrepancy scan as SQL: the check's balance arithmetic for every user in one pass.
 
-Users, not ledger rows, are paged: the first grant is the smallest `Columns.history_key`, the same row
-the check takes, and min() keeps the ledger's aggregation one parallel hash aggregation (an ordered
-aggregate would force a serial sort of the ledger). Resets, where configured, are found first (one
-DISTINCT ON over the reset rows) and joined in, so each user's sums start after their latest.
+Users, not ledger rows, are paged. Each user's ledger sums come from core.store.ledger_sums: over the
+whole ledger (one parallel hash aggregation; the first grant is the smallest `Columns.history_key`, the
+same row the check takes, since an ordered aggregate would force a serial sort of the ledger), or the
+folded totals of core.store.rollups plus the same sums over the rows after their watermark.
 """
 
 from __future__ import annotations
