@@ -27,10 +27,13 @@ from core.store.doctor import diagnose_database
 from core.store.rollup_state import ledger_read, rollups_table
 from core.store.scan import discrepancy_cte
 from core.store.tiers import load_tiers
+from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.databases import scratch_database
+from tests.support.fake_slack import FakeSlack
 from tests.support.fleet_data import craft_fleet
 from tests.support.ledger import add_usage, add_user
 from tests.support.replica import CONFIG, replica_database, settings_from_env
+from tests.support.slack_http import SlackClient, ask, reply_text
 
 BRIN = "CREATE INDEX IF NOT EXISTS token_usage_created_brin ON token_usage USING brin (created_at)"
 
@@ -292,3 +295,29 @@ def test_a_fold_reads_nothing_twice_when_run_again_at_once(fleet: tuple[Engine, 
     with engine.connect() as conn:
         assert conn.execute(text(f"SELECT * FROM {rollups_table(settings)} ORDER BY user_id")).all() == before
     assert uuid.UUID(before[0].user_id)
+
+
+def test_over_http_the_list_is_the_same_before_and_after_the_first_fold_and_says_how_it_read(
+    server_url: str, fake_slack: FakeSlack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Signed `/tokens discrepancies` into `tokens-bot serve`: before any fold it reads the full ledger and
+    says so; after `tokens-bot rollup` the same users with the same numbers, from the folded totals."""
+    with scratch_database(server_url, "tokens_rollups_http") as url:
+        engine = make_engine(url, pool_size=1)
+        with engine.begin() as conn:
+            craft_fleet(conn)
+        engine.dispose()
+        env = bot_env(url, fake_slack.api_url, TOKENS_PAGE_SIZE="25", TOKENS_RATE_LIMIT_PER_MINUTE="1000")
+        process = BotProcess(env, tmp_path_factory.mktemp("rollup-bot") / "bot.log")
+        try:
+            slack = SlackClient(process.url, SIGNING_SECRET, fake_slack.url)
+            before = reply_text(ask(slack, fake_slack, "discrepancies"))
+            assert "read the full ledger: no ledger totals have been folded yet" in before
+            assert jobs.rollup(rollup_settings(url), full=False, verify=False) == 0
+            after = reply_text(ask(slack, fake_slack, "discrepancies"))
+            assert "full ledger" not in after
+            listed = [line for line in before.split("\\n") if "used *" in line]
+            assert len(listed) > 3
+            assert [line for line in after.split("\\n") if "used *" in line] == listed
+        finally:
+            process.stop()
