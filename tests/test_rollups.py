@@ -321,3 +321,24 @@ def test_over_http_the_list_is_the_same_before_and_after_the_first_fold_and_says
             assert [line for line in after.split("\\n") if "used *" in line] == listed
         finally:
             process.stop()
+
+
+def test_with_a_read_database_that_is_no_standby_the_fold_reads_the_primary_and_its_scans_read_their_ledger(
+    fleet: tuple[Engine, Settings], server_url: str
+) -> None:
+    """Totals are only read where they were folded from: a read database that is not a standby of the
+    primary has none, so its scans read its own whole ledger, and the fold reads the primary's."""
+    engine, settings = fleet
+    with scratch_database(server_url, "tokens_rollups_reader") as reader_url:
+        reader = make_engine(reader_url, pool_size=1)
+        try:
+            result = fold_ledger(engine, reader, settings)
+            assert result.ran and result.users > 5
+            assert verify_ledger(engine, reader, settings).mismatches == []
+            report = TokensService(settings, engine, read_engine=reader).discrepancies("UADMIN1", 0)
+            assert report.total == 0
+            assert report.ledger.full_reason == (
+                "no ledger totals have been folded yet (`tokens-bot rollup` folds them)"
+            )
+        finally:
+            reader.dispose()
