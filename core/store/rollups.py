@@ -172,16 +172,22 @@ def _create_incoming(primary: Connection, settings: Settings) -> None:
 
 
 def _copy(primary: Connection, table: str, reader: Connection, sums: str, params: dict[str, Any]) -> int:
-    """Stream a slice's sums from the reader into a temporary table on the primary; memory stays a batch."""
-    statement = text(f"SELECT {', '.join(SUMS)} FROM {sums} s").execution_options(
-        stream_results=True, yield_per=5_000
-    )
+    """Stream a slice's sums from the reader into a temporary table on the primary, row by row.
+
+    The rows come in libpq's single-row mode rather than through a server-side cursor, which would keep
+    PostgreSQL from aggregating a whole-ledger slice in parallel; memory stays one row either way.
+    """
+    compiled = text(f"SELECT {', '.join(SUMS)} FROM {sums} s").compile(dialect=reader.dialect)
+    source, target = reader.connection.driver_connection, primary.connection.driver_connection
+    assert source is not None and target is not None
     copied = 0
-    raw = primary.connection.driver_connection
-    assert raw is not None
-    with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(SUMS)}) FROM STDIN") as copy:
-        for row in reader.execute(statement, params):
-            copy.write_row(tuple(row))
+    with (
+        source.cursor() as rows,
+        target.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({', '.join(SUMS)}) FROM STDIN") as copy,
+    ):
+        for row in rows.stream(str(compiled), compiled.construct_params(params)):
+            copy.write_row(row)
             copied += 1
     return copied
 
