@@ -83,9 +83,16 @@ def _scan_params(
     }
 
 
-def _rollups(settings: Settings, ledger: LedgerRead) -> str | None:
-    """The folded totals a scan adds the rows after the watermark to, where they can be used."""
-    return rollups_table(settings) if ledger.folded_to is not None else None
+def _rollups(conn: Connection, settings: Settings, ledger: LedgerRead) -> str | None:
+    """The folded totals a scan adds the rows after the watermark to, where they can be used.
+
+    Their scan is simple arithmetic over one row per user, where compiling it (JIT, which PostgreSQL
+    starts on the plan's cost) took longer than running it: 8.4 s against 2.6 s at 600,000 users.
+    """
+    if ledger.folded_to is None:
+        return None
+    conn.execute(text("SET LOCAL jit = off"))
+    return rollups_table(settings)
 
 
 def _statement(sql: str) -> Any:
@@ -106,7 +113,7 @@ def scan_discrepancies(
     email, email_join = _email_join(cols, "pg")
     # The page's offset is clamped in SQL against the count, so one statement answers any page.
     sql = f"""
-    WITH {discrepancy_cte(cols, tiers, rollups=_rollups(settings, ledger))}
+    WITH {discrepancy_cte(cols, tiers, rollups=_rollups(conn, settings, ledger))}
     SELECT c.matched_total, c.deferred_total, c.page_offset, pg.*, {email}
     FROM (
         SELECT count(*) FILTER (WHERE NOT deferred) AS matched_total,
@@ -163,7 +170,7 @@ def stream_discrepancies(
     """Every discrepant user, largest first, through a server-side cursor: memory stays one batch."""
     tiers = load_tiers(conn, shape, settings)
     sql = f"""
-    WITH {discrepancy_cte(Columns.of(shape, settings), tiers, rollups=_rollups(settings, ledger))}
+    WITH {discrepancy_cte(Columns.of(shape, settings), tiers, rollups=_rollups(conn, settings, ledger))}
     SELECT user_id, worst, current_used - calculated_used AS used_discrepancy,
            current_remaining - expected_remaining AS remaining_discrepancy, deferred
     FROM flagged ORDER BY worst DESC, user_id

@@ -200,6 +200,8 @@ def _apply(primary: Connection, settings: Settings, *, full: bool) -> None:
     if full:
         primary.execute(text(f"DELETE FROM {table}"))
         primary.execute(text(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM rollup_added"))
+        # Scans plan their joins on the table's statistics: a whole new table gets them at once.
+        primary.execute(text(f"ANALYZE {table}"))
     else:
         primary.execute(
             text(

@@ -27,13 +27,21 @@ def discrepancy_cte(
         f"CAST(:ids AS {table.column('user_id').type}[])" for table in (cols.ledger, cols.profiles)
     )
     only_profiles = f"AND p.user_id = ANY({profile_ids})" if chosen_users else ""
+    columns = f"{scan_columns(cols, tiers, 's')}, s.recent_tokens"
     if rollups is None:
         where = f"t.user_id = ANY({ledger_ids})" if chosen_users else "true"
-        sums = f"{slice_sums(cols, tiers, where, recent=True)} s"
+        ledger = f"ledger AS (SELECT {columns} FROM {slice_sums(cols, tiers, where, recent=True)} s),"
+        join = "LEFT JOIN ledger l ON l.user_id = p.user_id::text"
     else:
-        tail = slice_sums(cols, tiers, after_watermark(cols, "t"), recent=True)
-        sums = f"""(SELECT {combined("o", "n")}, coalesce(n.recent_tokens, 0) AS recent_tokens
-                 FROM {rollups} o FULL JOIN {tail} n ON n.user_id = o.user_id) s"""
+        # Each profile meets its totals and its rows since the watermark by its own id, so the planner
+        # sees two plain joins (a join on a full join's merged id would hide the tables' statistics).
+        ledger = f"tail AS {slice_sums(cols, tiers, after_watermark(cols, 't'), recent=True)},"
+        join = f"""LEFT JOIN {rollups} o ON o.user_id = p.user_id::text
+        LEFT JOIN tail n ON n.user_id = p.user_id::text
+        CROSS JOIN LATERAL (
+            SELECT {columns}
+            FROM (SELECT {combined("o", "n")}, coalesce(n.recent_tokens, 0) AS recent_tokens) s
+        ) l"""
     # Whether the tier amount was logged as a grant by the product (tokens-bot's own grants are approved
     # extras, as in the check).
     amounts = tier_amounts(tiers)
@@ -46,9 +54,7 @@ def discrepancy_cte(
     tiers AS (
         SELECT key AS tier, value::numeric AS amount FROM jsonb_each_text(:tier_grants)
     ),
-    ledger AS (
-        SELECT {scan_columns(cols, tiers, "s")}, s.recent_tokens FROM {sums}
-    ),
+    {ledger}
     balances AS (
         SELECT p.user_id::text AS user_id,
                {cols.profile_balances(p)},
@@ -70,7 +76,7 @@ def discrepancy_cte(
                     ELSE l.first_grant IS NOT NULL END AS assumed_grant_logged,
                coalesce(l.recent_tokens, 0) AS recent_tokens
         FROM {cols.current_profiles("p")}
-        LEFT JOIN ledger l ON l.user_id = p.user_id::text
+        {join}
         LEFT JOIN tiers tg ON tg.tier = {cols.tier(p)}
         WHERE true {only_profiles}
     ),
