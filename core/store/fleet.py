@@ -164,11 +164,14 @@ def stream_discrepancies(
     settings: Settings,
     *,
     minimum: int,
-    ledger: LedgerRead,
+    ledger: LedgerRead | None = None,
     batch: int = 1_000,
 ) -> Iterator[dict[str, Any]]:
-    """Every discrepant user, largest first, through a server-side cursor: memory stays one batch."""
+    """Every discrepant user, largest first, through a server-side cursor: memory stays one batch.
+
+    `ledger` is how the scan reads the ledger (`scan_ledger`), for a caller that reports it."""
     tiers = load_tiers(conn, shape, settings)
+    ledger = ledger or ledger_read(conn, Columns.of(shape, settings), tiers, settings)
     sql = f"""
     WITH {discrepancy_cte(Columns.of(shape, settings), tiers, rollups=_rollups(conn, settings, ledger))}
     SELECT user_id, worst, current_used - calculated_used AS used_discrepancy,

@@ -31,7 +31,7 @@ from core.services.service import TokensService
 from core.settings import Settings
 from core.store.columns import Columns
 from core.store.db import make_engine, unit_of_work
-from core.store.fleet import scan_ledger, stream_discrepancies
+from core.store.fleet import stream_discrepancies
 from core.store.product import ProductShape
 from core.store.signals import ledger_signals_sql, prices_json
 from tests.benchmarks.bench_check import percentile, summary
@@ -172,9 +172,7 @@ def memory_probe(url: str) -> dict[str, float]:
     reply_to_command(service, ACTOR, "discrepancies", slack=NO_SLACK)
     streamed = 0
     with unit_of_work(service.engine, read_only=True, isolation="REPEATABLE READ") as conn:
-        shape = service.shape(conn)
-        ledger = scan_ledger(conn, shape, settings)
-        for _ in stream_discrepancies(conn, shape, settings, minimum=0, ledger=ledger):
+        for _ in stream_discrepancies(conn, service.shape(conn), settings, minimum=0):
             streamed += 1
     _, traced_peak = tracemalloc.get_traced_memory()
     return {
