@@ -79,6 +79,8 @@ def discrepancy_cte(
         {join}
         LEFT JOIN tiers tg ON tg.tier = {cols.tier(p)}
         WHERE true {only_profiles}
+        -- A fence: each column is computed once per user, not again wherever judged and flagged use it.
+        OFFSET 0
     ),
     judged AS (
         SELECT b.*, g.admin_grants,
