@@ -32,7 +32,8 @@ def tier_amounts(tiers: Tiers) -> list[int]:
 
 
 def slice_sums(cols: Columns, tiers: Tiers, where: str, *, recent: bool = False) -> str:
-    """A subquery: per user with a row matching `where` (alias `t`), the slice's sums (`SUMS`).
+    """A subquery: per user with a row matching `where` (alias `t`), the slice's sums (`SUMS`), and the
+    id in the ledger's own type (`ledger_user_id`), which joins the profiles by their key's statistics.
 
     `recent` adds `recent_tokens` (tokens of rows inside the scan's grace window, `:grace` seconds).
     Aggregates stay parallel-safe (no ordered or DISTINCT aggregate), so a whole-ledger slice is one
@@ -73,7 +74,7 @@ def slice_sums(cols: Columns, tiers: Tiers, where: str, *, recent: bool = False)
         else ""
     )
     return f"""({resets}
-        SELECT t.user_id::text AS user_id,
+        SELECT t.user_id::text AS user_id, t.user_id AS ledger_user_id,
                count(*) AS ledger_rows,
                count(*) FILTER (WHERE NOT {ok}) AS failed_rows,
                coalesce(sum({tokens}) FILTER (WHERE NOT {ok} AND {usage}), 0) AS failed_tokens,

@@ -28,14 +28,19 @@ def discrepancy_cte(
     )
     only_profiles = f"AND p.user_id = ANY({profile_ids})" if chosen_users else ""
     columns = f"{scan_columns(cols, tiers, 's')}, s.recent_tokens"
+    fence = ""
     if rollups is None:
         where = f"t.user_id = ANY({ledger_ids})" if chosen_users else "true"
-        ledger = f"ledger AS (SELECT {columns} FROM {slice_sums(cols, tiers, where, recent=True)} s),"
-        join = "LEFT JOIN ledger l ON l.user_id = p.user_id::text"
+        sums = slice_sums(cols, tiers, where, recent=True)
+        ledger = f"ledger AS (SELECT {columns}, s.ledger_user_id FROM {sums} s),"
+        join = f"LEFT JOIN ledger l ON {cols.same_user('l.ledger_user_id', cols.ledger, 'p.user_id', cols.profiles)}"
     else:
         # Each profile meets its totals and its rows since the watermark by its own id, so the planner
         # sees two plain joins (a join on a full join's merged id would hide the tables' statistics).
         ledger = f"tail AS {slice_sums(cols, tiers, after_watermark(cols, 't'), recent=True)},"
+        # A fence: each user's combined sums are computed once, not again wherever judged and flagged
+        # use them (at 600,000 users that repetition cost seconds).
+        fence = "OFFSET 0"
         join = f"""LEFT JOIN {rollups} o ON o.user_id = p.user_id::text
         LEFT JOIN tail n ON n.user_id = p.user_id::text
         CROSS JOIN LATERAL (
@@ -79,8 +84,7 @@ def discrepancy_cte(
         {join}
         LEFT JOIN tiers tg ON tg.tier = {cols.tier(p)}
         WHERE true {only_profiles}
-        -- A fence: each column is computed once per user, not again wherever judged and flagged use it.
-        OFFSET 0
+        {fence}
     ),
     judged AS (
         SELECT b.*, g.admin_grants,
