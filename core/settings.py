@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     # Users with a ledger row this recent may be mid-write (row and balance not both committed yet):
     # the discrepancy scan defers them instead of reporting a phantom discrepancy.
     tokens_scan_grace_seconds: int = Field(default=60, ge=0)
+    # Folds of the ledger's per-user totals (`tokens-bot rollup`) stop this far behind the clock (at least
+    # the grace above), for rows stamped by an application's clock; see README "Ledger totals".
+    tokens_rollup_lag_seconds: int = Field(default=300, ge=0)
+    # Each fold recounts the rows of this many past hours and re-reads the users of an hour that gained
+    # rows since it was folded (rows inserted late); older late rows wait for `tokens-bot rollup --full`.
+    tokens_rollup_relook_hours: int = Field(default=24, ge=0, le=24 * 366)
     tokens_max_adjustment: int = Field(default=10_000_000, ge=1)
     tokens_request_ttl_hours: int = Field(default=24, ge=1)
     # Distinct approvers a request needs, by its size in tokens: each key is the smallest |delta| its

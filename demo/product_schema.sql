@@ -37,5 +37,6 @@ CREATE TABLE IF NOT EXISTS public.token_usage (
 -- The indexes tokens-bot relies on (see README, "Indexes").
 CREATE INDEX IF NOT EXISTS users_lower_email_idx ON auth.users (lower(email));
 CREATE INDEX IF NOT EXISTS token_usage_user_created_idx ON public.token_usage (user_id, created_at DESC);
+CREATE INDEX IF NOT EXISTS token_usage_created_brin ON public.token_usage USING brin (created_at);
 CREATE INDEX IF NOT EXISTS user_profiles_remaining_idx ON public.user_profiles (vibe_assistant_tokens_remaining);
 CREATE INDEX IF NOT EXISTS user_profiles_used_idx ON public.user_profiles (vibe_assistant_tokens_used DESC NULLS LAST);

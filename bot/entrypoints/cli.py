@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             return jobs.digest(settings, args.channel, dry_run=args.dry_run)
         if command == "tick":
             return jobs.tick(settings)
+        if command == "rollup":
+            return jobs.rollup(settings, full=args.full, verify=args.verify)
         if command == "doctor":
             return jobs.doctor(settings)
         if command == "audit-export":

@@ -44,6 +44,7 @@ from core.domain.reports import (
     LowBalanceRow,
     TopReport,
 )
+from core.domain.rollups import LedgerRead
 
 __all__ = ["DISCREPANCIES_PAGE_ACTION", "LOWBALANCE_PAGE_ACTION", "OPEN_CHECK_ACTION", "TOP_PAGE_ACTION"]
 
@@ -105,6 +106,11 @@ def render_lowbalance(report: LowBalanceReport) -> Reply:
     )
 
 
+def _full_ledger(ledger: LedgerRead) -> str:
+    """Said where the scan could not use the folded totals, which is why it was slow."""
+    return f" · read the full ledger: {ledger.full_reason}" if ledger.full_reason else ""
+
+
 def _causes(row: DiscrepancyRow) -> str:
     if not row.findings:
         return "no likely cause found in the ledger; open the check"
@@ -143,16 +149,22 @@ def _cause_group(group: CauseGroup, minimum: int, *, can_ask: bool) -> SectionBl
 
 def render_discrepancies(report: DiscrepancyReport, *, can_ask: bool = False) -> Reply:
     """The groups by cause (each with its batch fix for admins), then one page of users, largest first."""
-    shown = f"whose cause is `{report.cause.value}`" if report.cause is not None else "with"
     summary = (
-        f"{_matched(report.total)} {shown} a used or remaining discrepancy over {tokens(report.minimum)}"
-        f" tokens, largest first · page {report.page.number} of {report.page.count}"
+        f"{_matched(report.total)} with a used or remaining discrepancy over {tokens(report.minimum)} tokens"
+        + (f" whose cause is `{report.cause.value}`" if report.cause is not None else "")
+        + f", largest first · page {report.page.number} of {report.page.count}"
     )
+    if report.classified < report.discrepant:
+        summary += (
+            f" · causes and this list cover the {tokens(report.classified)} largest of"
+            f" {_matched(report.discrepant)}; once they are fixed, the next ones come up"
+        )
     if report.deferred:
         summary += (
             f" · {_matched(report.deferred)} left out: active in the last {report.grace_seconds} s,"
             " their balance may still be being written"
         )
+    summary += _full_ledger(report.ledger)
     blocks: list[Block] = [
         HeaderBlock(text=f"Discrepancies over {tokens(report.minimum)} tokens"),
         context(summary),
@@ -173,7 +185,9 @@ def render_discrepancies(report: DiscrepancyReport, *, can_ask: bool = False) ->
         DISCREPANCIES_PAGE_ACTION,
         lambda p: DiscrepanciesPage(m=report.minimum, p=p, c=report.cause).encode(),
     )
-    return Reply(text=f"Discrepancies: {report.total:,} users over {report.minimum:,} tokens", blocks=blocks)
+    return Reply(
+        text=f"Discrepancies: {report.discrepant:,} users over {report.minimum:,} tokens", blocks=blocks
+    )
 
 
 def render_top(report: TopReport) -> Reply:
@@ -238,7 +252,7 @@ def render_digest(report: DigestReport) -> Reply:
         section(
             f"*Discrepancies over {tokens(report.minimum)} tokens*: {_matched(report.discrepant)} —"
             f" *{tokens(report.new)} new*, {tokens(report.unresolved)} still unresolved,"
-            f" {tokens(report.resolved)} resolved since last time{deferred}."
+            f" {tokens(report.resolved)} resolved since last time{deferred}.{_full_ledger(report.ledger)}"
         ),
     ]
     for title, rows in (("New", report.new_rows), ("Still unresolved", report.unresolved_rows)):

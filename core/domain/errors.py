@@ -69,3 +69,7 @@ class ProductDataError(TokensBotError):
 
 class NothingToChartError(TokensBotError):
     """The user has no ledger rows at all, so a picture of their ledger would be empty."""
+
+
+class ReplicaBehindError(TokensBotError):
+    """The read replica did not catch up with the primary in time to fold or verify the ledger totals."""

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from core.domain.fixes import Cause, FixKind, WrongSide
 from core.domain.models import Balance, CostUnit, Finding, Frozen, Page, UserRef
+from core.domain.rollups import LedgerRead
 
 
 class LowBalanceRow(Frozen):
@@ -73,7 +74,10 @@ class DiscrepancyReport(Frozen):
     cause: Cause | None = None
     """The cause the list is narrowed to (`/tokens discrepancies [min] [cause]`); None: every cause."""
     causes: tuple[CauseGroup, ...] = ()
-    """Every cause among all discrepant users (not only the page), largest group first."""
+    """The causes of the `classified` largest discrepancies (not only the page), largest group first."""
+    discrepant: int = 0
+    """Every discrepant user over the minimum; the causes are of the largest `classified` of them."""
+    classified: int = 0
     total: int
     deferred: int
     """Users left out because the tokens of their rows inside the grace window, which may still be
@@ -82,6 +86,7 @@ class DiscrepancyReport(Frozen):
     rows: list[DiscrepancyRow]
     offset: int
     page: Page
+    ledger: LedgerRead = LedgerRead()
 
 
 class TopRow(Frozen):
@@ -128,6 +133,7 @@ class DigestReport(Frozen):
     resolved: int
     new_rows: list[DiscrepancyRow]
     unresolved_rows: list[DiscrepancyRow]
+    ledger: LedgerRead = LedgerRead()
 
 
 class IndexCheck(Frozen):

@@ -7,7 +7,13 @@ from sqlalchemy import Connection, text
 from core.domain.reports import DigestReport
 from core.settings import Settings
 from core.store import digests
-from core.store.fleet import fleet_totals, low_balances, read_discrepancies, stream_discrepancies
+from core.store.fleet import (
+    fleet_totals,
+    low_balances,
+    read_discrepancies,
+    scan_ledger,
+    stream_discrepancies,
+)
 from core.store.product import ProductShape
 
 
@@ -35,8 +41,12 @@ def build_digest(
     digest_id = digests.insert_digest(
         primary, settings, channel, generated_at, minimum, low.total, negative=totals.negative
     )
+    ledger = scan_ledger(reader, shape, settings)
     digests.remember_discrepancies(
-        primary, settings, digest_id, stream_discrepancies(reader, shape, settings, minimum=minimum)
+        primary,
+        settings,
+        digest_id,
+        stream_discrepancies(reader, shape, settings, minimum=minimum, ledger=ledger),
     )
     counts = digests.compare_with(primary, settings, digest_id, previous_id)
     new_ids, unresolved_ids = (
@@ -58,5 +68,6 @@ def build_digest(
         resolved=counts["resolved"],
         new_rows=read_discrepancies(reader, shape, settings, new_ids),
         unresolved_rows=read_discrepancies(reader, shape, settings, unresolved_ids),
+        ledger=ledger,
     )
     return report, digest_id

@@ -39,6 +39,11 @@ from core.store.signals import read_duplicate_rows
 from core.store.tiers import load_tiers
 from core.store.users import find_user
 
+# The causes (and a batch's users) come from this many of the largest discrepancies: their findings need
+# their rows' signals, so the time and memory of a list stay bounded whatever the fleet's size. A batch
+# fixes them; the next list shows the next ones.
+CAUSE_WINDOW = 5_000
+
 
 def fix_actions(settings: Settings, cols: Columns) -> FixActions:
     return FixActions(
@@ -53,7 +58,8 @@ def discrepancy_report(
     conn: Connection, shape: ProductShape, settings: Settings, *, minimum: int, cause: Cause | None, page: int
 ) -> DiscrepancyReport:
     """`/tokens discrepancies [min] [cause]`: every discrepant user grouped by cause, one page of them."""
-    rows, deferred = fleet.discrepant_users(conn, shape, settings, minimum=minimum)
+    found = fleet.discrepant_users(conn, shape, settings, minimum=minimum, window=CAUSE_WINDOW)
+    rows = found.rows
     groups: dict[Cause, list[DiscrepancyRow]] = defaultdict(list)
     for row in rows:
         groups[primary_cause(row.findings)].append(row)
@@ -70,12 +76,15 @@ def discrepancy_report(
                 (_group(c, members) for c, members in groups.items()), key=lambda g: (-g.users, g.cause.value)
             )
         ),
+        discrepant=found.total,
+        classified=len(rows),
         total=len(shown),
-        deferred=deferred,
+        deferred=found.deferred,
         grace_seconds=settings.tokens_scan_grace_seconds,
         rows=shown[offset : offset + size],
         offset=offset,
         page=Page(number=number, count=pages),
+        ledger=found.ledger,
     )
 
 
@@ -147,7 +156,7 @@ def propose_batch(
     """ "Propose fix for all N users": one request over every discrepant user whose cause is `cause`."""
     require_requester(settings, actor)
     cols = Columns.of(shape, settings)
-    rows, _ = fleet.discrepant_users(conn, shape, settings, minimum=minimum)
+    rows = fleet.discrepant_users(conn, shape, settings, minimum=minimum, window=CAUSE_WINDOW).rows
     chosen = [
         (row, option)
         for row in rows

@@ -36,6 +36,13 @@ NEEDED_INDEXES = (
         " ON public.token_usage (user_id, created_at DESC);",
     ),
     _Needed(
+        "public.token_usage",
+        ("created_at",),
+        "fleet scans and the digest read only the rows since the last `tokens-bot rollup`; without it they"
+        " read the whole ledger (a BRIN index is a few pages on an append-only log)",
+        "CREATE INDEX CONCURRENTLY token_usage_created_brin ON public.token_usage USING brin (created_at);",
+    ),
+    _Needed(
         "public.user_profiles",
         ("user_id",),
         "every lookup of a profile, and the scan's join of profiles to the ledger",

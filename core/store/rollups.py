@@ -1,0 +1,251 @@
+"""Per-user ledger totals in the bot's schema, folded incrementally, so a fleet scan reads only recent rows.
+
+`ledger_rollups` holds each user's `ledger_sums` over the rows at or before `rollup_state.watermark`; a
+scan adds the rows after it, read live (core.store.scan), which equals a full scan at the scan's snapshot
+as long as no row is inserted with a time at or before a watermark already folded. Such late rows come
+from two places, and a fold catches both:
+
+- transactions still in flight at a fold (a row's created_at is usually its transaction's start): the
+  new watermark stays before the start of every open transaction on the primary, and
+  TOKENS_ROLLUP_LAG_SECONDS behind the clock for timestamps written by an application's own clock;
+- rows written with an older time: `rollup_hours` counts the folded rows of each of the last
+  TOKENS_ROLLUP_RELOOK_HOURS hours; a fold recounts them, and re-reads in full (by the user_id index)
+  every user with a row in an hour that gained rows. Older than that, `tokens-bot rollup --full` re-folds
+  everything, and `tokens-bot rollup --verify` reports any user whose totals differ from a full scan.
+
+The ledger is append-only (rows are inserted, never updated or deleted): a changed row is only seen by a
+full fold.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from core.domain.rollups import FoldResult
+from core.domain.tiers import Tiers
+from core.settings import Settings
+from core.store.columns import Columns
+from core.store.ledger_sums import (
+    SUMS,
+    after_watermark,
+    between,
+    combined,
+    from_hour,
+    no_time,
+    slice_sums,
+    up_to,
+)
+from core.store.rollup_state import config_of, rollups_table
+
+
+def fold(
+    primary: Connection,
+    reader: Connection,
+    cols: Columns,
+    tiers: Tiers,
+    settings: Settings,
+    state: Any,
+    watermark: datetime,
+    *,
+    full: bool,
+) -> FoldResult:
+    """Read the rows to fold on `reader` (one snapshot), write the totals on `primary` (not committed).
+
+    A full fold (asked for, the first, or after the settings changed) replaces every total; otherwise the
+    rows between the two watermarks are added, and users with rows inserted late are re-read whole.
+    """
+    config = config_of(cols, tiers)
+    reason = (
+        "asked for"
+        if full
+        else "first fold"
+        if state is None
+        else "settings changed"
+        if state["config"] != config
+        else None
+    )
+    previous = None if reason else state["watermark"]
+    relook = timedelta(hours=settings.tokens_rollup_relook_hours)
+    new_low = _hour_of(watermark - relook)
+    low = new_low if previous is None else _hour_of(previous - relook)
+    params = {"previous": previous or watermark, "watermark": watermark, "low": low}
+    hours = _count_hours(reader, cols, params)
+    late: list[datetime | None] = []
+    if previous is not None:
+        folded = _folded_hours(primary, settings)
+        late = [h for h, (settled, _) in hours.items() if settled > folded.get(h, 0)]
+    _create_incoming(primary, settings)
+    if previous is None:
+        added = slice_sums(cols, tiers, up_to(cols, "t", "watermark"))
+    else:
+        added = slice_sums(cols, tiers, between(cols, "t", "previous", "watermark"))
+    users = _copy(primary, "rollup_added", reader, added, params)
+    late_users = _late_users(reader, cols, late, params)
+    if late_users:
+        ids = f"t.user_id = ANY(CAST(:ids AS {cols.ledger.column('user_id').type}[]))"
+        where = f"{up_to(cols, 't', 'watermark')} AND {ids}"
+        _copy(
+            primary, "rollup_replaced", reader, slice_sums(cols, tiers, where), {**params, "ids": late_users}
+        )
+    _apply(primary, settings, full=previous is None)
+    kept = {h: rows for h, (_, rows) in hours.items() if h is None or h >= new_low}
+    _record(primary, settings, config, watermark, kept, full=previous is None)
+    return FoldResult(
+        ran=True,
+        full=previous is None,
+        full_reason=reason,
+        previous=previous,
+        watermark=watermark,
+        users=users,
+        late_hours=len(late),
+        late_users=len(late_users),
+    )
+
+
+def _hour_of(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _hour(cols: Columns) -> str:
+    """A row's hour (UTC); NULL for rows without a usable time, which are counted as one more hour."""
+    return f"CASE WHEN NOT {no_time('t')} THEN date_trunc('hour', {cols.created('t')}, 'UTC') END"
+
+
+def _count_hours(
+    reader: Connection, cols: Columns, params: dict[str, Any]
+) -> dict[datetime | None, tuple[int, int]]:
+    """Per hour from `:low`, and for the rows without a time: rows up to `:previous`, up to `:watermark`."""
+    rows = reader.execute(
+        text(
+            f"""
+            SELECT {_hour(cols)} AS hour,
+                   count(*) FILTER (WHERE NOT coalesce({after_watermark(cols, "t", "previous")}, false)) AS settled,
+                   count(*) AS rows
+            FROM token_usage t
+            WHERE ({from_hour(cols, "t", "low")} AND {up_to(cols, "t", "watermark")}) OR {no_time("t")}
+            GROUP BY 1
+            """
+        ),
+        params,
+    )
+    return {r.hour: (int(r.settled), int(r.rows)) for r in rows}
+
+
+def _folded_hours(primary: Connection, settings: Settings) -> dict[datetime | None, int]:
+    rows = primary.execute(
+        text(
+            f"SELECT nullif(hour, '-infinity') AS hour, ledger_rows"
+            f' FROM "{settings.tokens_schema}".rollup_hours'
+        )
+    )
+    return {r.hour: int(r.ledger_rows) for r in rows}
+
+
+def _late_users(
+    reader: Connection, cols: Columns, hours: list[datetime | None], params: dict[str, Any]
+) -> list[str]:
+    """Users with a row, up to the previous watermark, in an hour that gained rows since it was folded."""
+    if not hours:
+        return []
+    dated = [h for h in hours if h is not None]
+    undated = f"OR {no_time('t')}" if None in hours else ""
+    rows = reader.execute(
+        text(
+            f"""
+            SELECT DISTINCT t.user_id::text FROM token_usage t
+            WHERE t.user_id IS NOT NULL
+              AND (({from_hour(cols, "t", "low")} AND {up_to(cols, "t", "previous")}
+                    AND {_hour(cols)} = ANY(CAST(:hours AS timestamptz[]))) {undated})
+            """
+        ),
+        {**params, "hours": dated},
+    )
+    return [r[0] for r in rows]
+
+
+def _create_incoming(primary: Connection, settings: Settings) -> None:
+    for name in ("rollup_added", "rollup_replaced"):
+        primary.execute(text(f"CREATE TEMP TABLE {name} (LIKE {rollups_table(settings)}) ON COMMIT DROP"))
+
+
+def _copy(primary: Connection, table: str, reader: Connection, sums: str, params: dict[str, Any]) -> int:
+    """Stream a slice's sums from the reader into a temporary table on the primary, row by row.
+
+    The rows come in libpq's single-row mode rather than through a server-side cursor, which would keep
+    PostgreSQL from aggregating a whole-ledger slice in parallel; memory stays one row either way.
+    """
+    compiled = text(f"SELECT {', '.join(SUMS)} FROM {sums} s").compile(dialect=reader.dialect)
+    source, target = reader.connection.driver_connection, primary.connection.driver_connection
+    assert source is not None and target is not None
+    copied = 0
+    with (
+        source.cursor() as rows,
+        target.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({', '.join(SUMS)}) FROM STDIN") as copy,
+    ):
+        for row in rows.stream(str(compiled), compiled.construct_params(params)):
+            copy.write_row(row)
+            copied += 1
+    return copied
+
+
+def _apply(primary: Connection, settings: Settings, *, full: bool) -> None:
+    """Added sums join each user's folded totals; re-read users' totals are replaced."""
+    table = rollups_table(settings)
+    columns = ", ".join(SUMS)
+    update = ", ".join(f"{c} = EXCLUDED.{c}" for c in SUMS[1:])
+    if full:
+        primary.execute(text(f"DELETE FROM {table}"))
+        primary.execute(text(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM rollup_added"))
+        # Scans plan their joins on the table's statistics: a whole new table gets them at once.
+        primary.execute(text(f"ANALYZE {table}"))
+    else:
+        primary.execute(
+            text(
+                f"INSERT INTO {table} ({columns})"
+                f" SELECT {combined('o', 'n')} FROM rollup_added n LEFT JOIN {table} o ON o.user_id = n.user_id"
+                f" ON CONFLICT (user_id) DO UPDATE SET {update}"
+            )
+        )
+    primary.execute(
+        text(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM rollup_replaced"
+            f" ON CONFLICT (user_id) DO UPDATE SET {update}"
+        )
+    )
+
+
+def _record(
+    primary: Connection,
+    settings: Settings,
+    config: str,
+    watermark: datetime,
+    hours: dict[datetime | None, int],
+    *,
+    full: bool,
+) -> None:
+    schema = settings.tokens_schema
+    primary.execute(text(f'DELETE FROM "{schema}".rollup_hours'))
+    if hours:
+        primary.execute(
+            text(
+                f'INSERT INTO "{schema}".rollup_hours (hour, ledger_rows)'
+                " SELECT coalesce(h, '-infinity'), n FROM unnest(CAST(:hours AS timestamptz[]), CAST(:rows AS bigint[])) AS x(h, n)"
+            ),
+            {"hours": list(hours), "rows": list(hours.values())},
+        )
+    primary.execute(
+        text(
+            f"""
+            INSERT INTO "{schema}".rollup_state (id, watermark, config, folded_at, full_at)
+            VALUES (1, :watermark, :config, now(), now())
+            ON CONFLICT (id) DO UPDATE SET watermark = EXCLUDED.watermark, config = EXCLUDED.config,
+                folded_at = EXCLUDED.folded_at,
+                full_at = CASE WHEN :full THEN EXCLUDED.full_at ELSE "{schema}".rollup_state.full_at END
+            """
+        ),
+        {"watermark": watermark, "config": config, "full": full},
+    )
