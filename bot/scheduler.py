@@ -19,6 +19,7 @@ from bot.slack.delivery import web_client
 from bot.slack.port import SlackPort, WebSlack
 from core.domain.approvals import TickResult
 from core.domain.fix_batches import BatchProgress
+from core.domain.rollups import FoldResult
 from core.services.service import TokensService
 from core.store.scheduler import still_leading, try_lead
 
@@ -33,6 +34,7 @@ class TickOutcome(NamedTuple):
     reminded: int = 0
     alerts_posted: bool = False
     resumed: tuple[BatchProgress, ...] = ()
+    folded: FoldResult | None = None
 
 
 def tick_once(service: TokensService, slack: SlackPort) -> TickOutcome:

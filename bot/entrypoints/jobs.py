@@ -190,6 +190,8 @@ def tick(settings: Settings) -> int:
             f"{len(result.alerts):,} alerts"
             + ("" if outcome.alerts_posted else " not posted (Slack refused them)")
         )
+    if outcome.folded is not None and outcome.folded.ran:
+        notes.append(f"ledger totals folded ({outcome.folded.users:,} users changed)")
     if outcome.resumed:
         applied = sum(progress.applied for progress in outcome.resumed)
         notes.append(f"{len(outcome.resumed):,} interrupted fixes resumed ({applied:,} items applied in all)")

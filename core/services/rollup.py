@@ -27,8 +27,16 @@ from core.store.tiers import load_tiers
 REPLAY_WAIT_SECONDS = 60.0
 
 
-def fold_ledger(engine: Engine, scan_engine: Engine, settings: Settings, *, full: bool = False) -> FoldResult:
-    """One fold, committed on the primary; a fold that finds another one running skips."""
+def fold_ledger(
+    engine: Engine,
+    scan_engine: Engine,
+    settings: Settings,
+    *,
+    full: bool = False,
+    incremental_only: bool = False,
+) -> FoldResult:
+    """One fold, committed on the primary; a fold that finds another one running skips, and so does an
+    `incremental_only` one (the scheduler's) where a full fold is due."""
     with unit_of_work(engine) as primary:
         if not rollup_state.try_lock(primary, settings):
             return FoldResult(ran=False)
@@ -42,7 +50,17 @@ def fold_ledger(engine: Engine, scan_engine: Engine, settings: Settings, *, full
                     " fleet scans read the whole ledger."
                 )
             tiers = load_tiers(reader, shape, settings)
-            result = rollups.fold(primary, reader, cols, tiers, settings, current, watermark, full=full)
+            result = rollups.fold(
+                primary,
+                reader,
+                cols,
+                tiers,
+                settings,
+                current,
+                watermark,
+                full=full,
+                incremental_only=incremental_only,
+            )
         primary.commit()
     return result
 

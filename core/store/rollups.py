@@ -51,11 +51,14 @@ def fold(
     watermark: datetime,
     *,
     full: bool,
+    incremental_only: bool = False,
 ) -> FoldResult:
     """Read the rows to fold on `reader` (one snapshot), write the totals on `primary` (not committed).
 
     A full fold (asked for, the first, or after the settings changed) replaces every total; otherwise the
     rows between the two watermarks are added, and users with rows inserted late are re-read whole.
+    `incremental_only` (the scheduler's folds) does nothing where a full fold is due: that one reads the
+    whole ledger, and is `tokens-bot rollup`'s to run.
     """
     config = config_of(cols, tiers)
     reason = (
@@ -67,6 +70,8 @@ def fold(
         if state["config"] != config
         else None
     )
+    if reason and incremental_only:
+        return FoldResult(ran=False, full_reason=reason)
     previous = None if reason else state["watermark"]
     relook = timedelta(hours=settings.tokens_rollup_relook_hours)
     new_low = _hour_of(watermark - relook)
