@@ -21,6 +21,7 @@ from core.domain.fixes import Cause, FixKind, WrongSide
 from core.domain.models import Verdict
 from core.services.service import TokensService
 from core.settings import Settings
+from core.store.db import make_engine
 from tests.support.databases import SCHEMA
 from tests.support.fixes import (
     ASKER,
@@ -31,6 +32,7 @@ from tests.support.fixes import (
     recommended,
 )
 from tests.support.ledger import add_usage, add_user
+from tests.support.product_variants import VARIANTS, Variant, insert_rows, insert_user, variant_database
 from tests.test_odd_products_core import NARROW_PRODUCT, product, settings_for
 
 GRANT = 100_000
@@ -375,3 +377,75 @@ def test_whenever_a_fix_is_offered_applying_it_reconciles_the_user(
     assert (progress.applied, progress.reconciled) == (1, 1)
     assert service.check("UADMIN1", user).verdict is Verdict.RECONCILED
     inserted_only(before, dump_of(engine, [user]))
+
+
+def load_fixable(conn: Connection, v: Variant) -> None:
+    """Three users of the variant, each of one cause, in the variant's own column types."""
+    at = "2026-01-01 00:00:00"
+    users = [
+        {"id": "fix-failed", "key": "failed", "remaining": GRANT - 5_000, "used": 5_000, "cost": "0.04"},
+        {"id": "fix-twice", "key": "twice", "remaining": GRANT - 900, "used": 900, "cost": "0.05"},
+        {"id": "fix-unlogged", "key": "unlogged", "remaining": GRANT + 30_000, "used": 0, "cost": "0"},
+    ]
+    for user in users:
+        insert_user(conn, v, user)
+    grant = {"action_type": "admin_grant", "model_used": None, "tokens_used": GRANT, "created_at": at}
+    insert_rows(
+        conn,
+        v,
+        [
+            *({**grant, "user_id": u["id"]} for u in users),
+            {
+                "user_id": "fix-failed",
+                "tokens_used": 4_000,
+                "cost_estimate": 4,
+                "created_at": "2026-01-02 00:00:00",
+            },
+            {
+                "user_id": "fix-failed",
+                "tokens_used": 1_000,
+                "success": False,
+                "created_at": "2026-01-03 00:00:00",
+            },
+            {
+                "user_id": "fix-twice",
+                "tokens_used": 900,
+                "cost_estimate": 5,
+                "created_at": "2026-01-02 00:00:00",
+            },
+            {
+                "user_id": "fix-twice",
+                "tokens_used": 900,
+                "cost_estimate": 5,
+                "created_at": "2026-01-02 00:00:01",
+            },
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [v for v in VARIANTS if v.name in ("identity_text_users_view", "text_ids_numeric_tokens")],
+    ids=lambda v: v.name,
+)
+def test_fixes_on_product_schemas_unlike_the_guides(server_url: str, variant: Variant) -> None:
+    """Text user ids, identity or text row ids without defaults, integer cents, JSON or text metadata,
+    profiles behind a view: each cause's fix is written in the product's own types and reconciles."""
+    with variant_database(server_url, variant, load_fixable) as url:
+        engine = make_engine(url, pool_size=2)
+        try:
+            service = TokensService(settings_for(url), engine)
+            for user, cause in [
+                ("fix-failed", Cause.FAILED_CHARGED),
+                ("fix-twice", Cause.DUPLICATES),
+                ("fix-unlogged", Cause.UNLOGGED_GRANT),
+            ]:
+                option = recommended(service, user)
+                assert option is not None and option.cause is cause, service.check("UADMIN1", user).findings
+                before = dump_of(engine, [user])
+                _, progress = propose_and_apply(service, user, cause)
+                assert (progress.applied, progress.reconciled) == (1, 1), progress.problems
+                assert service.check("UADMIN1", user).verdict is Verdict.RECONCILED
+                inserted_only(before, dump_of(engine, [user]))
+        finally:
+            engine.dispose()
