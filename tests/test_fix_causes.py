@@ -4,7 +4,6 @@ person and applied leaves the user reconciled, having only inserted ledger rows.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -23,6 +22,7 @@ from core.services.service import TokensService
 from core.settings import Settings
 from core.store.db import make_engine
 from tests.support.databases import SCHEMA
+from tests.support.fix_data import narrow_row, narrow_user
 from tests.support.fixes import (
     ASKER,
     dump_of,
@@ -297,15 +297,15 @@ def test_a_fix_the_products_constraints_refuse_is_refused_at_proposal_never_half
     the database's reason; the duplicate usage reversal (its own action type) is proposed and applied."""
     with product(server_url, NARROW_PRODUCT) as (url, engine):
         with engine.begin() as conn:
-            grants = add_narrow_user(conn, remaining=GRANT + 20_000, used=0)
+            grants = narrow_user(conn, remaining=GRANT + 20_000, used=0)
             for second in (0, 600, 601):
-                add_narrow_row(conn, grants, "admin_grant", GRANT if second == 0 else 20_000, second)
-            untracked = add_narrow_user(conn, remaining=GRANT - 9_000, used=9_000)
-            add_narrow_row(conn, untracked, "admin_grant", GRANT, 0)
-            twice = add_narrow_user(conn, remaining=GRANT - 800, used=800, cost="0.03")
-            add_narrow_row(conn, twice, "admin_grant", GRANT, 0)
-            add_narrow_row(conn, twice, "chat", 800, 50, cents=3)
-            add_narrow_row(conn, twice, "chat", 800, 51, cents=3)
+                narrow_row(conn, grants, "admin_grant", GRANT if second == 0 else 20_000, second)
+            untracked = narrow_user(conn, remaining=GRANT - 9_000, used=9_000)
+            narrow_row(conn, untracked, "admin_grant", GRANT, 0)
+            twice = narrow_user(conn, remaining=GRANT - 800, used=800, cost="0.03")
+            narrow_row(conn, twice, "admin_grant", GRANT, 0)
+            narrow_row(conn, twice, "chat", 800, 50, cents=3)
+            narrow_row(conn, twice, "chat", 800, 51, cents=3)
         service = TokensService(settings_for(url), engine)
         for user, cause in [(grants, Cause.DUPLICATES), (untracked, Cause.BEFORE_TRACKING)]:
             check = service.check("UADMIN1", user)
@@ -327,31 +327,6 @@ def test_a_fix_the_products_constraints_refuse_is_refused_at_proposal_never_half
         with engine.connect() as conn:
             requests = conn.execute(text(f"SELECT count(*) FROM {SCHEMA}.approval_requests")).scalar_one()
         assert requests == 1
-
-
-def add_narrow_user(conn: Connection, *, remaining: int, used: int, cost: str = "0") -> str:
-    user = str(uuid.uuid4())
-    conn.execute(
-        text(
-            "INSERT INTO user_profiles (user_id, vibe_assistant_tokens_remaining, vibe_assistant_tokens_used,"
-            " vibe_assistant_total_cost) VALUES (:u, :r, :used, :c)"
-        ),
-        {"u": user, "r": remaining, "used": used, "c": Decimal(cost)},
-    )
-    return user
-
-
-def add_narrow_row(
-    conn: Connection, user: str, action: str, tokens: int, second: int, *, cents: int = 0
-) -> None:
-    conn.execute(
-        text(
-            "INSERT INTO token_usage (user_id, action_type, model_used, tokens_used, cost_estimate, success,"
-            " metadata, created_at) VALUES (:u, :a, 'gpt-4o', :t, :c, true, '{}',"
-            " timestamp '2026-01-01' + make_interval(secs => :s))"
-        ),
-        {"u": user, "a": action, "t": tokens, "c": cents, "s": second},
-    )
 
 
 CRAFTS = [c[1] for c in CASES]
