@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from core.domain.approvals import RequestStatus
+from core.domain.errors import ProductDataError
 from core.domain.fix_batches import RECONCILED, ItemState
 from core.domain.fixes import Cause
 from core.domain.models import Verdict
@@ -258,12 +259,12 @@ def test_a_batch_killed_mid_way_resumes_elsewhere_and_applies_each_item_once(
     assert sorted(audited(batch_engine, request.id)) == sorted(users)
 
 
-def test_an_item_the_product_refuses_at_apply_fails_alone_with_the_reason_and_writes_nothing(
+def test_a_batch_leaves_out_at_proposal_the_users_whose_rows_the_product_would_refuse(
     server_url: str,
 ) -> None:
-    """A duplicates batch on a product whose CHECK list lacks the deduction type: the rehearsal at proposal
-    passes for the first user (a usage reversal keeps its own action type), the repeated grant's reversal
-    is refused when applied; that item fails with the database's reason and nothing of it is written."""
+    """A duplicates batch on a product whose CHECK list lacks the deduction type: one plan of each row
+    shape is rehearsed when proposed, so the repeated grant (reversed by a deduction row) is left out and
+    the usage reversal (its own action type) goes ahead; a batch of refused rows only is refused whole."""
     with product(server_url, NARROW_PRODUCT) as (url, engine):
         with engine.begin() as conn:
             usage = narrow_user(conn, remaining=100_000 - 50_000, used=50_000)
@@ -276,20 +277,15 @@ def test_an_item_the_product_refuses_at_apply_fails_alone_with_the_reason_and_wr
         service = TokensService(batch_settings(url), engine)
         before = dump_of(engine, [usage, grants])
         request = service.propose_batch(ASKER, Cause.DUPLICATES, 0)
-        assert [i.user.user_id for i in service.fix_items("UADMIN1", request.id)] == [usage, grants]
+        assert [i.user.user_id for i in service.fix_items("UADMIN1", request.id)] == [usage]
         service.approve(APPROVER, request.id)
         service.apply_fix(request.id, limit=10)
         closed, progress = service.finish_fix(request.id)
 
         assert closed is not None
-        assert (progress.applied, progress.failed, progress.reconciled) == (1, 1, 1)
-        [failed] = progress.problems
-        assert failed.user.user_id == grants and failed.state is ItemState.FAILED
-        assert (
-            failed.outcome is not None
-            and "CHECK constraint" in failed.outcome
-            and "admin_deduct" in failed.outcome
-        )
+        assert (progress.applied, progress.failed, progress.reconciled) == (1, 0, 1)
         [new] = inserted_only(before, dump_of(engine, [usage, grants]))
         assert before.keys() | {new} == dump_of(engine, [usage, grants]).keys()
         assert service.check("UADMIN1", grants).balance.remaining_discrepancy == -20_000
+        with pytest.raises(ProductDataError, match=r"CHECK constraint.*admin_deduct"):
+            service.propose_batch(ASKER, Cause.DUPLICATES, 0)
