@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from core.domain.approvals import RequestStatus
+from core.domain.errors import ProductDataError
 from core.domain.fix_batches import RECONCILED, ItemState
 from core.domain.fixes import Cause
 from core.domain.models import Verdict
@@ -25,9 +26,10 @@ from core.services.service import TokensService
 from core.settings import Settings
 from core.store.db import make_engine
 from tests.support.databases import SCHEMA, scratch_database
-from tests.support.fix_data import seed_cause
+from tests.support.fix_data import narrow_row, narrow_user, seed_cause
 from tests.support.fixes import APPROVER, ASKER, dump_of, inserted_only, item_rows
 from tests.support.ledger import spend
+from tests.test_odd_products_core import NARROW_PRODUCT, product
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -255,3 +257,35 @@ def test_a_batch_killed_mid_way_resumes_elsewhere_and_applies_each_item_once(
     assert closed is not None and (progress.applied, progress.reconciled, progress.pending) == (200, 200, 0)
     assert reversals_per_user(batch_engine) == dict.fromkeys(users, 1)
     assert sorted(audited(batch_engine, request.id)) == sorted(users)
+
+
+def test_a_batch_leaves_out_at_proposal_the_users_whose_rows_the_product_would_refuse(
+    server_url: str,
+) -> None:
+    """A duplicates batch on a product whose CHECK list lacks the deduction type: one plan of each row
+    shape is rehearsed when proposed, so the repeated grant (reversed by a deduction row) is left out and
+    the usage reversal (its own action type) goes ahead; a batch of refused rows only is refused whole."""
+    with product(server_url, NARROW_PRODUCT) as (url, engine):
+        with engine.begin() as conn:
+            usage = narrow_user(conn, remaining=100_000 - 50_000, used=50_000)
+            narrow_row(conn, usage, "admin_grant", 100_000, 0)
+            narrow_row(conn, usage, "chat", 50_000, 50)
+            narrow_row(conn, usage, "chat", 50_000, 51)
+            grants = narrow_user(conn, remaining=120_000, used=0)
+            for second in (0, 600, 601):
+                narrow_row(conn, grants, "admin_grant", 100_000 if second == 0 else 20_000, second)
+        service = TokensService(batch_settings(url), engine)
+        before = dump_of(engine, [usage, grants])
+        request = service.propose_batch(ASKER, Cause.DUPLICATES, 0)
+        assert [i.user.user_id for i in service.fix_items("UADMIN1", request.id)] == [usage]
+        service.approve(APPROVER, request.id)
+        service.apply_fix(request.id, limit=10)
+        closed, progress = service.finish_fix(request.id)
+
+        assert closed is not None
+        assert (progress.applied, progress.failed, progress.reconciled) == (1, 0, 1)
+        [new] = inserted_only(before, dump_of(engine, [usage, grants]))
+        assert before.keys() | {new} == dump_of(engine, [usage, grants]).keys()
+        assert service.check("UADMIN1", grants).balance.remaining_discrepancy == -20_000
+        with pytest.raises(ProductDataError, match=r"CHECK constraint.*admin_deduct"):
+            service.propose_batch(ASKER, Cause.DUPLICATES, 0)

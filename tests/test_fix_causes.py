@@ -4,7 +4,6 @@ person and applied leaves the user reconciled, having only inserted ledger rows.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -21,7 +20,20 @@ from core.domain.fixes import Cause, FixKind, WrongSide
 from core.domain.models import Verdict
 from core.services.service import TokensService
 from core.settings import Settings
+from core.store.db import make_engine
+from tests.support.cause_ledgers import (
+    CASES,
+    GRANT,
+    NEVER,
+    before_tracking,
+    duplicated_grant,
+    duplicated_usage,
+    failed_charged,
+    load_fixable,
+    unlogged_grant,
+)
 from tests.support.databases import SCHEMA
+from tests.support.fix_data import narrow_row, narrow_user
 from tests.support.fixes import (
     ASKER,
     dump_of,
@@ -31,96 +43,13 @@ from tests.support.fixes import (
     recommended,
 )
 from tests.support.ledger import add_usage, add_user
+from tests.support.product_variants import VARIANTS, Variant, variant_database
 from tests.test_odd_products_core import NARROW_PRODUCT, product, settings_for
-
-GRANT = 100_000
 
 
 @pytest.fixture
 def service(settings: Settings, engine: Engine) -> TokensService:
     return TokensService(settings.model_copy(update={"tokens_approvals_channel": "CAPPROVALS"}), engine)
-
-
-def failed_charged(conn: Connection, n: int) -> str:
-    """The profile charged failed operations: it counts `n` more used tokens than the ledger."""
-    user = add_user(conn, remaining=GRANT - 4_000 - n, used=4_000 + n, cost="0.04")
-    add_usage(conn, user, tokens=GRANT, action="admin_grant", model=None)
-    add_usage(conn, user, tokens=4_000, cost_cents="4", seconds=10)
-    add_usage(conn, user, tokens=n, success=False, error="upstream 500", seconds=20)
-    return user
-
-
-def uncharged(conn: Connection, n: int) -> str:
-    """Logged, successful usage of `n` tokens the profile never subtracted."""
-    user = add_user(conn, remaining=GRANT - 4_000, used=4_000)
-    add_usage(conn, user, tokens=GRANT, action="admin_grant", model=None)
-    add_usage(conn, user, tokens=4_000, seconds=10)
-    add_usage(conn, user, tokens=n, seconds=5_000)
-    return user
-
-
-def duplicated_usage(conn: Connection, n: int) -> str:
-    """One operation of `n` tokens logged twice seconds apart; the profile charged it once."""
-    user = add_user(conn, remaining=GRANT - n, used=n, cost="0.02")
-    add_usage(conn, user, tokens=GRANT, action="admin_grant", model=None)
-    for second in (100, 102):
-        add_usage(conn, user, tokens=n, cost_cents="2", seconds=second)
-    return user
-
-
-def duplicated_grant(conn: Connection, n: int) -> str:
-    """An extra grant of `n` logged twice (a backfill run twice); the balance counted it once."""
-    user = add_user(conn, remaining=GRANT + n - 1_000, used=1_000)
-    add_usage(conn, user, tokens=GRANT, action="admin_grant", model=None)
-    add_usage(conn, user, tokens=1_000, seconds=10)
-    for second in (500, 501):
-        add_usage(conn, user, tokens=n, action="admin_grant", model=None, seconds=second)
-    return user
-
-
-def unlogged_grant(conn: Connection, n: int) -> str:
-    """A grant of `n` the balance holds but the ledger never saw."""
-    user = add_user(conn, remaining=GRANT - 1_000 + n, used=1_000)
-    add_usage(conn, user, tokens=GRANT, action="admin_grant", model=None)
-    add_usage(conn, user, tokens=1_000, seconds=10)
-    return user
-
-
-def before_tracking(conn: Connection, n: int) -> str:
-    """`n` tokens used (and charged) before the ledger logged usage: the profile is right."""
-    user = add_user(conn, remaining=GRANT - n, used=n, cost="0.37")
-    add_usage(conn, user, tokens=GRANT, action="admin_grant", model=None)
-    return user
-
-
-def negative(conn: Connection, n: int) -> str:
-    """Logged usage that took the balance `n` below zero: a real change of entitlement."""
-    user = add_user(conn, remaining=-n, used=GRANT + n)
-    add_usage(conn, user, tokens=GRANT, action="admin_grant", model=None)
-    add_usage(conn, user, tokens=GRANT + n, seconds=10)
-    return user
-
-
-# cause, how to craft it, the fix's kind and side, the ledger rows it inserts
-CASES: list[tuple[Cause, Callable[[Connection, int], str], FixKind, WrongSide, int]] = [
-    (Cause.FAILED_CHARGED, failed_charged, FixKind.PROFILE_CORRECTION, WrongSide.PROFILE, 0),
-    (Cause.UNCHARGED, uncharged, FixKind.PROFILE_CORRECTION, WrongSide.PROFILE, 0),
-    (Cause.DUPLICATES, duplicated_usage, FixKind.LEDGER_REVERSAL, WrongSide.LEDGER, 1),
-    (Cause.DUPLICATES, duplicated_grant, FixKind.LEDGER_REVERSAL, WrongSide.LEDGER, 1),
-    (Cause.UNLOGGED_GRANT, unlogged_grant, FixKind.LEDGER_BACKFILL, WrongSide.LEDGER, 1),
-    (Cause.BEFORE_TRACKING, before_tracking, FixKind.LEDGER_BACKFILL, WrongSide.LEDGER, 1),
-    (Cause.NEGATIVE, negative, FixKind.ADJUSTMENT, WrongSide.ENTITLEMENT, 1),
-]
-# The sides a cause's fix must never change: charging the profile for a ledger's duplicate, "correcting"
-# the ledger for a grant the profile holds, or logging rows for what the profile charged wrongly.
-NEVER: dict[Cause, set[WrongSide]] = {
-    Cause.FAILED_CHARGED: {WrongSide.LEDGER},
-    Cause.UNCHARGED: {WrongSide.LEDGER},
-    Cause.DUPLICATES: {WrongSide.PROFILE},
-    Cause.UNLOGGED_GRANT: {WrongSide.PROFILE},
-    Cause.BEFORE_TRACKING: {WrongSide.PROFILE},
-    Cause.NEGATIVE: {WrongSide.PROFILE, WrongSide.LEDGER},
-}
 
 
 def profile_of(engine: Engine, user: str) -> tuple[int, int, Decimal]:
@@ -295,15 +224,15 @@ def test_a_fix_the_products_constraints_refuse_is_refused_at_proposal_never_half
     the database's reason; the duplicate usage reversal (its own action type) is proposed and applied."""
     with product(server_url, NARROW_PRODUCT) as (url, engine):
         with engine.begin() as conn:
-            grants = add_narrow_user(conn, remaining=GRANT + 20_000, used=0)
+            grants = narrow_user(conn, remaining=GRANT + 20_000, used=0)
             for second in (0, 600, 601):
-                add_narrow_row(conn, grants, "admin_grant", GRANT if second == 0 else 20_000, second)
-            untracked = add_narrow_user(conn, remaining=GRANT - 9_000, used=9_000)
-            add_narrow_row(conn, untracked, "admin_grant", GRANT, 0)
-            twice = add_narrow_user(conn, remaining=GRANT - 800, used=800, cost="0.03")
-            add_narrow_row(conn, twice, "admin_grant", GRANT, 0)
-            add_narrow_row(conn, twice, "chat", 800, 50, cents=3)
-            add_narrow_row(conn, twice, "chat", 800, 51, cents=3)
+                narrow_row(conn, grants, "admin_grant", GRANT if second == 0 else 20_000, second)
+            untracked = narrow_user(conn, remaining=GRANT - 9_000, used=9_000)
+            narrow_row(conn, untracked, "admin_grant", GRANT, 0)
+            twice = narrow_user(conn, remaining=GRANT - 800, used=800, cost="0.03")
+            narrow_row(conn, twice, "admin_grant", GRANT, 0)
+            narrow_row(conn, twice, "chat", 800, 50, cents=3)
+            narrow_row(conn, twice, "chat", 800, 51, cents=3)
         service = TokensService(settings_for(url), engine)
         for user, cause in [(grants, Cause.DUPLICATES), (untracked, Cause.BEFORE_TRACKING)]:
             check = service.check("UADMIN1", user)
@@ -325,31 +254,6 @@ def test_a_fix_the_products_constraints_refuse_is_refused_at_proposal_never_half
         with engine.connect() as conn:
             requests = conn.execute(text(f"SELECT count(*) FROM {SCHEMA}.approval_requests")).scalar_one()
         assert requests == 1
-
-
-def add_narrow_user(conn: Connection, *, remaining: int, used: int, cost: str = "0") -> str:
-    user = str(uuid.uuid4())
-    conn.execute(
-        text(
-            "INSERT INTO user_profiles (user_id, vibe_assistant_tokens_remaining, vibe_assistant_tokens_used,"
-            " vibe_assistant_total_cost) VALUES (:u, :r, :used, :c)"
-        ),
-        {"u": user, "r": remaining, "used": used, "c": Decimal(cost)},
-    )
-    return user
-
-
-def add_narrow_row(
-    conn: Connection, user: str, action: str, tokens: int, second: int, *, cents: int = 0
-) -> None:
-    conn.execute(
-        text(
-            "INSERT INTO token_usage (user_id, action_type, model_used, tokens_used, cost_estimate, success,"
-            " metadata, created_at) VALUES (:u, :a, 'gpt-4o', :t, :c, true, '{}',"
-            " timestamp '2026-01-01' + make_interval(secs => :s))"
-        ),
-        {"u": user, "a": action, "t": tokens, "c": cents, "s": second},
-    )
 
 
 CRAFTS = [c[1] for c in CASES]
@@ -375,3 +279,31 @@ def test_whenever_a_fix_is_offered_applying_it_reconciles_the_user(
     assert (progress.applied, progress.reconciled) == (1, 1)
     assert service.check("UADMIN1", user).verdict is Verdict.RECONCILED
     inserted_only(before, dump_of(engine, [user]))
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [v for v in VARIANTS if v.name in ("identity_text_users_view", "text_ids_numeric_tokens")],
+    ids=lambda v: v.name,
+)
+def test_fixes_on_product_schemas_unlike_the_guides(server_url: str, variant: Variant) -> None:
+    """Text user ids, identity or text row ids without defaults, integer cents, JSON or text metadata,
+    profiles behind a view: each cause's fix is written in the product's own types and reconciles."""
+    with variant_database(server_url, variant, load_fixable) as url:
+        engine = make_engine(url, pool_size=2)
+        try:
+            service = TokensService(settings_for(url), engine)
+            for user, cause in [
+                ("fix-failed", Cause.FAILED_CHARGED),
+                ("fix-twice", Cause.DUPLICATES),
+                ("fix-unlogged", Cause.UNLOGGED_GRANT),
+            ]:
+                option = recommended(service, user)
+                assert option is not None and option.cause is cause, service.check("UADMIN1", user).findings
+                before = dump_of(engine, [user])
+                _, progress = propose_and_apply(service, user, cause)
+                assert (progress.applied, progress.reconciled) == (1, 1), progress.problems
+                assert service.check("UADMIN1", user).verdict is Verdict.RECONCILED
+                inserted_only(before, dump_of(engine, [user]))
+        finally:
+            engine.dispose()

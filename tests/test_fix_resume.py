@@ -83,10 +83,16 @@ def test_a_bot_killed_mid_batch_is_completed_by_the_next_tick_each_item_once(
             for b in listed["blocks"]
             if b.get("accessory", {}).get("action_id") == "fix_propose_batch"
         )
+        start = len(fake_slack.calls)
         created = press(slack, fake_slack, "fix_propose_batch", value, user="UADMIN1", channel="CADMINS")
         number = int(created["text"].split("request #")[1].split(" ")[0].rstrip(":"))
+        # Request numbers restart in every test's database: only this test's message counts.
         [posted] = fake_slack.wait_for(
-            lambda c: c.method == "chat.postMessage" and f"request #{number}:" in str(c.body.get("text"))
+            lambda c: (
+                fake_slack.calls.index(c) >= start
+                and c.method == "chat.postMessage"
+                and f"request #{number}:" in str(c.body.get("text"))
+            )
         )
         slack.click("approval_approve", buttons(posted.body)["approval_approve"], user="UADMIN2")
         deadline = time.monotonic() + 120

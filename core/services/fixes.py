@@ -19,6 +19,7 @@ from core.domain.approvals import (
 )
 from core.domain.errors import (
     InvalidAdjustmentError,
+    ProductDataError,
     StaleCorrectionError,
 )
 from core.domain.fix_batches import summarize
@@ -181,9 +182,37 @@ def propose_batch(
         )
         for row, option in chosen
     ]
-    key, _ = current_row(conn, cols, plans[0].user.user_id, lock=False)
-    rehearse_plan(conn, cols, settings, plans[0], key, now)
-    return _store_request(conn, settings, actor, plans, now)
+    return _store_request(conn, settings, actor, _writable(conn, cols, settings, plans, now), now)
+
+
+def _writable(
+    conn: Connection, cols: Columns, settings: Settings, plans: list[FixPlan], now: datetime
+) -> list[FixPlan]:
+    """The plans whose rows the product takes: one plan of each shape (fix kind, action types and signs of
+    its rows, whether it moves the profile) is rehearsed, and the plans of a refused shape are left out.
+    If every shape is refused, the first refusal is the answer."""
+    first_of: dict[object, FixPlan] = {}
+    for plan in plans:
+        first_of.setdefault(_shape(plan), plan)
+    refused: dict[object, ProductDataError] = {}
+    for shape, plan in first_of.items():
+        key, _ = current_row(conn, cols, plan.user.user_id, lock=False)
+        try:
+            rehearse_plan(conn, cols, settings, plan, key, now)
+        except ProductDataError as refusal:
+            refused[shape] = refusal
+    kept = [plan for plan in plans if _shape(plan) not in refused]
+    if not kept:
+        raise next(iter(refused.values()))
+    return kept
+
+
+def _shape(plan: FixPlan) -> object:
+    return (
+        plan.option.kind,
+        tuple((e.action, e.tokens < 0) for e in plan.entries),
+        plan.after == plan.before,
+    )
 
 
 def _store_request(

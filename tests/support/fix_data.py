@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from decimal import Decimal
 
 from sqlalchemy import Connection, text
 
@@ -60,3 +61,28 @@ def seed_cause(conn: Connection, cause: str, prefix: str, count: int) -> list[st
         params,
     )
     return user_ids(prefix, count)
+
+
+def narrow_user(conn: Connection, *, remaining: int, used: int, cost: str = "0") -> str:
+    """A profile in tests.test_odd_products_core's NARROW_PRODUCT (integer balances, no defaults)."""
+    user = str(uuid.uuid4())
+    conn.execute(
+        text(
+            "INSERT INTO user_profiles (user_id, vibe_assistant_tokens_remaining, vibe_assistant_tokens_used,"
+            " vibe_assistant_total_cost) VALUES (:u, :r, :used, :c)"
+        ),
+        {"u": user, "r": remaining, "used": used, "c": Decimal(cost)},
+    )
+    return user
+
+
+def narrow_row(conn: Connection, user: str, action: str, tokens: int, second: int, *, cents: int = 0) -> None:
+    """A ledger row in NARROW_PRODUCT: a CHECK-listed action type, model NOT NULL, integer cents."""
+    conn.execute(
+        text(
+            "INSERT INTO token_usage (user_id, action_type, model_used, tokens_used, cost_estimate, success,"
+            " metadata, created_at) VALUES (:u, :a, 'gpt-4o', :t, :c, true, '{}',"
+            " timestamp '2026-01-01' + make_interval(secs => :s))"
+        ),
+        {"u": user, "a": action, "t": tokens, "c": cents, "s": second},
+    )
