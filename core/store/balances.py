@@ -98,7 +98,7 @@ def _quality_counts(cols: Columns) -> str:
         "future_time": cols.is_future(t),
         "null_action": "coalesce(btrim(t.action_type::text), '') = ''",
         "near_miss_action": cols.near_miss(t),
-        "negative_tokens": f"{tokens} < 0",
+        "negative_tokens": f"{tokens} < 0 AND NOT {cols.is_reversal(t)}",
         "odd_metadata": cols.metadata_is_odd(t),
     }
     return ",\n               ".join(

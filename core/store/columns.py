@@ -181,6 +181,10 @@ class Columns(ProfileColumns):
         """A row tokens-bot wrote on approval (core.domain.approvals.approval_trail records both keys): never an initial grant."""
         return f"coalesce({self.meta(a, 'source')} = 'slack' AND {self.meta(a, 'request_id')} IS NOT NULL, false)"
 
+    def is_reversal(self, a: str) -> str:
+        """A row tokens-bot wrote to reverse a duplicate (core.domain.fix_plans): negative on purpose."""
+        return f"coalesce({self.meta(a, 'reverses')} IS NOT NULL AND {self.written_by_bot(a)}, false)"
+
     def text_of(self, a: str, name: str) -> str:
         """An optional text column (model_used, error_message) as text, NULL where the product has none."""
         return f"{a}.{name}::text" if self.ledger.has(name) else "NULL::text"

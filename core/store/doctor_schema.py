@@ -154,7 +154,7 @@ def count_odd_rows(conn: Connection, shape: ProductShape, settings: Settings) ->
         "ledger rows dated in the future": cols.is_future(t),
         "ledger rows with no action_type": "coalesce(btrim(t.action_type::text), '') = ''",
         "ledger rows whose action_type differs from a configured one by case or spaces": cols.near_miss(t),
-        "ledger rows with negative tokens_used": f"coalesce({cols.tokens(t)}, 0) < 0",
+        "ledger rows with negative tokens_used": f"coalesce({cols.tokens(t)}, 0) < 0 AND NOT {cols.is_reversal(t)}",
         "ledger rows whose metadata is not a JSON object": cols.metadata_is_odd(t),
         "ledger rows with no user_id": "t.user_id IS NULL",
         "ledger rows of users with no profile": (

@@ -32,7 +32,7 @@ def _flagged_sql(cols: Columns, *, many: bool) -> str:
         else f"{cols.user_param(cols.ledger)}"
     )
     per_user = "t.user_id, " if many else ""
-    reversal = f"coalesce({cols.meta(t, 'reverses')} IS NOT NULL AND {cols.written_by_bot(t)}, false)"
+    reversal = cols.is_reversal(t)
     return f"""
 WITH prices AS (
     SELECT key AS model, (value->>'input')::numeric AS input, (value->>'output')::numeric AS output
