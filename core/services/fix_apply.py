@@ -19,9 +19,8 @@ from core.domain.reports import DiscrepancyRow
 from core.settings import Settings
 from core.store import fix_items, fleet
 from core.store.columns import Columns
-from core.store.fix_writes import profile_values, write_plan
+from core.store.fix_writes import lock_profile, write_plan
 from core.store.ledger import ledger_snapshot
-from core.store.ledger_writes import current_row, profile_image
 from core.store.product import ProductShape
 from core.store.requests import audit, decide, read_request
 
@@ -44,23 +43,25 @@ def require_not_in_batch(conn: Connection, settings: Settings, request: Approval
 
 
 def apply_next_item(
-    conn: Connection, shape: ProductShape, settings: Settings, request_id: int, now: datetime
+    conn: Connection, shape: ProductShape, settings: Settings, request: ApprovalRequest, now: datetime
 ) -> bool:
-    """Apply the next pending item of an approved fix, or say there is none; the caller commits.
+    """Apply the next pending item of an approved fix (`request`, read when applying began), or say there
+    is none; the caller commits.
 
     The item is re-checked under the profile row's lock: a ledger or profile that moved since the
     proposal makes it stale (reported, never overwritten); a write the product refuses fails only it.
     """
-    request = read_request(conn, settings, request_id, for_update=False)
+    if request.status is not RequestStatus.APPLYING or request.decider is None:
+        return False
+    request_id = request.id
     claimed = fix_items.claim_next_item(conn, settings, request_id)
-    if claimed is None or request.status is not RequestStatus.APPLYING or request.decider is None:
+    if claimed is None:
         return False
     position, plan = claimed
     cols = Columns.of(shape, settings)
     savepoint = conn.begin_nested()
     try:
-        key, _ = current_row(conn, cols, plan.user.user_id, lock=True)
-        values = profile_values(conn, cols, key)
+        key, values, image = lock_profile(conn, cols, plan.user.user_id)
         snapshot = ledger_snapshot(conn, cols, plan.user.user_id)
         if snapshot != plan.snapshot or values != plan.before:
             savepoint.rollback()
@@ -74,7 +75,6 @@ def apply_next_item(
                 outcome=_staleness(plan, snapshot, values),
             )
             return True
-        image = profile_image(conn, cols, key)
         trail = {
             **approval_trail(request, request.decider, request.decided_at or now),
             "applied_at": now.isoformat(),

@@ -39,10 +39,11 @@ class FixUseCases(ServiceBase):
 
     def apply_fix(self, request_id: int, *, limit: int) -> BatchProgress:
         """Apply up to `limit` pending items of an approved fix, each in its own transaction."""
+        request = self.fix_request(request_id)
         for _ in range(limit):
             with self._writing() as conn:
                 if not fix_apply.apply_next_item(
-                    conn, self.shape(conn), self.settings, request_id, self.clock()
+                    conn, self.shape(conn), self.settings, request, self.clock()
                 ):
                     break
                 conn.commit()

@@ -14,18 +14,30 @@ from core.domain.fix_plans import FixPlan, LedgerEntry, ProfileValues
 from core.domain.fixes import FixKind
 from core.settings import Settings
 from core.store.columns import COST, REMAINING, USED, Columns
-from core.store.ledger_writes import insert_ledger_row, require_fits, set_balances, set_remaining
+from core.store.ledger_writes import current_row, insert_ledger_row, require_fits, set_balances, set_remaining
 
 
-def profile_values(conn: Connection, cols: Columns, key: str) -> ProfileValues:
-    """The profile row `key` names, read as the check reads it (NULL is 0)."""
-    row = conn.execute(
-        text(f"SELECT {cols.profile_balances('p')} FROM user_profiles p WHERE {cols.is_profile_row('p')}"),
+def lock_profile(conn: Connection, cols: Columns, user_id: str) -> tuple[str, ProfileValues, Any]:
+    """The user's current profile row, locked until commit: its key, its values as the check reads them
+    (NULL is 0) and the whole row as JSON (the item's before-image), read under the lock in one statement."""
+    key, _ = current_row(conn, cols, user_id, lock=False)
+    rows = conn.execute(
+        text(
+            f"SELECT {cols.profile_balances('p')}, to_jsonb(p) AS image FROM user_profiles p"
+            f" WHERE {cols.is_profile_row('p')} FOR UPDATE"
+        ),
         {"k": key},
-    ).one()
-    return ProfileValues(
+    ).all()
+    if len(rows) != 1:
+        raise ProductDataError(
+            f"user_profiles is a view without a key and holds {len(rows):,} rows for this user, so"
+            " tokens-bot cannot change exactly one of them. Nothing was changed."
+        )
+    [row] = rows
+    values = ProfileValues(
         remaining=int(row.current_remaining), used=int(row.current_used), cost=row.current_cost
     )
+    return key, values, row.image
 
 
 def entry_metadata(plan: FixPlan, entry: LedgerEntry, trail: dict[str, Any]) -> dict[str, Any]:
