@@ -9,13 +9,17 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import Engine, text
 
+from bot.render.history import render_history
 from core.domain.approvals import Person, RequestStatus
 from core.domain.errors import RequestRefusedError
 from core.services.service import TokensService
 from core.settings import Settings
 from core.store.db import make_engine
-from tests.support.databases import SCHEMA
+from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
+from tests.support.databases import SCHEMA, scratch_database
+from tests.support.fake_slack import FakeSlack
 from tests.support.ledger import add_usage, add_user, remaining_of
+from tests.support.slack_http import SlackClient, ask, buttons, press, reply_text
 
 REQUESTER = Person(slack_id="UADMIN1", name="Ada", email="ada@ops.example")
 VOTERS = [
@@ -113,6 +117,78 @@ def test_a_rejection_by_any_approver_ends_a_request_whatever_votes_it_had(
     assert service.approve(VOTERS[0], request.id).outcome is RequestStatus.PENDING
     assert service.approve(VOTERS[1], request.id).request.votes_missing == 1
     assert service.reject(VOTERS[2], request.id, "not this week").outcome is RequestStatus.REJECTED
+    history = service.history(REQUESTER.slack_id, "veto@example.com")
+    events = [(e.event.value, e.actor.slack_id) for e in history.entries]
+    assert events[:3] == [
+        ("rejected", VOTERS[2].slack_id),
+        ("voted", VOTERS[1].slack_id),
+        ("voted", VOTERS[0].slack_id),
+    ]
+    assert "an approval short of the quorum" in reply_text(render_history(history).as_kwargs())
     with pytest.raises(RequestRefusedError, match="already rejected"):
         service.approve(VOTERS[2], request.id)
     assert _ledger_rows(engine, request.id) == 0 and remaining_of(engine, user) == 2_000_000
+
+
+def test_over_two_bots_the_first_vote_changes_nothing_and_fifty_concurrent_clicks_apply_once(
+    server_url: str, fake_slack: FakeSlack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two `tokens-bot serve` process trees on one database, TOKENS_QUORUM asking two approvers from 1,000
+    tokens: the message shows "1 of 2 approvals" after the first vote, and 50 clicks by three approvers
+    over both bots apply the grant once."""
+    with scratch_database(server_url, "tokens_quorum_http") as url:
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            user = add_user(conn, remaining=600_000, email="quorum-http@example.com")
+            add_usage(conn, user, tokens=600_000, action="admin_grant", model=None)
+        env = bot_env(
+            url,
+            fake_slack.api_url,
+            TOKENS_APPROVERS="UADMIN1,UADMIN2,UAPPROVER3,UAPPROVER4",
+            TOKENS_QUORUM='{"0": 1, "1000": 2}',
+        )
+        logs = tmp_path_factory.mktemp("quorum-bots")
+        bots = [BotProcess(env, logs / f"bot{i}.log") for i in range(2)]
+        try:
+            clients = [SlackClient(b.url, SIGNING_SECRET, fake_slack.url) for b in bots]
+            start = len(fake_slack.calls)
+            asked = ask(clients[0], fake_slack, "adjust quorum-http@example.com +5,000 two keys")
+            number = int(asked["text"].split("request #")[1].split(" ")[0])
+            [posted] = fake_slack.wait_for(
+                lambda c: (
+                    fake_slack.calls.index(c) >= start
+                    and c.method == "chat.postMessage"
+                    and f"request #{number}:" in str(c.body.get("text"))
+                )
+            )
+            value = buttons(posted.body)["approval_approve"]
+            first = press(clients[1], fake_slack, "approval_approve", value, user="UADMIN2")
+            assert "it needs 1 more approval" in first["text"]
+            [shown] = fake_slack.wait_for(
+                lambda c: c.method == "chat.update" and c.body.get("ts") == posted.response["ts"]
+            )
+            assert "1 of 2 approvals" in reply_text(shown.body)
+            assert _ledger_rows(engine, number) == 0 and remaining_of(engine, user) == 600_000
+
+            clickers = ["UADMIN2", "UAPPROVER3", "UAPPROVER4"]
+            barrier = threading.Barrier(50)
+
+            def click(i: int) -> str:
+                barrier.wait()
+                result, name = clients[i % 2].click("approval_approve", value, user=clickers[i % 3])
+                assert result.status == 200
+                return str(fake_slack.responses(name, timeout=30)[0]["text"])
+
+            with ThreadPoolExecutor(50) as pool:
+                replies = list(pool.map(click, range(50)))
+            assert sum("balance went from" in r for r in replies) == 1
+            assert _ledger_rows(engine, number) == 1 and remaining_of(engine, user) == 605_000
+            with engine.connect() as conn:
+                votes = conn.execute(
+                    text(f"SELECT count(*) FROM {SCHEMA}.approval_votes WHERE request_id = :r"), {"r": number}
+                ).scalar_one()
+            assert votes == 2
+        finally:
+            for b in bots:
+                b.stop()
+            engine.dispose()

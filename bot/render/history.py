@@ -27,6 +27,7 @@ __all__ = ["HISTORY_PAGE_ACTION"]
 
 _MARKS = {
     HistoryEvent.REQUESTED: ":hourglass_flowing_sand:",
+    HistoryEvent.VOTED: ":ballot_box_with_check:",
     HistoryEvent.APPLIED: ":white_check_mark:",
     HistoryEvent.CORRECTED: ":wrench:",
     HistoryEvent.REJECTED: ":x:",
@@ -38,6 +39,7 @@ _MARKS = {
 }
 # What an event that changed nothing says in place of a balance.
 _UNCHANGED = {
+    HistoryEvent.VOTED: "an approval short of the quorum; nothing was changed yet",
     HistoryEvent.REJECTED: "nothing was changed",
     HistoryEvent.CANCELLED: "withdrawn by the requester; nothing was changed",
     HistoryEvent.EXPIRED: "expired without a decision; nothing was changed",

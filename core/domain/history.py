@@ -18,6 +18,8 @@ class HistoryEvent(StrEnum):
     """The events core.store.requests writes to the audit log, one per step of a request's life."""
 
     REQUESTED = "requested"
+    VOTED = "voted"
+    """An approval that did not yet complete the request's quorum (TOKENS_QUORUM)."""
     APPLIED = "applied"
     CORRECTED = "corrected"
     REJECTED = "rejected"
