@@ -115,6 +115,9 @@ def test_a_rejection_by_any_approver_ends_a_request_whatever_votes_it_had(
     request = service.request_adjustment(REQUESTER, "veto@example.com", -1_500_000, "large deduction")
     assert request.quorum == 3
     assert service.approve(VOTERS[0], request.id).outcome is RequestStatus.PENDING
+    # The Home tab lists it as waiting for the votes still missing, not for the one given.
+    assert request.id not in [r.id for r in service.home(VOTERS[0].slack_id).waiting]
+    assert request.id in [r.id for r in service.home(VOTERS[2].slack_id).waiting]
     assert service.approve(VOTERS[1], request.id).request.votes_missing == 1
     assert service.reject(VOTERS[2], request.id, "not this week").outcome is RequestStatus.REJECTED
     history = service.history(REQUESTER.slack_id, "veto@example.com")

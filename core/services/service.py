@@ -126,7 +126,12 @@ class TokensService(FixUseCases):
         with self._reading() as conn:
             pending = requests.pending_requests(conn, self.settings, self.clock())
             voter = actor in self.settings.approvers
-            waiting = [r for r in pending if voter and r.requester.slack_id != actor]
+            # Waiting for *their* vote: not their own request, and not one they already approved (quorum).
+            waiting = [
+                r
+                for r in pending
+                if voter and r.requester.slack_id != actor and all(v.voter.slack_id != actor for v in r.votes)
+            ]
             mine = [r for r in pending if r.requester.slack_id == actor]
             return HomeReport(
                 viewer=True,
