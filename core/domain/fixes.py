@@ -91,31 +91,45 @@ def fix_options(balance: Balance, findings: list[Finding]) -> tuple[list[FixOpti
     return [o.model_copy(update={"recommended": i == 0}) for i, o in enumerate(ranked)], refused
 
 
+def _fix(
+    finding: Finding, kind: FixKind, side: WrongSide, summary: str, tokens: int | None = None
+) -> FixOption:
+    """The fix for `finding`, moving its tokens unless told otherwise."""
+    return FixOption(
+        finding=finding.kind,
+        cause=CAUSE_OF[finding.kind],
+        kind=kind,
+        side=side,
+        tokens=finding.tokens if tokens is None else tokens,
+        summary=summary,
+    )
+
+
+def _unfixable(finding: Finding, why: str) -> Unfixable:
+    return Unfixable(finding=finding.kind, cause=CAUSE_OF[finding.kind], why=why)
+
+
 def _fix_for(b: Balance, finding: Finding) -> FixOption | Unfixable:
-    cause = CAUSE_OF[finding.kind]
     match finding.kind:
         case FindingKind.FAILED_CHARGED | FindingKind.USAGE_NOT_CHARGED:
-            return _profile_correction(b, finding, cause)
+            return _profile_correction(b, finding)
         case FindingKind.DUPLICATES:
             gap = -b.used_discrepancy
             if gap < finding.tokens:
-                return Unfixable(
-                    finding=finding.kind,
-                    cause=cause,
-                    why=(
+                return _unfixable(
+                    finding,
+                    (
                         f"the profile counts {max(gap, 0):,} fewer tokens than the ledger, not the"
                         f" {finding.tokens:,} the duplicates carry: it charged them too. If they were one"
                         " operation, the user was charged twice: refunding them changes what they are owed"
                         " (/tokens adjust)."
                     ),
                 )
-            return FixOption(
-                finding=finding.kind,
-                cause=cause,
-                kind=FixKind.LEDGER_REVERSAL,
-                side=WrongSide.LEDGER,
-                tokens=finding.tokens,
-                summary=(
+            return _fix(
+                finding,
+                FixKind.LEDGER_REVERSAL,
+                WrongSide.LEDGER,
+                (
                     f"Reverse the {finding.rows:,} duplicated usage rows in the ledger ({finding.tokens:,} tokens),"
                     " each by a row that takes its tokens and cost back; the balance is not touched."
                 ),
@@ -123,109 +137,95 @@ def _fix_for(b: Balance, finding: Finding) -> FixOption | Unfixable:
         case FindingKind.DUPLICATE_GRANT:
             gap = -b.remaining_discrepancy
             if gap < finding.tokens:
-                return Unfixable(
-                    finding=finding.kind,
-                    cause=cause,
-                    why=(
+                return _unfixable(
+                    finding,
+                    (
                         "the balance holds these grants too, so reversing them in the ledger would open a"
                         " gap; taking them back from the user is a deduction (/tokens adjust)."
                     ),
                 )
-            return FixOption(
-                finding=finding.kind,
-                cause=cause,
-                kind=FixKind.LEDGER_REVERSAL,
-                side=WrongSide.LEDGER,
-                tokens=finding.tokens,
-                summary=(
+            return _fix(
+                finding,
+                FixKind.LEDGER_REVERSAL,
+                WrongSide.LEDGER,
+                (
                     f"Reverse the {finding.rows:,} repeated grant rows ({finding.tokens:,} tokens) with a deduction"
                     " row each, linked to the row it reverses; the balance is not touched."
                 ),
             )
         case FindingKind.UNLOGGED_GRANT:
-            return FixOption(
-                finding=finding.kind,
-                cause=cause,
-                kind=FixKind.LEDGER_BACKFILL,
-                side=WrongSide.LEDGER,
-                tokens=finding.tokens,
-                summary=(
+            return _fix(
+                finding,
+                FixKind.LEDGER_BACKFILL,
+                WrongSide.LEDGER,
+                (
                     f"Backfill the missing grant: one grant row of {finding.tokens:,} tokens, marked as a"
                     " backfill; the balance is not touched."
                 ),
             )
         case FindingKind.USAGE_BEFORE_TRACKING:
             if b.remaining_discrepancy != -b.used_discrepancy:
-                return Unfixable(
-                    finding=finding.kind,
-                    cause=cause,
-                    why=(
+                return _unfixable(
+                    finding,
+                    (
                         "the balance is not short by the same tokens the untracked usage explains, so a"
                         " backfill of that usage would not reconcile it."
                     ),
                 )
-            return FixOption(
-                finding=finding.kind,
-                cause=cause,
-                kind=FixKind.LEDGER_BACKFILL,
-                side=WrongSide.LEDGER,
-                tokens=b.used_discrepancy,
-                summary=(
+            return _fix(
+                finding,
+                FixKind.LEDGER_BACKFILL,
+                WrongSide.LEDGER,
+                (
                     f"Backfill the usage the ledger never saw: one usage row of {b.used_discrepancy:,} tokens"
                     " (and its cost), marked as a backfill; the balance is not touched."
                 ),
+                tokens=b.used_discrepancy,
             )
         case FindingKind.NEGATIVE_BALANCE:
-            return FixOption(
-                finding=finding.kind,
-                cause=cause,
-                kind=FixKind.ADJUSTMENT,
-                side=WrongSide.ENTITLEMENT,
-                tokens=finding.tokens,
-                summary=(
+            return _fix(
+                finding,
+                FixKind.ADJUSTMENT,
+                WrongSide.ENTITLEMENT,
+                (
                     f"Grant {finding.tokens:,} tokens to bring the balance to zero: a real change of what the"
                     " user has, logged as a grant; it closes no discrepancy."
                 ),
             )
         case _:
-            return Unfixable(
-                finding=finding.kind,
-                cause=cause,
-                why=(
+            return _unfixable(
+                finding,
+                (
                     "the tokens are right; the cost was recorded at an old price. Fix the price table or"
                     " the product's pricing; no balance is wrong."
                 ),
             )
 
 
-def _profile_correction(b: Balance, finding: Finding, cause: Cause) -> FixOption | Unfixable:
+def _profile_correction(b: Balance, finding: Finding) -> FixOption | Unfixable:
     """The profile is wrong: set it to the ledger, but only where this cause explains the whole gap."""
     explains_all = (
         finding.tokens == abs(b.used_discrepancy) and b.remaining_discrepancy == -b.used_discrepancy
     )
     if not explains_all:
-        return Unfixable(
-            finding=finding.kind,
-            cause=cause,
-            why=(
+        return _unfixable(
+            finding,
+            (
                 f"it explains {finding.tokens:,} tokens, but the profile is off by {b.used_discrepancy:+,} used"
                 f" and {b.remaining_discrepancy:+,} remaining: setting it to the ledger would also change what"
                 " this cause does not explain. Look at the ledger (/tokens reconcile) before correcting."
             ),
         )
     if b.expected_remaining < 0:
-        return Unfixable(
-            finding=finding.kind,
-            cause=cause,
-            why=f"the ledger says the balance should be {b.expected_remaining:,}, and a correction never sets one below zero.",
+        return _unfixable(
+            finding,
+            f"the ledger says the balance should be {b.expected_remaining:,}, and a correction never sets one below zero.",
         )
-    return FixOption(
-        finding=finding.kind,
-        cause=cause,
-        kind=FixKind.PROFILE_CORRECTION,
-        side=WrongSide.PROFILE,
-        tokens=finding.tokens,
-        summary=(
+    return _fix(
+        finding,
+        FixKind.PROFILE_CORRECTION,
+        WrongSide.PROFILE,
+        (
             f"Correct the profile to the ledger: remaining {b.current_remaining:,} → {b.expected_remaining:,},"
             f" used {b.current_used:,} → {b.calculated_used:,}; the ledger is not touched."
         ),
