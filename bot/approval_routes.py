@@ -10,13 +10,13 @@ from bot.publishing import finish_fix_in_slack, post_fix_list, publish
 from bot.render.approvals import (
     render_created,
     render_decision,
-    render_reconcile,
     render_request,
     render_request_list,
     title,
 )
 from bot.render.common import Reply, message
 from bot.render.fixes import progress_line, render_verification
+from bot.render.reconcile import render_reconcile
 from bot.slack.port import SlackPort
 from core.domain.approvals import ApprovalRequest, Decision, RequestStatus
 from core.domain.models import LedgerSnapshot

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from bot.render.approvals import render_reconcile, render_request, render_requester_notice, summary, title
+from bot.render.approvals import render_request, render_requester_notice, summary, title
 from bot.render.fixes import items_csv, render_verification
+from bot.render.reconcile import render_reconcile
 from bot.render.reminders import render_reminder
 from bot.slack.port import SlackPort
 from core.domain.approvals import ApprovalRequest, Decision, RequestStatus

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from bot.render.approvals import render_reconcile
+from bot.render.reconcile import render_reconcile
 from core.domain.approvals import Person
 from core.domain.errors import AmbiguousUserError, InvalidAdjustmentError, ProductDataError, UserNotFoundError
 from core.domain.models import DataQualityKind, Verdict
