@@ -20,6 +20,7 @@ from bot.slack.port import SlackPort, WebSlack
 from core.domain.approvals import TickResult
 from core.domain.fix_batches import BatchProgress
 from core.domain.rollups import FoldResult
+from core.services.rollup import fold_ledger
 from core.services.service import TokensService
 from core.store.scheduler import still_leading, try_lead
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 class TickOutcome(NamedTuple):
     """One tick as it went: what it decided, how many reminders Slack took, whether the alerts were posted,
-    and the interrupted fixes it resumed."""
+    the interrupted fixes it resumed and the fold of the ledger totals (None: it failed, and is logged)."""
 
     result: TickResult
     reminded: int = 0
@@ -39,7 +40,8 @@ class TickOutcome(NamedTuple):
 
 def tick_once(service: TokensService, slack: SlackPort) -> TickOutcome:
     """Decide and record the tick's work in one transaction, then tell Slack: expiries, reminders, alerts;
-    then resume the fixes an interruption left half applied (each item in its own transaction).
+    then resume the fixes an interruption left half applied (each item in its own transaction), and fold
+    the ledger rows since the last fold into the fleet scans' totals.
 
     Slack hears of it after the commit and best-effort, so a Slack outage never undoes or repeats the work.
     """
@@ -63,7 +65,18 @@ def tick_once(service: TokensService, slack: SlackPort) -> TickOutcome:
     resumed = tuple(
         finish_fix_in_slack(service, slack, request_id) for request_id in service.interrupted_fixes()
     )
-    return TickOutcome(result, reminded, posted, resumed)
+    return TickOutcome(result, reminded, posted, resumed, fold_recent(service))
+
+
+def fold_recent(service: TokensService) -> FoldResult | None:
+    """Fold the rows since the last fold into the ledger totals fleet scans read, once they exist (the
+    first, whole-ledger fold is `tokens-bot rollup`'s). A failed fold is logged and tried next tick: the
+    scans stay exact meanwhile, reading the rows since the last fold live."""
+    try:
+        return fold_ledger(service.engine, service.scan_engine, service.settings, incremental_only=True)
+    except Exception:
+        log.exception("the scheduled fold of the ledger totals failed; the next tick tries again")
+        return None
 
 
 class TickLoop(threading.Thread):

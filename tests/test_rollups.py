@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from bot.entrypoints import jobs
 from bot.render.fleet import render_discrepancies
 from bot.render.text import blocks_as_text
+from bot.scheduler import fold_recent
 from core.domain.rollups import LedgerRead
 from core.services.rollup import fold_ledger, verify_ledger
 from core.services.service import TokensService
@@ -342,3 +343,22 @@ def test_with_a_read_database_that_is_no_standby_the_fold_reads_the_primary_and_
             )
         finally:
             reader.dispose()
+
+
+def test_the_scheduler_folds_what_came_since_and_never_starts_a_full_fold(
+    fleet: tuple[Engine, Settings],
+) -> None:
+    """The tick's fold: nothing before the first fold (that reads the whole ledger: `tokens-bot rollup`'s
+    to run), then only the rows since the last one; the scan over the totals stays the full scan."""
+    engine, settings = fleet
+    service = TokensService(settings, engine)
+    skipped = fold_recent(service)
+    assert skipped is not None and not skipped.ran and skipped.full_reason == "first fold"
+    fold(engine, settings)
+    with engine.begin() as conn:
+        user = add_user(conn, remaining=5_000)
+        add_usage(conn, user, tokens=9_000, action="admin_grant", model=None, at=datetime.now(UTC))
+    folded = fold_recent(service)
+    assert folded is not None and folded.ran and not folded.full and folded.users == 1
+    assert_scan_is_the_full_scan(engine, settings)
+    assert_verified(engine, settings)

@@ -40,6 +40,8 @@ def fold_ledger(
     with unit_of_work(engine) as primary:
         if not rollup_state.try_lock(primary, settings):
             return FoldResult(ran=False)
+        if incremental_only and rollup_state.state(primary, settings) is None:
+            return FoldResult(ran=False, full_reason="first fold")
         current, watermark, lsn = rollup_state.fold_bound(primary, settings)
         with _ledger(engine, scan_engine, settings, lsn) as reader:
             shape = inspect_product(reader, settings)
