@@ -135,7 +135,7 @@ def propose_fix(
         why = next((r.why for r in refused if r.cause is cause), "the check no longer finds this cause.")
         raise InvalidAdjustmentError(f"No {cause.value} fix for {ref.label}: {why}")
     duplicates = (
-        read_duplicate_rows(conn, cols, settings, ref.user_id)
+        read_duplicate_rows(conn, cols, settings, [ref.user_id])[ref.user_id]
         if option.kind is FixKind.LEDGER_REVERSAL
         else []
     )
@@ -167,7 +167,10 @@ def propose_batch(
         raise InvalidAdjustmentError(
             f"No discrepant user over {minimum:,} tokens has a {cause.value} fix right now; nothing was proposed."
         )
-    snapshots = ledger_snapshots(conn, cols, [row.user.user_id for row, _ in chosen])
+    users = [row.user.user_id for row, _ in chosen]
+    snapshots = ledger_snapshots(conn, cols, users)
+    reversing = [row.user.user_id for row, option in chosen if option.kind is FixKind.LEDGER_REVERSAL]
+    duplicates = read_duplicate_rows(conn, cols, settings, reversing) if reversing else {}
     actions = fix_actions(settings, cols)
     plans = [
         plan_fix(
@@ -175,9 +178,7 @@ def propose_batch(
             option,
             row.balance,
             snapshots[row.user.user_id],
-            read_duplicate_rows(conn, cols, settings, row.user.user_id)
-            if option.kind is FixKind.LEDGER_REVERSAL
-            else [],
+            duplicates.get(row.user.user_id, []),
             actions,
         )
         for row, option in chosen

@@ -104,11 +104,12 @@ def fleet_signals_sql(cols: Columns) -> TextClause:
 
 @lru_cache
 def duplicate_rows_sql(cols: Columns) -> TextClause:
-    """The rows the signals count as duplicates, oldest first: what a reversal reverses."""
+    """The rows the signals count as duplicates, of the users in `:ids`, oldest first: what reversals
+    reverse (the same marking as the signals, so a reversal undoes exactly what a finding counted)."""
     return text(
-        f"{_flagged_sql(cols, many=False)}\n"
-        "SELECT row_id, action, model, tokens_used, grant_row, cost_estimate AS cost"
-        " FROM flagged WHERE duplicate ORDER BY created_at NULLS FIRST, row_id"
+        f"{_flagged_sql(cols, many=True)}\n"
+        "SELECT user_id::text AS user_id, row_id, action, model, tokens_used, grant_row, cost_estimate AS cost"
+        " FROM flagged WHERE duplicate ORDER BY user_id, created_at NULLS FIRST, row_id"
     ).bindparams(bindparam("prices", type_=JSONB))
 
 
@@ -166,17 +167,19 @@ _NO_SIGNALS: dict[str, Any] = {
 
 
 def read_duplicate_rows(
-    conn: Connection, cols: Columns, settings: Settings, user_id: str
-) -> list[DuplicateRow]:
-    """The user's duplicate usage and grant rows, as a reversal must undo them."""
-    return [
-        DuplicateRow(
-            id=row.row_id,
-            action=row.action,
-            model=row.model,
-            tokens=int(row.tokens_used or 0),
-            cost=row.cost,
-            grant=bool(row.grant_row),
+    conn: Connection, cols: Columns, settings: Settings, user_ids: list[str]
+) -> dict[str, list[DuplicateRow]]:
+    """Each user's duplicate usage and grant rows, as a reversal must undo them, in one statement."""
+    found: dict[str, list[DuplicateRow]] = {u: [] for u in user_ids}
+    for row in conn.execute(duplicate_rows_sql(cols), {"ids": user_ids, **_signal_params(settings)}):
+        found[row.user_id].append(
+            DuplicateRow(
+                id=row.row_id,
+                action=row.action,
+                model=row.model,
+                tokens=int(row.tokens_used or 0),
+                cost=row.cost,
+                grant=bool(row.grant_row),
+            )
         )
-        for row in conn.execute(duplicate_rows_sql(cols), signals_params(settings, user_id))
-    ]
+    return found
