@@ -245,6 +245,12 @@ def test_discrepancies_group_by_cause_filter_and_a_batch_is_listed_approved_once
     rows = list(csv.DictReader(io.StringIO(fake_slack.uploads([file_id])[file_id].decode())))
     assert sorted(r["email"] for r in rows) == sorted(dups)
     assert {r["state"] for r in rows} == {"pending"}
+    # Each user's planned row: the duplicate's action type, its tokens taken back, the row it reverses.
+    for r in rows:
+        user = dups[r["email"]]
+        _, duplicate = [row for row in before[user] if row.tokens_used == int(r["tokens"])]
+        assert r["ledger_rows"] == f"chat_conversation {-int(r['tokens']):+,} reversing {duplicate.id}"
+        assert r["remaining_before"] == r["remaining_after"]
 
     approve = buttons(posted.body)["approval_approve"]
     assert (

@@ -212,19 +212,46 @@ def items_csv(items: list[ItemReport]) -> bytes:
     """The complete list of a fix's users: what approvers read before deciding, and what happened after."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["user_id", "email", "tokens", "state", "outcome", "verification"])
+    writer.writerow(
+        [
+            "user_id",
+            "email",
+            "tokens",
+            "remaining_before",
+            "remaining_after",
+            "used_before",
+            "used_after",
+            "ledger_rows",
+            "state",
+            "outcome",
+            "verification",
+        ]
+    )
     for item in items:
+        before, after = item.before, item.after
         writer.writerow(
             [
                 _cell(item.user.user_id),
                 _cell(item.user.email or ""),
                 item.tokens,
+                *(
+                    ["", "", "", ""]
+                    if before is None or after is None
+                    else [before.remaining, after.remaining, before.used, after.used]
+                ),
+                _cell("; ".join(_entry_text(entry) for entry in item.entries)),
                 item.state.value,
                 _cell(item.outcome or ""),
                 _cell(item.verification or ""),
             ]
         )
     return out.getvalue().encode()
+
+
+def _entry_text(entry: LedgerEntry) -> str:
+    """One planned ledger row in a cell: action type, signed tokens, and the row it reverses."""
+    reverses = f" reversing {entry.reverses}" if entry.reverses else ""
+    return f"{entry.action or '(no action type)'} {entry.tokens:+,}{reverses}"
 
 
 def _cell(text: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from core.domain.fix_plans import FixPlan
+from core.domain.fix_plans import FixPlan, LedgerEntry, ProfileValues
 from core.domain.fixes import Cause, FixKind, WrongSide
 from core.domain.models import Frozen, UserRef
 
@@ -76,6 +76,10 @@ class ItemReport(Frozen):
     user: UserRef
     state: ItemState
     tokens: int
+    before: ProfileValues | None = None
+    after: ProfileValues | None = None
+    entries: tuple[LedgerEntry, ...] = ()
+    """The ledger rows the item writes (or wrote), as planned."""
     outcome: str | None = None
     verified: bool | None = None
     verification: str | None = None
