@@ -18,7 +18,8 @@ from core.store.alerts import (
     record_fleet_scan,
     scan_due,
 )
-from core.store.fleet import fleet_totals, low_balances, stream_discrepancies
+from core.store.discrepancies import stream_discrepancies
+from core.store.fleet import fleet_totals, low_balances
 from core.store.product import ProductShape
 
 

@@ -7,13 +7,8 @@ from sqlalchemy import Connection, text
 from core.domain.reports import DigestReport
 from core.settings import Settings
 from core.store import digests
-from core.store.fleet import (
-    fleet_totals,
-    low_balances,
-    read_discrepancies,
-    scan_ledger,
-    stream_discrepancies,
-)
+from core.store.discrepancies import read_discrepancies, scan_ledger, stream_discrepancies
+from core.store.fleet import fleet_totals, low_balances
 from core.store.product import ProductShape
 
 

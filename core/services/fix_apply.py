@@ -17,7 +17,7 @@ from core.domain.fixes import CAUSE_OF
 from core.domain.models import LedgerSnapshot, Verdict
 from core.domain.reports import DiscrepancyRow
 from core.settings import Settings
-from core.store import fix_items, fleet
+from core.store import discrepancies, fix_items
 from core.store.columns import Columns
 from core.store.fix_writes import lock_profile, write_plan
 from core.store.ledger import ledger_snapshot
@@ -133,7 +133,7 @@ def finish_fix(
     if request.status is not RequestStatus.APPLYING or not current.done or request.fix is None:
         return None, current
     users = fix_items.applied_user_ids(conn, settings, request_id)
-    rows = {row.user.user_id: row for row in fleet.read_discrepancies(conn, shape, settings, users)}
+    rows = {row.user.user_id: row for row in discrepancies.read_discrepancies(conn, shape, settings, users)}
     cause = request.fix.cause
     results: dict[str, tuple[bool, str]] = {}
     for user_id in users:

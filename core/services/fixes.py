@@ -29,7 +29,7 @@ from core.domain.models import LedgerSnapshot, Page, UserRef
 from core.domain.reports import CauseGroup, DiscrepancyReport, DiscrepancyRow
 from core.services.check import judge_user
 from core.settings import Settings
-from core.store import fix_items, fleet
+from core.store import discrepancies, fix_items
 from core.store.columns import Columns
 from core.store.fix_writes import rehearse_plan
 from core.store.ledger import ledger_snapshot, ledger_snapshots
@@ -59,7 +59,7 @@ def discrepancy_report(
     conn: Connection, shape: ProductShape, settings: Settings, *, minimum: int, cause: Cause | None, page: int
 ) -> DiscrepancyReport:
     """`/tokens discrepancies [min] [cause]`: every discrepant user grouped by cause, one page of them."""
-    found = fleet.discrepant_users(conn, shape, settings, minimum=minimum, window=CAUSE_WINDOW)
+    found = discrepancies.discrepant_users(conn, shape, settings, minimum=minimum, window=CAUSE_WINDOW)
     rows = found.rows
     groups: dict[Cause, list[DiscrepancyRow]] = defaultdict(list)
     for row in rows:
@@ -157,7 +157,7 @@ def propose_batch(
     """ "Propose fix for all N users": one request over every discrepant user whose cause is `cause`."""
     require_requester(settings, actor)
     cols = Columns.of(shape, settings)
-    rows = fleet.discrepant_users(conn, shape, settings, minimum=minimum, window=CAUSE_WINDOW).rows
+    rows = discrepancies.discrepant_users(conn, shape, settings, minimum=minimum, window=CAUSE_WINDOW).rows
     chosen = [
         (row, option)
         for row in rows

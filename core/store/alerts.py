@@ -17,7 +17,7 @@ from sqlalchemy import Connection, func, insert, select, text
 from core.domain.alerts import Alert, AlertKind, FleetSnapshot
 from core.settings import Settings
 from core.store.columns import REMAINING, Columns
-from core.store.fleet import _email_join
+from core.store.fleet import email_lookup
 from core.store.product import ProductShape
 from core.store.tables import digests, fleet_scans, in_bot_schema
 
@@ -113,7 +113,7 @@ def emails_of(
     """The emails of the alerted users that have one, by user id, for the alert message to name them by."""
     if not user_ids:
         return {}
-    email, email_join = _email_join(Columns.of(shape, settings), "pg")
+    email, email_join = email_lookup(Columns.of(shape, settings), "pg")
     rows = conn.execute(
         text(f"SELECT pg.user_id, {email} FROM unnest(CAST(:ids AS text[])) AS pg(user_id) {email_join}"),
         {"ids": user_ids},

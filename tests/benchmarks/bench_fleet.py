@@ -31,7 +31,7 @@ from core.services.service import TokensService
 from core.settings import Settings
 from core.store.columns import Columns
 from core.store.db import make_engine, unit_of_work
-from core.store.fleet import stream_discrepancies
+from core.store.discrepancies import stream_discrepancies
 from core.store.product import ProductShape
 from core.store.signals import ledger_signals_sql, prices_json
 from tests.benchmarks.bench_check import percentile, summary

@@ -24,7 +24,7 @@ from core.services.rollup import fold_ledger, verify_ledger
 from core.services.service import TokensService
 from core.settings import Settings
 from core.store.db import make_engine, unit_of_work
-from core.store.fleet import scan_ledger, stream_discrepancies
+from core.store.discrepancies import scan_ledger, stream_discrepancies
 from core.store.migrate import migrate
 from tests.benchmarks.bench_fleet import ACTOR, NO_SLACK, measure_memory, raw_discrepancies
 from tests.benchmarks.data import describe, psql_url
