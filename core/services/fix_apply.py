@@ -142,7 +142,9 @@ def finish_fix(
             results[user_id] = (False, "the user's profile is gone; nothing to verify")
             continue
         fixed = all(CAUSE_OF[f.kind] is not cause for f in row.findings)
-        verdict = judge(row.balance, row.findings, settings.tokens_problem_threshold)
+        verdict = judge(
+            row.balance, row.findings, settings.tokens_problem_threshold, partial=shape.hidden_rows
+        )
         why = RECONCILED if verdict is Verdict.RECONCILED else _still_differing(row)
         results[user_id] = (fixed, why)
     fix_items.record_verification(conn, settings, request_id, results)
