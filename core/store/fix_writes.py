@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from core.domain.errors import InvalidAdjustmentError, ProductDataError
@@ -14,26 +14,21 @@ from core.domain.fix_plans import FixPlan, LedgerEntry, ProfileValues
 from core.domain.fixes import FixKind
 from core.settings import Settings
 from core.store.columns import COST, REMAINING, USED, Columns
-from core.store.ledger_writes import current_row, insert_ledger_row, require_fits, set_balances, set_remaining
+from core.store.ledger_writes import (
+    current_row,
+    insert_ledger_row,
+    lock_profile_row,
+    require_fits,
+    set_balances,
+    set_remaining,
+)
 
 
 def lock_profile(conn: Connection, cols: Columns, user_id: str) -> tuple[str, ProfileValues, Any]:
     """The user's current profile row, locked until commit: its key, its values as the check reads them
     (NULL is 0) and the whole row as JSON (the item's before-image), read under the lock in one statement."""
     key, _ = current_row(conn, cols, user_id, lock=False)
-    rows = conn.execute(
-        text(
-            f"SELECT {cols.profile_balances('p')}, to_jsonb(p) AS image FROM user_profiles p"
-            f" WHERE {cols.is_profile_row('p')} FOR UPDATE"
-        ),
-        {"k": key},
-    ).all()
-    if len(rows) != 1:
-        raise ProductDataError(
-            f"user_profiles is a view without a key and holds {len(rows):,} rows for this user, so"
-            " tokens-bot cannot change exactly one of them. Nothing was changed."
-        )
-    [row] = rows
+    row = lock_profile_row(conn, cols, key, f"{cols.profile_balances('p')}, to_jsonb(p) AS image")
     values = ProfileValues(
         remaining=int(row.current_remaining), used=int(row.current_used), cost=row.current_cost
     )
@@ -41,10 +36,15 @@ def lock_profile(conn: Connection, cols: Columns, user_id: str) -> tuple[str, Pr
 
 
 def entry_metadata(plan: FixPlan, entry: LedgerEntry, trail: dict[str, Any]) -> dict[str, Any]:
-    """What marks a fix's row: its cause and kind, and the row it reverses or that it is a backfill."""
-    marks: dict[str, Any] = {"reverses": entry.reverses} if entry.reverses else {"backfill": True}
+    """What marks a fix's row: its cause and kind, and the delta of an adjustment, the row a reversal
+    reverses, or that it is a backfill."""
+    marks: dict[str, Any]
     if plan.option.kind is FixKind.ADJUSTMENT:
         marks = {"delta": entry.tokens}
+    elif entry.reverses:
+        marks = {"reverses": entry.reverses}
+    else:
+        marks = {"backfill": True}
     return {**trail, "fix": plan.cause.value, "fix_kind": plan.option.kind.value, **marks}
 
 

@@ -95,11 +95,19 @@ def operations_of(rows: Iterable[Mapping[Any, Any]]) -> list[Operation]:
     return [Operation.model_validate(dict(row)) for row in rows]
 
 
+def _position(cols: Columns) -> str:
+    """A ledger's position, as a select list over its rows `t`: how many, and the latest time shown."""
+    return f"count(*) AS rows, max({cols.shown_time('t')}) AS last_at"
+
+
+def _snapshot(row: Mapping[Any, Any]) -> LedgerSnapshot:
+    return LedgerSnapshot(rows=int(row["rows"]), last_at=row["last_at"])
+
+
 @lru_cache
 def _snapshot_sql(cols: Columns) -> TextClause:
     return text(
-        f"SELECT count(*) AS rows, max({cols.shown_time('t')}) AS last_at FROM token_usage t"
-        f" WHERE t.user_id = {cols.user_param(cols.ledger)}"
+        f"SELECT {_position(cols)} FROM token_usage t WHERE t.user_id = {cols.user_param(cols.ledger)}"
     )
 
 
@@ -109,7 +117,7 @@ def snapshot_statement(cols: Columns, user_id: str) -> Statement:
 
 def snapshot_of(rows: Iterable[Mapping[Any, Any]]) -> LedgerSnapshot:
     [row] = rows
-    return LedgerSnapshot(rows=int(row["rows"]), last_at=row["last_at"])
+    return _snapshot(row)
 
 
 def ledger_snapshot(conn: Connection, cols: Columns, user_id: str) -> LedgerSnapshot:
@@ -119,15 +127,15 @@ def ledger_snapshot(conn: Connection, cols: Columns, user_id: str) -> LedgerSnap
 
 def ledger_snapshots(conn: Connection, cols: Columns, user_ids: list[str]) -> dict[str, LedgerSnapshot]:
     """`ledger_snapshot` for many users in one statement (users without rows: 0 rows, no time)."""
+    ids = f"ANY(CAST(:ids AS {cols.ledger.column('user_id').type}[]))"
     found = {
-        row.user_id: LedgerSnapshot(rows=int(row.rows), last_at=row.last_at)
+        row["user_id"]: _snapshot(row)
         for row in conn.execute(
             text(
-                f"SELECT t.user_id::text AS user_id, count(*) AS rows, max({cols.shown_time('t')}) AS last_at"
-                f" FROM token_usage t WHERE t.user_id = ANY(CAST(:ids AS {cols.ledger.column('user_id').type}[]))"
-                " GROUP BY t.user_id"
+                f"SELECT t.user_id::text AS user_id, {_position(cols)} FROM token_usage t"
+                f" WHERE t.user_id = {ids} GROUP BY t.user_id"
             ),
             {"ids": user_ids},
-        )
+        ).mappings()
     }
     return {u: found.get(u, LedgerSnapshot(rows=0, last_at=None)) for u in user_ids}

@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Row, text
 
 from core.domain.errors import InvalidAdjustmentError, NotConfiguredError, ProductDataError
 from core.domain.models import Balance
@@ -162,23 +162,22 @@ def current_row(conn: Connection, cols: Columns, user_id: str, *, lock: bool) ->
     ).one()
     if not lock:
         return str(found.key), int(found.remaining)
-    locked = (
-        conn.execute(
-            text(
-                f"SELECT {cols.balance('p', REMAINING)} FROM user_profiles p"
-                f" WHERE {cols.is_profile_row('p')} FOR UPDATE"
-            ),
-            {"k": found.key},
-        )
-        .scalars()
-        .all()
-    )
+    locked = lock_profile_row(conn, cols, str(found.key), f"{cols.balance('p', REMAINING)} AS remaining")
+    return str(found.key), int(locked.remaining)
+
+
+def lock_profile_row(conn: Connection, cols: Columns, key: str, columns: str) -> Row[Any]:
+    """The one profile row `key` names, locked until commit, with `columns` (of alias `p`) read under the
+    lock; a keyless view holding several rows for the key is refused, as nothing could change just one."""
+    locked = conn.execute(
+        text(f"SELECT {columns} FROM user_profiles p WHERE {cols.is_profile_row('p')} FOR UPDATE"), {"k": key}
+    ).all()
     if len(locked) != 1:
         raise ProductDataError(
             f"user_profiles is a view without a key and holds {len(locked):,} rows for this user, so"
             " tokens-bot cannot change exactly one of them. Nothing was changed."
         )
-    return str(found.key), int(locked[0])
+    return locked[0]
 
 
 def require_ledger_writable(cols: Columns, settings: Settings, delta: int) -> None:

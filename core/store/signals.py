@@ -74,22 +74,28 @@ flagged AS (
 )"""
 
 
-_SIGNALS = """count(*) FILTER (WHERE usage) AS consumption_rows,
-       count(*) FILTER (WHERE usage AND NOT success) AS failed_rows,
-       coalesce(sum(tokens_used) FILTER (WHERE usage AND NOT success), 0) AS failed_tokens,
-       count(*) FILTER (WHERE usage AND duplicate) AS duplicate_rows,
-       coalesce(sum(tokens_used) FILTER (WHERE usage AND duplicate), 0) AS duplicate_tokens,
-       count(*) FILTER (WHERE grant_row AND duplicate) AS duplicate_grant_rows,
-       coalesce(sum(tokens_used) FILTER (WHERE grant_row AND duplicate), 0) AS duplicate_grant_tokens,
-       count(*) FILTER (WHERE drifted) AS drifted_rows,
-       coalesce(sum(tokens_used) FILTER (WHERE drifted), 0) AS drifted_tokens,
-       coalesce(sum(cost_estimate - priced_cents) FILTER (WHERE drifted), 0) AS drifted_cents"""
+# Each signal the findings read, by name: what one user's (or each user's) marked rows add up to.
+_SIGNALS = {
+    "consumption_rows": "count(*) FILTER (WHERE usage)",
+    "failed_rows": "count(*) FILTER (WHERE usage AND NOT success)",
+    "failed_tokens": "coalesce(sum(tokens_used) FILTER (WHERE usage AND NOT success), 0)",
+    "duplicate_rows": "count(*) FILTER (WHERE usage AND duplicate)",
+    "duplicate_tokens": "coalesce(sum(tokens_used) FILTER (WHERE usage AND duplicate), 0)",
+    "duplicate_grant_rows": "count(*) FILTER (WHERE grant_row AND duplicate)",
+    "duplicate_grant_tokens": "coalesce(sum(tokens_used) FILTER (WHERE grant_row AND duplicate), 0)",
+    "drifted_rows": "count(*) FILTER (WHERE drifted)",
+    "drifted_tokens": "coalesce(sum(tokens_used) FILTER (WHERE drifted), 0)",
+    "drifted_cents": "coalesce(sum(cost_estimate - priced_cents) FILTER (WHERE drifted), 0)",
+}
+_SIGNAL_LIST = ",\n       ".join(f"{sql} AS {name}" for name, sql in _SIGNALS.items())
+# What a user without usage or grant rows has: nothing of each.
+_NO_SIGNALS: dict[str, Any] = dict.fromkeys(_SIGNALS, 0)
 
 
 @lru_cache
 def ledger_signals_sql(cols: Columns) -> TextClause:
     """One pass over a user's rows that counts every signal the findings need; built per shape."""
-    return text(f"{_flagged_sql(cols, many=False)}\nSELECT {_SIGNALS}\nFROM flagged").bindparams(
+    return text(f"{_flagged_sql(cols, many=False)}\nSELECT {_SIGNAL_LIST}\nFROM flagged").bindparams(
         bindparam("prices", type_=JSONB)
     )
 
@@ -98,7 +104,7 @@ def ledger_signals_sql(cols: Columns) -> TextClause:
 def fleet_signals_sql(cols: Columns) -> TextClause:
     """The same signals for the users in `:ids`, one row each (users without such rows get none)."""
     return text(
-        f"{_flagged_sql(cols, many=True)}\nSELECT user_id::text AS user_id, {_SIGNALS}\nFROM flagged GROUP BY user_id"
+        f"{_flagged_sql(cols, many=True)}\nSELECT user_id::text AS user_id, {_SIGNAL_LIST}\nFROM flagged GROUP BY user_id"
     ).bindparams(bindparam("prices", type_=JSONB))
 
 
@@ -147,23 +153,6 @@ def read_fleet_signals(
         ).mappings()
     }
     return {u: found.get(u, _NO_SIGNALS) for u in user_ids}
-
-
-_NO_SIGNALS: dict[str, Any] = {
-    name: 0
-    for name in [
-        "consumption_rows",
-        "failed_rows",
-        "failed_tokens",
-        "duplicate_rows",
-        "duplicate_tokens",
-        "duplicate_grant_rows",
-        "duplicate_grant_tokens",
-        "drifted_rows",
-        "drifted_tokens",
-        "drifted_cents",
-    ]
-}
 
 
 def read_duplicate_rows(
