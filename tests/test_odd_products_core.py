@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from bot.render.reconcile import render_reconcile
 from core.domain.approvals import Person
 from core.domain.errors import AmbiguousUserError, InvalidAdjustmentError, ProductDataError, UserNotFoundError
+from core.domain.fixes import Cause
 from core.domain.models import DataQualityKind, Verdict
 from core.services.service import TokensService
 from core.settings import Settings
@@ -177,6 +178,52 @@ def test_rows_hidden_by_row_level_security_are_never_called_reconciled(server_ur
                 conn.exec_driver_sql(f"DROP OWNED BY {role}; DROP ROLE {role}")
         assert report.verdict is Verdict.MINOR
         assert [note.kind for note in report.data_quality] == [DataQualityKind.HIDDEN_ROWS]
+
+
+def test_a_fix_under_row_level_security_is_never_verified_as_reconciled(server_url: str) -> None:
+    """The bot's role under row-level security applies a fix that closes the visible gap; the verification,
+    like the check, cannot call the user reconciled: the hidden rows could disagree."""
+    with product(server_url) as (url, engine):
+        role = f"rls_{uuid.uuid4().hex[:8]}"
+        with engine.begin() as conn:
+            user = add_user(conn, remaining=1_600, used=0, email="rls-fix@example.com")
+            add_usage(conn, user, tokens=1_000, action="admin_grant", model=None)
+            conn.exec_driver_sql(
+                f"CREATE ROLE {role} LOGIN PASSWORD 'rls-secret'; GRANT USAGE ON SCHEMA auth, tokens_bot TO {role};"
+                f" GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public, tokens_bot TO {role};"
+                f" GRANT SELECT ON ALL TABLES IN SCHEMA auth TO {role};"
+                f" GRANT USAGE ON ALL SEQUENCES IN SCHEMA tokens_bot TO {role};"
+                f" GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tokens_bot TO {role};"
+                " ALTER TABLE token_usage ENABLE ROW LEVEL SECURITY;"
+                f" CREATE POLICY everything ON token_usage FOR ALL TO {role} USING (true) WITH CHECK (true)"
+            )
+        as_role = (
+            make_url(url).set(username=role, password="rls-secret").render_as_string(hide_password=False)
+        )
+        restricted = make_engine(as_role, pool_size=1)
+        try:
+            service = TokensService(settings_for(url), restricted)
+            check = service.check("UADMIN1", user)
+            [option] = check.fixes
+            assert option.cause is Cause.UNLOGGED_GRANT and check.snapshot is not None
+            request = service.propose_fix(ASKER, user, option.cause, check.snapshot)
+            service.approve(APPROVER, request.id)
+            service.apply_fix(request.id, limit=10)
+            closed, progress = service.finish_fix(request.id)
+            after = service.check("UADMIN1", user)
+        finally:
+            restricted.dispose()
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"DROP OWNED BY {role}; DROP ROLE {role}")
+        assert (
+            closed is not None and after.verdict is Verdict.MINOR and after.balance.remaining_discrepancy == 0
+        )
+        assert (progress.applied, progress.reconciled, progress.differing, progress.unverified) == (
+            1,
+            0,
+            1,
+            0,
+        )
 
 
 def test_doctor_explains_each_deviation_and_counts_the_odd_rows(server_url: str) -> None:

@@ -145,7 +145,9 @@ def finish_fix(
         verdict = judge(
             row.balance, row.findings, settings.tokens_problem_threshold, partial=shape.hidden_rows
         )
-        why = RECONCILED if verdict is Verdict.RECONCILED else _still_differing(row)
+        why = (
+            RECONCILED if verdict is Verdict.RECONCILED else _still_differing(row, partial=shape.hidden_rows)
+        )
         results[user_id] = (fixed, why)
     fix_items.record_verification(conn, settings, request_id, results)
     final = fix_items.progress(conn, settings, request_id)
@@ -156,7 +158,8 @@ def finish_fix(
     return decision, final
 
 
-def _still_differing(row: DiscrepancyRow) -> str:
+def _still_differing(row: DiscrepancyRow, *, partial: bool) -> str:
     b = row.balance
     found = "; ".join(f.kind.value.replace("_", " ") for f in row.findings) or "no cause found"
-    return f"still differs: used {b.used_discrepancy:+,}, remaining {b.remaining_discrepancy:+,} ({found})"
+    hidden = "; rows hidden from the bot's role by row-level security could disagree" if partial else ""
+    return f"still differs: used {b.used_discrepancy:+,}, remaining {b.remaining_discrepancy:+,} ({found}){hidden}"
