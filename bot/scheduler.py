@@ -19,9 +19,10 @@ from bot.slack.delivery import web_client
 from bot.slack.port import SlackPort, WebSlack
 from core.domain.approvals import TickResult
 from core.domain.fix_batches import BatchProgress
-from core.domain.rollups import FoldResult
+from core.domain.rollups import FoldResult, SignalsKept
 from core.services.rollup import fold_ledger
 from core.services.service import TokensService
+from core.services.signal_refresh import keep_largest_signals
 from core.store.scheduler import still_leading, try_lead
 
 log = logging.getLogger(__name__)
@@ -29,19 +30,22 @@ log = logging.getLogger(__name__)
 
 class TickOutcome(NamedTuple):
     """One tick as it went: what it decided, how many reminders Slack took, whether the alerts were posted,
-    the interrupted fixes it resumed and the fold of the ledger totals (None: it failed, and is logged)."""
+    the interrupted fixes it resumed, the fold of the ledger totals and the finding signals kept after it
+    (None: it failed, and is logged)."""
 
     result: TickResult
     reminded: int = 0
     alerts_posted: bool = False
     resumed: tuple[BatchProgress, ...] = ()
     folded: FoldResult | None = None
+    signals: SignalsKept | None = None
 
 
 def tick_once(service: TokensService, slack: SlackPort) -> TickOutcome:
     """Decide and record the tick's work in one transaction, then tell Slack: expiries, reminders, alerts;
     then resume the fixes an interruption left half applied (each item in its own transaction), and fold
-    the ledger rows since the last fold into the fleet scans' totals.
+    the ledger rows since the last fold into the fleet scans' totals, and keep the finding signals of the
+    largest discrepancies for the lists that group them by cause.
 
     Slack hears of it after the commit and best-effort, so a Slack outage never undoes or repeats the work.
     """
@@ -65,7 +69,9 @@ def tick_once(service: TokensService, slack: SlackPort) -> TickOutcome:
     resumed = tuple(
         finish_fix_in_slack(service, slack, request_id) for request_id in service.interrupted_fixes()
     )
-    return TickOutcome(result, reminded, posted, resumed, fold_recent(service))
+    folded = fold_recent(service)
+    signals = keep_signals(service) if folded is not None and folded.ran else None
+    return TickOutcome(result, reminded, posted, resumed, folded, signals)
 
 
 def fold_recent(service: TokensService) -> FoldResult | None:
@@ -76,6 +82,18 @@ def fold_recent(service: TokensService) -> FoldResult | None:
         return fold_ledger(service.engine, service.scan_engine, service.settings, incremental_only=True)
     except Exception:
         log.exception("the scheduled fold of the ledger totals failed; the next tick tries again")
+        return None
+
+
+def keep_signals(service: TokensService) -> SignalsKept | None:
+    """Count the signals of the largest discrepancies whose rows changed in the fold, and keep them. A
+    failure is logged and tried next tick: lists count what is not kept live meanwhile."""
+    try:
+        return keep_largest_signals(service.engine, service.scan_engine, service.settings)
+    except Exception:
+        log.exception(
+            "keeping the finding signals of the largest discrepancies failed; the next tick tries again"
+        )
         return None
 
 

@@ -27,6 +27,7 @@ from core.domain.history import AuditRecord
 from core.domain.reports import DigestReport
 from core.services.rollup import fold_ledger, verify_ledger
 from core.services.service import TokensService
+from core.services.signal_refresh import keep_largest_signals
 from core.settings import Settings
 from core.store.db import make_engine
 from core.store.doctor import diagnose_database
@@ -192,6 +193,8 @@ def tick(settings: Settings) -> int:
         )
     if outcome.folded is not None and outcome.folded.ran:
         notes.append(f"ledger totals folded ({outcome.folded.users:,} users changed)")
+    if outcome.signals is not None:
+        notes.append(f"finding signals of {outcome.signals.counted:,} of the largest discrepancies counted")
     if outcome.resumed:
         applied = sum(progress.applied for progress in outcome.resumed)
         notes.append(f"{len(outcome.resumed):,} interrupted fixes resumed ({applied:,} items applied in all)")
@@ -225,16 +228,19 @@ def rollup(settings: Settings, *, full: bool, verify: bool) -> int:
             )
             return 1 if checked.mismatches else 0
         result = fold_ledger(service.engine, service.scan_engine, settings, full=full)
+        if not result.ran:
+            print("rollup skipped: another fold is running")
+            return 0
+        signals = keep_largest_signals(service.engine, service.scan_engine, settings, recount=result.full)
     finally:
         service.engine.dispose()
-    if not result.ran:
-        print("rollup skipped: another fold is running")
-        return 0
     assert result.watermark is not None
     kind = f"full fold ({result.full_reason})" if result.full else f"folded from {result.previous}"
     print(
         f"rollup: {kind} to {result.watermark.isoformat()}: {result.users:,} users' totals changed,"
-        f" {result.late_users:,} users re-read for rows inserted late ({result.late_hours:,} hours)"
+        f" {result.late_users:,} users re-read for rows inserted late ({result.late_hours:,} hours);"
+        f" finding signals of the largest discrepancies: {signals.counted:,} counted, {signals.reused:,} still"
+        f" held, {signals.forgotten:,} forgotten"
     )
     return 0
 

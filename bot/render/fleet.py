@@ -159,6 +159,11 @@ def render_discrepancies(report: DiscrepancyReport, *, can_ask: bool = False) ->
             f" · causes and this list cover the {tokens(report.classified)} largest of"
             f" {_matched(report.discrepant)}; once they are fixed, the next ones come up"
         )
+    if report.older_causes:
+        summary += (
+            f" · the causes of {_matched(report.older_causes)} are from their rows at the last fold of the ledger"
+            " totals (they have rows since); every balance, and every user on this page, is current"
+        )
     if report.deferred:
         summary += (
             f" · {_matched(report.deferred)} left out: active in the last {report.grace_seconds} s,"

@@ -78,6 +78,9 @@ class DiscrepancyReport(Frozen):
     discrepant: int = 0
     """Every discrepant user over the minimum; the causes are of the largest `classified` of them."""
     classified: int = 0
+    older_causes: int = 0
+    """Of the `classified`, users grouped by the signals kept at the last fold: they have rows since. Their
+    balances, and every row of the page, are current."""
     total: int
     deferred: int
     """Users left out because the tokens of their rows inside the grace window, which may still be

@@ -42,3 +42,14 @@ class VerifyResult(Frozen):
     users: int
     """Users compared (with totals folded, or rows in the ledger up to the watermark)."""
     mismatches: list[Mismatch]
+
+
+class SignalsKept(Frozen):
+    """What keeping the finding signals of the largest discrepancies did (core.store.signal_cache)."""
+
+    counted: int
+    """Users whose signals were counted from their rows (none were kept for them, or their rows changed)."""
+    reused: int
+    """Users whose kept signals still held."""
+    forgotten: int
+    """Users no longer among the largest discrepancies, whose kept signals were dropped."""

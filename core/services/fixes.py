@@ -58,8 +58,13 @@ def fix_actions(settings: Settings, cols: Columns) -> FixActions:
 def discrepancy_report(
     conn: Connection, shape: ProductShape, settings: Settings, *, minimum: int, cause: Cause | None, page: int
 ) -> DiscrepancyReport:
-    """`/tokens discrepancies [min] [cause]`: every discrepant user grouped by cause, one page of them."""
-    found = discrepancies.discrepant_users(conn, shape, settings, minimum=minimum, window=CAUSE_WINDOW)
+    """`/tokens discrepancies [min] [cause]`: every discrepant user grouped by cause, one page of them.
+
+    The groups take the signals kept at the last fold where a user's rows have changed since; the page's
+    rows are diagnosed from their rows now."""
+    found = discrepancies.discrepant_users(
+        conn, shape, settings, minimum=minimum, window=CAUSE_WINDOW, current=False
+    )
     rows = found.rows
     groups: dict[Cause, list[DiscrepancyRow]] = defaultdict(list)
     for row in rows:
@@ -82,11 +87,29 @@ def discrepancy_report(
         total=len(shown),
         deferred=found.deferred,
         grace_seconds=settings.tokens_scan_grace_seconds,
-        rows=shown[offset : offset + size],
+        rows=_current(conn, shape, settings, shown[offset : offset + size], found.older),
+        older_causes=len(found.older),
         offset=offset,
         page=Page(number=number, count=pages),
         ledger=found.ledger,
     )
+
+
+def _current(
+    conn: Connection,
+    shape: ProductShape,
+    settings: Settings,
+    rows: list[DiscrepancyRow],
+    older: frozenset[str],
+) -> list[DiscrepancyRow]:
+    """The page's rows, those diagnosed from older signals diagnosed again from their rows now."""
+    again = {
+        row.user.user_id: row
+        for row in discrepancies.rediagnose(
+            conn, shape, settings, [r for r in rows if r.user.user_id in older]
+        )
+    }
+    return [again.get(row.user.user_id, row) for row in rows]
 
 
 def _group(cause: Cause, rows: list[DiscrepancyRow]) -> CauseGroup:
@@ -157,7 +180,9 @@ def propose_batch(
     """ "Propose fix for all N users": one request over every discrepant user whose cause is `cause`."""
     require_requester(settings, actor)
     cols = Columns.of(shape, settings)
-    rows = discrepancies.discrepant_users(conn, shape, settings, minimum=minimum, window=CAUSE_WINDOW).rows
+    rows = discrepancies.discrepant_users(
+        conn, shape, settings, minimum=minimum, window=CAUSE_WINDOW, current=True
+    ).rows
     chosen = [
         (row, option)
         for row in rows

@@ -23,7 +23,8 @@ from core.store.columns import Columns
 from core.store.fleet import email_lookup
 from core.store.product import ProductShape
 from core.store.rollup_state import ledger_read, rollups_table
-from core.store.scan import discrepancy_cte
+from core.store.scan import discrepancy_cte, scored_cte
+from core.store.signal_cache import kept_signals
 from core.store.signals import read_fleet_signals
 from core.store.tiers import load_tiers
 
@@ -45,11 +46,16 @@ def _rollups(conn: Connection, settings: Settings, ledger: LedgerRead) -> str | 
     Their scan joins one row per user to each profile by the id's text, an expression the planner has no
     statistics for: its estimates then choose merge joins that sort every user, and JIT compilation
     that takes longer than the arithmetic it compiles (at 600,000 users, 8.4 s against 2.6 s). Hash
-    joins and no JIT, for this transaction only.
+    joins, held in memory rather than split into batches on disk, and no JIT, for this transaction only.
     """
     if ledger.folded_to is None:
         return None
-    conn.execute(text("SELECT set_config('jit', 'off', true), set_config('enable_mergejoin', 'off', true)"))
+    conn.execute(
+        text(
+            "SELECT set_config('jit', 'off', true), set_config('enable_mergejoin', 'off', true),"
+            " set_config('work_mem', '64MB', true)"
+        )
+    )
     return rollups_table(settings)
 
 
@@ -66,44 +72,57 @@ class Discrepant(NamedTuple):
     """Every discrepant user over the minimum (deferred ones apart)."""
     deferred: int
     ledger: LedgerRead
+    counted: dict[str, tuple[int, dict[str, Any]]]
+    """The signals counted from the rows, with the number of rows they were counted over."""
+    older: frozenset[str]
+    """Users diagnosed from signals kept before their newest rows (`current` left them so)."""
 
 
 def discrepant_users(
-    conn: Connection, shape: ProductShape, settings: Settings, *, minimum: int, window: int
+    conn: Connection, shape: ProductShape, settings: Settings, *, minimum: int, window: int, current: bool
 ) -> Discrepant:
     """The `window` largest discrepant users, diagnosed, with how many there are in all and how the scan
     read the ledger (folded totals and the rows since, or every row).
 
     Grouping by cause needs each user's findings, and those need their rows' signals: bounded by the
-    window, the signals' statement and the memory stay the same size whatever the fleet's. The caller's
-    snapshot (REPEATABLE READ) makes the balances and the findings agree.
+    window, the signals' statement and the memory stay the same size whatever the fleet's. Signals kept
+    for users whose rows have not changed since (core.store.signal_cache) are not counted again; without
+    `current`, neither are those kept before a user's newest rows: a grouping may lag one fold behind for
+    them (`rediagnose` counts the rows a page shows). The caller's snapshot (REPEATABLE READ) makes the
+    balances and the findings agree.
     """
     cols = Columns.of(shape, settings)
     tiers = load_tiers(conn, shape, settings)
     ledger = ledger_read(conn, cols, tiers, settings)
-    email, email_join = email_lookup(cols, "f")
+    rollups = _rollups(conn, settings, ledger)
     sql = f"""
-    WITH {discrepancy_cte(cols, tiers, rollups=_rollups(conn, settings, ledger))}
-    SELECT c.matched_total, c.deferred_total, f.*, {email}
+    WITH {scored_cte(cols, tiers, rollups=rollups)}
+    SELECT c.matched_total, c.deferred_total, f.user_id
     FROM (
         SELECT count(*) FILTER (WHERE NOT deferred) AS matched_total,
                count(*) FILTER (WHERE deferred) AS deferred_total
-        FROM flagged
+        FROM scored
     ) c
     LEFT JOIN LATERAL (
-        SELECT * FROM flagged WHERE NOT deferred ORDER BY worst DESC, user_id LIMIT :window
+        SELECT user_id, worst FROM scored WHERE NOT deferred ORDER BY worst DESC, user_id LIMIT :window
     ) f ON true
-    {email_join}
     ORDER BY f.worst DESC, f.user_id
     """
-    params = {**_scan_params(settings, tiers, minimum, ledger), "window": window}
-    rows = conn.execute(_statement(sql), params).mappings().all()
-    first = rows[0]
+    params = _scan_params(settings, tiers, minimum, ledger)
+    found = conn.execute(_statement(sql), {**params, "window": window}).all()
+    largest = [row.user_id for row in found if row.user_id is not None]
+    judged = _judged(conn, cols, tiers, rollups, params, largest)
+    ledger_rows = {row["user_id"]: int(row["ledger_rows"]) for row in judged}
+    kept = kept_signals(conn, cols, settings, list(ledger_rows))
+    usable = {u: signals for u, (rows, signals) in kept.items() if rows == ledger_rows[u] or not current}
+    counted = read_fleet_signals(conn, cols, settings, [u for u in ledger_rows if u not in usable])
     return Discrepant(
-        _diagnosed(conn, cols, settings, tiers, [row for row in rows if row["user_id"] is not None]),
-        int(first["matched_total"]),
-        int(first["deferred_total"]),
+        _diagnosed(cols, tiers, judged, {**usable, **counted}),
+        int(found[0].matched_total),
+        int(found[0].deferred_total),
         ledger,
+        {u: (ledger_rows[u], signals) for u, signals in counted.items()},
+        frozenset(u for u in usable if kept[u][0] != ledger_rows[u]),
     )
 
 
@@ -128,10 +147,9 @@ def stream_discrepancies(
     tiers = load_tiers(conn, shape, settings)
     ledger = ledger or ledger_read(conn, Columns.of(shape, settings), tiers, settings)
     sql = f"""
-    WITH {discrepancy_cte(Columns.of(shape, settings), tiers, rollups=_rollups(conn, settings, ledger))}
-    SELECT user_id, worst, current_used - calculated_used AS used_discrepancy,
-           current_remaining - expected_remaining AS remaining_discrepancy, deferred
-    FROM flagged ORDER BY worst DESC, user_id
+    WITH {scored_cte(Columns.of(shape, settings), tiers, rollups=_rollups(conn, settings, ledger))}
+    SELECT user_id, worst, used_discrepancy, remaining_discrepancy, deferred
+    FROM scored ORDER BY worst DESC, user_id
     """
     statement = _statement(sql).execution_options(stream_results=True, yield_per=batch)
     result = conn.execute(statement, _scan_params(settings, tiers, minimum, ledger))
@@ -147,21 +165,50 @@ def read_discrepancies(
         return []
     cols = Columns.of(shape, settings)
     tiers = load_tiers(conn, shape, settings)
+    found = _judged(conn, cols, tiers, None, _scan_params(settings, tiers, 0), user_ids)
+    return _diagnosed(cols, tiers, found, read_fleet_signals(conn, cols, settings, user_ids))
+
+
+def rediagnose(
+    conn: Connection, shape: ProductShape, settings: Settings, rows: list[DiscrepancyRow]
+) -> list[DiscrepancyRow]:
+    """Rows diagnosed from older signals, diagnosed again from their rows now (balances as scanned)."""
+    if not rows:
+        return rows
+    cols = Columns.of(shape, settings)
+    signals = read_fleet_signals(conn, cols, settings, [row.user.user_id for row in rows])
+    known = known_amounts(load_tiers(conn, shape, settings), cols.shape.remaining_default)
+    return [
+        row.model_copy(update={"findings": diagnose(row.balance, signals[row.user.user_id], known)})
+        for row in rows
+    ]
+
+
+def _judged(
+    conn: Connection,
+    cols: Columns,
+    tiers: Tiers,
+    rollups: str | None,
+    params: dict[str, Any],
+    user_ids: list[str],
+) -> list[Any]:
+    """The judged balances of chosen users (over `params`' minimum), with their emails, in the order given:
+    from `rollups` and the rows since where given, else from their rows of the whole ledger."""
     email, email_join = email_lookup(cols, "f")
     sql = f"""
-    WITH {discrepancy_cte(cols, tiers, chosen_users=True)}
+    WITH {discrepancy_cte(cols, tiers, chosen_users=True, rollups=rollups)}
     SELECT f.*, {email} FROM judged f {email_join}
     """
-    params = {**_scan_params(settings, tiers, 0), "ids": user_ids}
-    found = {row["user_id"]: row for row in conn.execute(_statement(sql), params).mappings()}
-    return _diagnosed(conn, cols, settings, tiers, [found[u] for u in user_ids if u in found])
+    found = {
+        row["user_id"]: row for row in conn.execute(_statement(sql), {**params, "ids": user_ids}).mappings()
+    }
+    return [found[u] for u in user_ids if u in found]
 
 
 def _diagnosed(
-    conn: Connection, cols: Columns, settings: Settings, tiers: Tiers, rows: list[Any]
+    cols: Columns, tiers: Tiers, rows: list[Any], signals: dict[str, dict[str, Any]]
 ) -> list[DiscrepancyRow]:
-    """Scanned rows as the check's Balances, diagnosed by the check's own findings in this snapshot."""
-    signals = read_fleet_signals(conn, cols, settings, [row["user_id"] for row in rows])
+    """Scanned rows as the check's Balances, diagnosed by the check's own findings from their signals."""
     known = known_amounts(tiers, cols.shape.remaining_default)
     diagnosed = []
     for row in rows:

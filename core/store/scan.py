@@ -10,7 +10,115 @@ from __future__ import annotations
 
 from core.domain.tiers import Tiers
 from core.store.columns import Columns
-from core.store.ledger_sums import after_watermark, combined, scan_columns, slice_sums, tier_amounts
+from core.store.ledger_sums import (
+    AFTER_RESET,
+    after_watermark,
+    combined,
+    scan_columns,
+    slice_sums,
+    tier_amounts,
+)
+from core.store.profile_columns import REMAINING, USED
+
+
+def _ledger(
+    cols: Columns, tiers: Tiers, *, chosen_users: bool, rollups: str | None, light: bool = False
+) -> tuple[str, str]:
+    """The CTEs ending in `ledger` (each user's sums: `scan_columns` and `recent_tokens`, or with `light`
+    only what `scored_cte` reads) and the join that meets each profile `p` with them.
+
+    With `rollups` (the bot's folded totals, core.store.rollups), only the users with rows after
+    `:watermark` have their totals and those rows added up; every other user's totals are used as folded
+    (at 600,000 users, adding zeros to each cost a second). `chosen_users` narrows both to `:ids`.
+    """
+    ledger_ids = f"CAST(:ids AS {cols.ledger.column('user_id').type}[])"
+    folded = _scored_columns(tiers, "s") if light else scan_columns(cols, tiers, "s")
+    columns = f"{folded}, s.recent_tokens"
+    if rollups is None:
+        where = f"t.user_id = ANY({ledger_ids})" if chosen_users else "true"
+        sums = slice_sums(cols, tiers, where, recent=True)
+        ledger = f"ledger AS (SELECT {columns}, s.ledger_user_id FROM {sums} s),"
+        join = f"LEFT JOIN ledger l ON {cols.same_user('l.ledger_user_id', cols.ledger, 'p.user_id', cols.profiles)}"
+        return ledger, join
+    tail_where, folded_where = after_watermark(cols, "t"), "true"
+    if chosen_users:
+        tail_where += f" AND t.user_id = ANY({ledger_ids})"
+        folded_where = "s.user_id = ANY(CAST(:ids AS text[]))"
+    ledger = f"""tail AS {slice_sums(cols, tiers, tail_where, recent=True)},
+    ledger AS (
+        SELECT {columns} FROM (
+            SELECT {combined("o", "n")}, n.recent_tokens FROM tail n LEFT JOIN {rollups} o USING (user_id)
+        ) s
+        UNION ALL
+        SELECT {folded}, 0 FROM {rollups} s
+        WHERE {folded_where} AND NOT EXISTS (SELECT FROM tail n WHERE n.user_id = s.user_id)
+    ),"""
+    return ledger, "LEFT JOIN ledger l ON l.user_id = p.user_id::text"
+
+
+def _scored_columns(tiers: Tiers, s: str) -> str:
+    """Of `scan_columns`, what `scored_cte` reads: at 600,000 users, each column more costs."""
+    logged = "".join(
+        f", {a} = ANY({s}.logged_amounts) AS logged_{i}" for i, a in enumerate(tier_amounts(tiers))
+    )
+    sums = ", ".join(f"{s}.{c}" for c in ("user_id", "calculated_used", "reset_tokens", *AFTER_RESET))
+    return f"{sums}{logged}"
+
+
+def _tier_logged(tiers: Tiers) -> str:
+    """Whether the user's tier amount `tg.amount` was logged as a grant by the product (tokens-bot's own
+    grants are approved extras, as in the check); NULL where the amount is not a tracked one."""
+    amounts = tier_amounts(tiers)
+    if not amounts:
+        return "NULL::boolean"
+    return "CASE tg.amount " + " ".join(f"WHEN {a} THEN l.logged_{i}" for i, a in enumerate(amounts)) + " END"
+
+
+_TIERS = """tiers AS (
+        SELECT key AS tier, value::numeric AS amount FROM jsonb_each_text(:tier_grants)
+    ),"""
+# A write still in progress (ledger row in, balance not yet) can explain at most the tokens of the rows
+# inside the grace window: only a discrepancy within that allowance is deferred.
+_DEFERRED = "w.worst - {r}.recent_tokens <= :minimum AS deferred"
+
+
+def scored_cte(cols: Columns, tiers: Tiers, *, rollups: str | None = None) -> str:
+    """CTEs ending in `scored`: every user over `:minimum`, with the two discrepancies, the worst and whether
+    it is deferred, and nothing else.
+
+    The least arithmetic that decides who is discrepant, so a scan of every user stays cheap; the judged
+    balances of `discrepancy_cte` are then read for the users shown. The expected remaining is `judged`'s:
+    a reset replaces the initial grant; else an unlogged tier amount is added; else a first grant is both
+    the initial grant and a grant row, so it cancels out.
+    """
+    ledger, join = _ledger(cols, tiers, chosen_users=False, rollups=rollups, light=True)
+    p = "p"
+    return f"""
+    {_TIERS}
+    {ledger}
+    discrepancies AS (
+        SELECT p.user_id::text AS user_id,
+               {cols.balance(p, USED)} - coalesce(l.calculated_used, 0) AS used_discrepancy,
+               {cols.balance(p, REMAINING)} - (
+                   coalesce(l.all_grants, 0) - coalesce(l.counted_used, 0) - coalesce(l.admin_deductions, 0)
+                   + CASE WHEN l.reset_tokens IS NOT NULL THEN l.reset_tokens
+                          WHEN tg.amount IS NULL OR coalesce({_tier_logged(tiers)}, false) THEN 0
+                          ELSE tg.amount END) AS remaining_discrepancy,
+               coalesce(l.recent_tokens, 0) AS recent_tokens
+        FROM {cols.current_profiles("p")}
+        {join}
+        LEFT JOIN tiers tg ON tg.tier = {cols.tier(p)}
+        -- A fence: each user's discrepancies are computed once, not again wherever the worst uses them.
+        OFFSET 0
+    ),
+    scored AS (
+        SELECT d.user_id, w.worst, d.used_discrepancy, d.remaining_discrepancy, {_DEFERRED.format(r="d")}
+        FROM discrepancies d
+        CROSS JOIN LATERAL (
+            SELECT greatest(abs(d.used_discrepancy), abs(d.remaining_discrepancy)) AS worst
+        ) w
+        WHERE w.worst > :minimum
+    )"""
 
 
 def discrepancy_cte(
@@ -18,47 +126,16 @@ def discrepancy_cte(
 ) -> str:
     """CTEs ending in `judged` (every user's balance) and `flagged` (those over `:minimum`).
 
-    `chosen_users` narrows both tables to `:ids`, for re-reading a few users the digest picked.
+    `chosen_users` narrows both tables to `:ids`: the users a page shows, or a few the digest picked.
     `rollups` names the bot's folded totals (core.store.rollups): the ledger is then read only after
     `:watermark`, and added to them; the sums are the full scan's at this snapshot.
     """
     p = "p"
-    ledger_ids, profile_ids = (
-        f"CAST(:ids AS {table.column('user_id').type}[])" for table in (cols.ledger, cols.profiles)
-    )
+    profile_ids = f"CAST(:ids AS {cols.profiles.column('user_id').type}[])"
     only_profiles = f"AND p.user_id = ANY({profile_ids})" if chosen_users else ""
-    columns = f"{scan_columns(cols, tiers, 's')}, s.recent_tokens"
-    fence = ""
-    if rollups is None:
-        where = f"t.user_id = ANY({ledger_ids})" if chosen_users else "true"
-        sums = slice_sums(cols, tiers, where, recent=True)
-        ledger = f"ledger AS (SELECT {columns}, s.ledger_user_id FROM {sums} s),"
-        join = f"LEFT JOIN ledger l ON {cols.same_user('l.ledger_user_id', cols.ledger, 'p.user_id', cols.profiles)}"
-    else:
-        # Each profile meets its totals and its rows since the watermark by its own id, so the planner
-        # sees two plain joins (a join on a full join's merged id would hide the tables' statistics).
-        ledger = f"tail AS {slice_sums(cols, tiers, after_watermark(cols, 't'), recent=True)},"
-        # A fence: each user's combined sums are computed once, not again wherever judged and flagged
-        # use them (at 600,000 users that repetition cost seconds).
-        fence = "OFFSET 0"
-        join = f"""LEFT JOIN {rollups} o ON o.user_id = p.user_id::text
-        LEFT JOIN tail n ON n.user_id = p.user_id::text
-        CROSS JOIN LATERAL (
-            SELECT {columns}
-            FROM (SELECT {combined("o", "n")}, coalesce(n.recent_tokens, 0) AS recent_tokens) s
-        ) l"""
-    # Whether the tier amount was logged as a grant by the product (tokens-bot's own grants are approved
-    # extras, as in the check).
-    amounts = tier_amounts(tiers)
-    tier_logged = (
-        "CASE tg.amount " + " ".join(f"WHEN {a} THEN l.logged_{i}" for i, a in enumerate(amounts)) + " END"
-        if amounts
-        else "NULL::boolean"
-    )
+    ledger, join = _ledger(cols, tiers, chosen_users=chosen_users, rollups=rollups)
     return f"""
-    tiers AS (
-        SELECT key AS tier, value::numeric AS amount FROM jsonb_each_text(:tier_grants)
-    ),
+    {_TIERS}
     {ledger}
     balances AS (
         SELECT p.user_id::text AS user_id,
@@ -77,14 +154,15 @@ def discrepancy_cte(
                -- As choose_initial_grant: a tier amount counts as logged when a grant of that amount
                -- exists that tokens-bot did not write; a first grant (the bot's too) is logged by
                -- definition, so it is counted once either way.
-               CASE WHEN tg.amount IS NOT NULL THEN coalesce({tier_logged}, false)
+               CASE WHEN tg.amount IS NOT NULL THEN coalesce({_tier_logged(tiers)}, false)
                     ELSE l.first_grant IS NOT NULL END AS assumed_grant_logged,
                coalesce(l.recent_tokens, 0) AS recent_tokens
         FROM {cols.current_profiles("p")}
         {join}
         LEFT JOIN tiers tg ON tg.tier = {cols.tier(p)}
         WHERE true {only_profiles}
-        {fence}
+        -- A fence: each user's sums are computed once, not again wherever judged and flagged use them.
+        OFFSET 0
     ),
     judged AS (
         SELECT b.*, g.admin_grants,
@@ -99,9 +177,7 @@ def discrepancy_cte(
         ) g
     ),
     flagged AS (
-        -- A write still in progress (ledger row in, balance not yet) can explain at most the tokens of
-        -- the rows inside the grace window: only a discrepancy within that allowance is deferred.
-        SELECT j.*, w.worst, w.worst - j.recent_tokens <= :minimum AS deferred
+        SELECT j.*, w.worst, {_DEFERRED.format(r="j")}
         FROM judged j
         CROSS JOIN LATERAL (
             SELECT greatest(abs(j.current_used - j.calculated_used),
