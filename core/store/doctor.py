@@ -39,8 +39,10 @@ NEEDED_INDEXES = (
         "public.token_usage",
         ("created_at",),
         "fleet scans and the digest read only the rows since the last `tokens-bot rollup`; without it they"
-        " read the whole ledger (a BRIN index is a few pages on an append-only log)",
-        "CREATE INDEX CONCURRENTLY token_usage_created_brin ON public.token_usage USING brin (created_at);",
+        " read the whole ledger (a BRIN index is a few pages on an append-only log; autosummarize has"
+        " autovacuum summarize each filled range at once, so a scan never rereads a long unsummarized tail)",
+        "CREATE INDEX CONCURRENTLY token_usage_created_brin ON public.token_usage USING brin (created_at)"
+        " WITH (autosummarize = on);",
     ),
     _Needed(
         "public.user_profiles",
