@@ -96,14 +96,20 @@ def slice_sums(cols: Columns, tiers: Tiers, where: str, *, recent: bool = False)
 
 def combined(older: str, newer: str) -> str:
     """Select expressions (`SUMS`, by name) adding the slice `newer` to `older`; either may be absent (a
-    full join's NULLs), and every row of `newer` comes after every row of `older`."""
+    full join's NULLs), and every row of `newer` comes after every row of `older`.
+
+    Each slice's logged amounts are sorted and distinct, so where one slice's are among the other's (most
+    often: the newer slice logged none) the union is that other array, without sorting their elements
+    anew for every user.
+    """
     o, n = older, newer
     reset_anew = f"coalesce({n}.has_reset, false)"
     exprs = [f"coalesce({o}.user_id, {n}.user_id) AS user_id"]
     exprs += [f"coalesce({o}.{c}, 0) + coalesce({n}.{c}, 0) AS {c}" for c in ADDED]
     exprs += [
         f"least({o}.first_grant_key, {n}.first_grant_key) AS first_grant_key",
-        f"CASE WHEN {n}.user_id IS NULL THEN {o}.logged_amounts WHEN {o}.user_id IS NULL THEN {n}.logged_amounts"
+        f"CASE WHEN {n}.user_id IS NULL OR {n}.logged_amounts <@ {o}.logged_amounts THEN {o}.logged_amounts"
+        f" WHEN {o}.user_id IS NULL OR {o}.logged_amounts <@ {n}.logged_amounts THEN {n}.logged_amounts"
         f" ELSE ARRAY(SELECT DISTINCT a FROM unnest({o}.logged_amounts || {n}.logged_amounts) a ORDER BY a)"
         " END AS logged_amounts",
         f"{reset_anew} OR coalesce({o}.has_reset, false) AS has_reset",
