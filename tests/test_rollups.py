@@ -21,6 +21,7 @@ from core.domain.rollups import LedgerRead
 from core.services.rollup import fold_ledger, verify_ledger
 from core.services.service import TokensService
 from core.settings import Settings
+from core.store import rollup_hours, rollup_state
 from core.store.catalog import inspect_product
 from core.store.columns import Columns
 from core.store.db import make_engine
@@ -178,6 +179,63 @@ def test_rows_inserted_late_are_caught(fleet: tuple[Engine, Settings]) -> None:
     assert mismatch.fields["calculated_used"][1] == str(int(mismatch.fields["calculated_used"][0]) + 11)
     fold(engine, settings, full=True)
     assert_verified(engine, settings)
+
+
+def test_rows_committed_while_a_fold_reads_are_in_its_totals_or_caught_by_the_next_fold(
+    fleet: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the primary's own database the sums are aggregated one statement after the hours are counted:
+    a row committed in between, into the slice being folded or into a folded hour, is in the totals or
+    found by the next fold, and never counted twice."""
+    engine, settings = fleet
+    user = add_user_with_grant(engine)
+    fold(engine, settings)
+    counted = rollup_hours.counted
+
+    def count_then_insert(*args: Any, **kwargs: Any) -> Any:
+        hours = counted(*args, **kwargs)
+        params = args[4]
+        with engine.begin() as conn:
+            add_usage(conn, user, tokens=300, at=params["watermark"])
+            add_usage(conn, user, tokens=40, at=params["previous"] - timedelta(minutes=5))
+        return hours
+
+    with engine.begin() as conn:
+        add_usage(conn, user, tokens=5, at=datetime.now(UTC))
+    monkeypatch.setattr(rollup_hours, "counted", count_then_insert)
+    fold(engine, settings)
+    monkeypatch.undo()
+    (mismatch,) = verify_ledger(engine, engine, settings).mismatches
+    assert mismatch.user_id == user
+    assert mismatch.fields["calculated_used"][1] == str(int(mismatch.fields["calculated_used"][0]) + 40)
+    assert fold(engine, settings).late_users == 1
+    assert_verified(engine, settings)
+    assert_scan_is_the_full_scan(engine, settings)
+
+
+def test_from_a_standby_the_sums_stream_to_the_primary_and_late_rows_are_caught(
+    fleet: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With DATABASE_READ_URL on a standby the ledger is read there and the sums are copied to the primary
+    through the bot (here a second engine on the same database, taken for a standby that has replayed)."""
+    engine, settings = fleet
+    monkeypatch.setattr(rollup_state, "is_standby", lambda conn: True)
+    monkeypatch.setattr(rollup_state, "wait_for_replay", lambda conn, lsn, timeout: True)
+    assert settings.database_url is not None
+    standby = make_engine(settings.database_url, pool_size=2)
+    try:
+        user = add_user_with_grant(engine)
+        assert fold_ledger(engine, standby, settings).full
+        folded_to = watermark(engine, settings)
+        with engine.begin() as conn:
+            add_usage(conn, user, tokens=900, at=folded_to - timedelta(hours=2))
+            add_usage(conn, user, tokens=25, at=datetime.now(UTC))
+        result = fold_ledger(engine, standby, settings)
+        assert (result.users, result.late_users) == (1, 1)
+        assert verify_ledger(engine, standby, settings).mismatches == []
+        assert_scan_is_the_full_scan(engine, settings)
+    finally:
+        standby.dispose()
 
 
 def add_user_with_grant(engine: Engine) -> str:

@@ -37,13 +37,13 @@ def fold_ledger(
 ) -> FoldResult:
     """One fold, committed on the primary; a fold that finds another one running skips, and so does an
     `incremental_only` one (the scheduler's) where a full fold is due."""
-    with unit_of_work(engine) as primary:
+    with unit_of_work(engine, local={"work_mem": settings.tokens_work_mem}) as primary:
         if not rollup_state.try_lock(primary, settings):
             return FoldResult(ran=False)
         if incremental_only and rollup_state.state(primary, settings) is None:
             return FoldResult(ran=False, full_reason="first fold")
         current, watermark, lsn = rollup_state.fold_bound(primary, settings)
-        with _ledger(engine, scan_engine, settings, lsn) as reader:
+        with _ledger(engine, scan_engine, settings, lsn) as (reader, local):
             shape = inspect_product(reader, settings)
             cols = Columns.of(shape, settings)
             if not foldable(cols):
@@ -62,6 +62,7 @@ def fold_ledger(
                 watermark,
                 full=full,
                 incremental_only=incremental_only,
+                local=local,
             )
         primary.commit()
     return result
@@ -71,14 +72,17 @@ def verify_ledger(engine: Engine, scan_engine: Engine, settings: Settings) -> Ve
     """The totals against a full scan, both read in one snapshot where the scans read the ledger."""
     with unit_of_work(engine, read_only=True) as primary:
         lsn = rollup_state.wal_position(primary)
-    with _ledger(engine, scan_engine, settings, lsn) as reader:
+    with _ledger(engine, scan_engine, settings, lsn) as (reader, _):
         shape = inspect_product(reader, settings)
         return verify(reader, Columns.of(shape, settings), load_tiers(reader, shape, settings), settings)
 
 
 @contextmanager
-def _ledger(engine: Engine, scan_engine: Engine, settings: Settings, lsn: str) -> Iterator[Connection]:
-    """A snapshot of the ledger: on the standby holding every commit up to `lsn`, else on the primary."""
+def _ledger(
+    engine: Engine, scan_engine: Engine, settings: Settings, lsn: str
+) -> Iterator[tuple[Connection, bool]]:
+    """A snapshot of the ledger: on the standby holding every commit up to `lsn`, else on the primary; and
+    whether it is the primary's (a fold then moves the sums in SQL rather than through this process)."""
     reader = engine
     if scan_engine is not engine:
         with unit_of_work(scan_engine, read_only=True) as conn:
@@ -92,4 +96,4 @@ def _ledger(engine: Engine, scan_engine: Engine, settings: Settings, lsn: str) -
     with unit_of_work(
         reader, read_only=True, isolation="REPEATABLE READ", local={"work_mem": settings.tokens_work_mem}
     ) as conn:
-        yield conn
+        yield conn, reader is engine

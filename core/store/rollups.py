@@ -19,7 +19,7 @@ full fold.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -27,17 +27,9 @@ from sqlalchemy import Connection, text
 from core.domain.rollups import FoldResult
 from core.domain.tiers import Tiers
 from core.settings import Settings
+from core.store import rollup_hours
 from core.store.columns import Columns
-from core.store.ledger_sums import (
-    SUMS,
-    after_watermark,
-    between,
-    combined,
-    from_hour,
-    no_time,
-    slice_sums,
-    up_to,
-)
+from core.store.ledger_sums import SUMS, between, combined, slice_sums, up_to
 from core.store.rollup_state import config_of, rollups_table
 
 
@@ -52,6 +44,7 @@ def fold(
     *,
     full: bool,
     incremental_only: bool = False,
+    local: bool = False,
 ) -> FoldResult:
     """Read the rows to fold on `reader` (one snapshot), write the totals on `primary` (not committed).
 
@@ -59,6 +52,9 @@ def fold(
     rows between the two watermarks are added, and users with rows inserted late are re-read whole.
     `incremental_only` (the scheduler's folds) does nothing where a full fold is due: that one reads the
     whole ledger, and is `tokens-bot rollup`'s to run.
+
+    `local`: the reader is a snapshot of the primary's own database, so the slices' sums are aggregated
+    by the primary itself, straight into its temporary tables (see `_gather`).
     """
     config = config_of(cols, tiers)
     reason = (
@@ -74,29 +70,29 @@ def fold(
         return FoldResult(ran=False, full_reason=reason)
     previous = None if reason else state["watermark"]
     relook = timedelta(hours=settings.tokens_rollup_relook_hours)
-    new_low = _hour_of(watermark - relook)
-    low = new_low if previous is None else _hour_of(previous - relook)
+    new_low = rollup_hours.hour_of(watermark - relook)
+    low = new_low if previous is None else rollup_hours.hour_of(previous - relook)
     params = {"previous": previous or watermark, "watermark": watermark, "low": low}
-    hours = _count_hours(reader, cols, params)
-    late: list[datetime | None] = []
     if previous is not None:
-        folded = _folded_hours(primary, settings)
-        late = [h for h, (settled, _) in hours.items() if settled > folded.get(h, 0)]
-    _create_incoming(primary, settings)
+        # JIT compiling a statement costs about half a second: only whole-ledger reads earn it back.
+        for conn in (primary, reader):
+            conn.execute(text("SET LOCAL jit = off"))
+    hours, late = rollup_hours.counted(primary, reader, cols, settings, params, full=previous is None)
     if previous is None:
         added = slice_sums(cols, tiers, up_to(cols, "t", "watermark"))
     else:
         added = slice_sums(cols, tiers, between(cols, "t", "previous", "watermark"))
-    users = _copy(primary, "rollup_added", reader, added, params)
-    late_users = _late_users(reader, cols, late, params)
+    users = _gather(primary, "rollup_added", reader, added, params, settings, local=local)
+    late_users = rollup_hours.late_users(reader, cols, late, params)
     if late_users:
         ids = f"t.user_id = ANY(CAST(:ids AS {cols.ledger.column('user_id').type}[]))"
         where = f"{up_to(cols, 't', 'watermark')} AND {ids}"
-        _copy(
-            primary, "rollup_replaced", reader, slice_sums(cols, tiers, where), {**params, "ids": late_users}
+        replaced = slice_sums(cols, tiers, where)
+        _gather(
+            primary, "rollup_replaced", reader, replaced, {**params, "ids": late_users}, settings, local=local
         )
-    _apply(primary, settings, full=previous is None)
-    kept = {h: rows for h, (_, rows) in hours.items() if h is None or h >= new_low}
+    _apply(primary, settings, full=previous is None, replaced=bool(late_users))
+    kept = {h: rows for h, rows in hours.items() if h is None or h >= new_low}
     _record(primary, settings, config, watermark, kept, full=previous is None)
     return FoldResult(
         ran=True,
@@ -110,79 +106,31 @@ def fold(
     )
 
 
-def _hour_of(at: datetime) -> datetime:
-    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+def _gather(
+    primary: Connection,
+    table: str,
+    reader: Connection,
+    sums: str,
+    params: dict[str, Any],
+    settings: Settings,
+    *,
+    local: bool,
+) -> int:
+    """A slice's sums in a temporary table `table` on the primary; how many users it holds.
 
-
-def _hour(cols: Columns) -> str:
-    """A row's hour (UTC); NULL for rows without a usable time, which are counted as one more hour."""
-    return f"CASE WHEN NOT {no_time('t')} THEN date_trunc('hour', {cols.created('t')}, 'UTC') END"
-
-
-def _count_hours(
-    reader: Connection, cols: Columns, params: dict[str, Any]
-) -> dict[datetime | None, tuple[int, int]]:
-    """Per hour from `:low`, and for the rows without a time: rows up to `:previous`, up to `:watermark`."""
-    rows = reader.execute(
-        text(
-            f"""
-            SELECT {_hour(cols)} AS hour,
-                   count(*) FILTER (WHERE NOT coalesce({after_watermark(cols, "t", "previous")}, false)) AS settled,
-                   count(*) AS rows
-            FROM token_usage t
-            WHERE ({from_hour(cols, "t", "low")} AND {up_to(cols, "t", "watermark")}) OR {no_time("t")}
-            GROUP BY 1
-            """
-        ),
-        params,
-    )
-    return {r.hour: (int(r.settled), int(r.rows)) for r in rows}
-
-
-def _folded_hours(primary: Connection, settings: Settings) -> dict[datetime | None, int]:
-    rows = primary.execute(
-        text(
-            f"SELECT nullif(hour, '-infinity') AS hour, ledger_rows"
-            f' FROM "{settings.tokens_schema}".rollup_hours'
-        )
-    )
-    return {r.hour: int(r.ledger_rows) for r in rows}
-
-
-def _late_users(
-    reader: Connection, cols: Columns, hours: list[datetime | None], params: dict[str, Any]
-) -> list[str]:
-    """Users with a row, up to the previous watermark, in an hour that gained rows since it was folded."""
-    if not hours:
-        return []
-    dated = [h for h in hours if h is not None]
-    undated = f"OR {no_time('t')}" if None in hours else ""
-    rows = reader.execute(
-        text(
-            f"""
-            SELECT DISTINCT t.user_id::text FROM token_usage t
-            WHERE t.user_id IS NOT NULL
-              AND (({from_hour(cols, "t", "low")} AND {up_to(cols, "t", "previous")}
-                    AND {_hour(cols)} = ANY(CAST(:hours AS timestamptz[]))) {undated})
-            """
-        ),
-        {**params, "hours": dated},
-    )
-    return [r[0] for r in rows]
-
-
-def _create_incoming(primary: Connection, settings: Settings) -> None:
-    for name in ("rollup_added", "rollup_replaced"):
-        primary.execute(text(f"CREATE TEMP TABLE {name} (LIKE {rollups_table(settings)}) ON COMMIT DROP"))
-
-
-def _copy(primary: Connection, table: str, reader: Connection, sums: str, params: dict[str, Any]) -> int:
-    """Stream a slice's sums from the reader into a temporary table on the primary, row by row.
-
-    The rows come in libpq's single-row mode rather than through a server-side cursor, which would keep
-    PostgreSQL from aggregating a whole-ledger slice in parallel; memory stays one row either way.
+    On the primary's own database one CREATE TABLE AS aggregates them in place (it may run in parallel,
+    which an INSERT ... SELECT may not). Its snapshot is later than the reader's, which counted the hours
+    first: the sums then hold every row the counts saw, and a row committed in between is one more row in
+    an hour, so the next fold re-reads its user as it would any row inserted late. From a standby the sums
+    stream through this process, row by row, in libpq's single-row mode rather than through a server-side
+    cursor, which would keep the standby from aggregating a whole-ledger slice in parallel; memory stays
+    one row either way.
     """
-    compiled = text(f"SELECT {', '.join(SUMS)} FROM {sums} s").compile(dialect=reader.dialect)
+    select = f"SELECT {', '.join(SUMS)} FROM {sums} s"
+    if local:
+        return primary.execute(text(f"CREATE TEMP TABLE {table} ON COMMIT DROP AS {select}"), params).rowcount
+    primary.execute(text(f"CREATE TEMP TABLE {table} (LIKE {rollups_table(settings)}) ON COMMIT DROP"))
+    compiled = text(select).compile(dialect=reader.dialect)
     source, target = reader.connection.driver_connection, primary.connection.driver_connection
     assert source is not None and target is not None
     copied = 0
@@ -197,7 +145,7 @@ def _copy(primary: Connection, table: str, reader: Connection, sums: str, params
     return copied
 
 
-def _apply(primary: Connection, settings: Settings, *, full: bool) -> None:
+def _apply(primary: Connection, settings: Settings, *, full: bool, replaced: bool) -> None:
     """Added sums join each user's folded totals; re-read users' totals are replaced."""
     table = rollups_table(settings)
     columns = ", ".join(SUMS)
@@ -215,12 +163,13 @@ def _apply(primary: Connection, settings: Settings, *, full: bool) -> None:
                 f" ON CONFLICT (user_id) DO UPDATE SET {update}"
             )
         )
-    primary.execute(
-        text(
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM rollup_replaced"
-            f" ON CONFLICT (user_id) DO UPDATE SET {update}"
+    if replaced:
+        primary.execute(
+            text(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM rollup_replaced"
+                f" ON CONFLICT (user_id) DO UPDATE SET {update}"
+            )
         )
-    )
 
 
 def _record(
