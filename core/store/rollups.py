@@ -9,9 +9,10 @@ from two places, and a fold catches both:
   new watermark stays before the start of every open transaction on the primary, and
   TOKENS_ROLLUP_LAG_SECONDS behind the clock for timestamps written by an application's own clock;
 - rows written with an older time: `rollup_hours` counts the folded rows of each of the last
-  TOKENS_ROLLUP_RELOOK_HOURS hours; a fold recounts them, and re-reads in full (by the user_id index)
-  every user with a row in an hour that gained rows. Older than that, `tokens-bot rollup --full` re-folds
-  everything, and `tokens-bot rollup --verify` reports any user whose totals differ from a full scan.
+  TOKENS_ROLLUP_RELOOK_HOURS hours; a fold counts them again (core.store.rollup_hours: one count, and
+  hour by hour only when it grew), and re-reads in full (by the user_id index) every user with a row in
+  an hour that gained rows. Older than that, `tokens-bot rollup --full` re-folds everything, and
+  `tokens-bot rollup --verify` reports any user whose totals differ from a full scan.
 
 The ledger is append-only (rows are inserted, never updated or deleted): a changed row is only seen by a
 full fold.
@@ -46,15 +47,15 @@ def fold(
     incremental_only: bool = False,
     local: bool = False,
 ) -> FoldResult:
-    """Read the rows to fold on `reader` (one snapshot), write the totals on `primary` (not committed).
+    """Count the hours on `reader` (one snapshot), write the totals on `primary` (not committed).
 
     A full fold (asked for, the first, or after the settings changed) replaces every total; otherwise the
     rows between the two watermarks are added, and users with rows inserted late are re-read whole.
     `incremental_only` (the scheduler's folds) does nothing where a full fold is due: that one reads the
     whole ledger, and is `tokens-bot rollup`'s to run.
 
-    `local`: the reader is a snapshot of the primary's own database, so the slices' sums are aggregated
-    by the primary itself, straight into its temporary tables (see `_gather`).
+    The slices' sums are read on `reader` too, or, where it is a snapshot of the primary's own database
+    (`local`), aggregated by the primary itself, straight into its temporary tables (see `_gather`).
     """
     config = config_of(cols, tiers)
     reason = (
