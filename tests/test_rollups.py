@@ -21,7 +21,7 @@ from core.domain.rollups import LedgerRead
 from core.services.rollup import fold_ledger, verify_ledger
 from core.services.service import TokensService
 from core.settings import Settings
-from core.store import rollup_hours, rollup_state
+from core.store import rollup_state, rollups
 from core.store.catalog import inspect_product
 from core.store.columns import Columns
 from core.store.db import make_engine
@@ -184,25 +184,25 @@ def test_rows_inserted_late_are_caught(fleet: tuple[Engine, Settings]) -> None:
 def test_rows_committed_while_a_fold_reads_are_in_its_totals_or_caught_by_the_next_fold(
     fleet: tuple[Engine, Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On the primary's own database the sums are aggregated one statement after the hours are counted:
-    a row committed in between, into the slice being folded or into a folded hour, is in the totals or
-    found by the next fold, and never counted twice."""
+    """On the primary's own database the sums are aggregated in a snapshot later than the one the hours
+    are counted in: a row committed in between, into the slice being folded or into a folded hour, is in
+    the totals or found by the next fold, and never counted twice."""
     engine, settings = fleet
     user = add_user_with_grant(engine)
     fold(engine, settings)
-    counted = rollup_hours.counted
+    gather = rollups._gather
 
-    def count_then_insert(*args: Any, **kwargs: Any) -> Any:
-        hours = counted(*args, **kwargs)
+    def insert_then_gather(*args: Any, **kwargs: Any) -> int:
         params = args[4]
-        with engine.begin() as conn:
-            add_usage(conn, user, tokens=300, at=params["watermark"])
-            add_usage(conn, user, tokens=40, at=params["previous"] - timedelta(minutes=5))
-        return hours
+        if args[1] == "rollup_added":
+            with engine.begin() as conn:
+                add_usage(conn, user, tokens=300, at=params["watermark"])
+                add_usage(conn, user, tokens=40, at=params["previous"] - timedelta(minutes=5))
+        return gather(*args, **kwargs)
 
     with engine.begin() as conn:
         add_usage(conn, user, tokens=5, at=datetime.now(UTC))
-    monkeypatch.setattr(rollup_hours, "counted", count_then_insert)
+    monkeypatch.setattr(rollups, "_gather", insert_then_gather)
     fold(engine, settings)
     monkeypatch.undo()
     (mismatch,) = verify_ledger(engine, engine, settings).mismatches

@@ -34,24 +34,20 @@ def _hour(cols: Columns) -> str:
 
 
 def counted(
-    primary: Connection,
     reader: Connection,
     cols: Columns,
-    settings: Settings,
     params: dict[str, Any],
-    *,
-    full: bool,
+    folded: dict[datetime | None, int] | None,
 ) -> tuple[dict[datetime | None, int], list[datetime | None]]:
     """Rows up to `:watermark` per hour from `:low` (and without a time), and the hours that gained rows
-    up to `:previous` since the previous fold recorded theirs.
+    up to `:previous` since the previous fold recorded theirs (`folded`; None for a full fold).
 
     The folded rows of those hours are counted as one number first: rows are only ever added, so when it
     is the sum the previous fold recorded, no hour gained any, and only the new rows are counted by hour.
     Otherwise every hour is counted again, to find the hours that did.
     """
-    if full:
+    if folded is None:
         return {h: rows for h, (_, rows) in _count_hours(reader, cols, params).items()}, []
-    folded = _folded_hours(primary, settings)
     new = {
         r.hour: int(r.rows)
         for r in reader.execute(
@@ -94,7 +90,8 @@ def _count_hours(
     return {r.hour: (int(r.settled), int(r.rows)) for r in rows}
 
 
-def _folded_hours(primary: Connection, settings: Settings) -> dict[datetime | None, int]:
+def folded_hours(primary: Connection, settings: Settings) -> dict[datetime | None, int]:
+    """The rows per hour the totals hold, as the previous fold recorded them."""
     rows = primary.execute(
         text(
             f"SELECT nullif(hour, '-infinity') AS hour, ledger_rows"

@@ -20,6 +20,7 @@ full fold.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -78,12 +79,19 @@ def fold(
         # JIT compiling a statement costs about half a second: only whole-ledger reads earn it back.
         for conn in (primary, reader):
             conn.execute(text("SET LOCAL jit = off"))
-    hours, late = rollup_hours.counted(primary, reader, cols, settings, params, full=previous is None)
     if previous is None:
         added = slice_sums(cols, tiers, up_to(cols, "t", "watermark"))
     else:
         added = slice_sums(cols, tiers, between(cols, "t", "previous", "watermark"))
-    users = _gather(primary, "rollup_added", reader, added, params, settings, local=local)
+    folded = None if previous is None else rollup_hours.folded_hours(primary, settings)
+    # The reader's snapshot is older than any statement the primary runs now, so on the primary's own
+    # database the hours are counted while the primary sums the new rows; a standby's reader streams them.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        counting = pool.submit(rollup_hours.counted, reader, cols, params, folded)
+        if not local:
+            counting.result()
+        users = _gather(primary, "rollup_added", reader, added, params, settings, local=local)
+        hours, late = counting.result()
     late_users = rollup_hours.late_users(reader, cols, late, params)
     if late_users:
         ids = f"t.user_id = ANY(CAST(:ids AS {cols.ledger.column('user_id').type}[]))"
