@@ -24,6 +24,7 @@ from bot.routes import reply_to_command
 from core.domain.rollups import FoldResult
 from core.services.rollup import fold_ledger, verify_ledger
 from core.services.service import TokensService
+from core.services.signal_refresh import keep_largest_signals
 from core.settings import Settings
 from core.store.db import make_engine, unit_of_work
 from core.store.discrepancies import scan_ledger, stream_discrepancies
@@ -31,7 +32,12 @@ from core.store.migrate import migrate
 from tests.benchmarks.bench_fleet import ACTOR, NO_SLACK, measure_memory, raw_discrepancies
 from tests.benchmarks.data import describe, psql_url
 
-BRIN = "CREATE INDEX IF NOT EXISTS token_usage_created_brin ON public.token_usage USING brin (created_at)"
+BRIN = (
+    "CREATE INDEX IF NOT EXISTS token_usage_created_brin ON public.token_usage USING brin (created_at)"
+    " WITH (autosummarize = on)"
+)
+# What autosummarize has autovacuum do once a range fills (a benchmark server may run without autovacuum).
+SUMMARIZE = "SELECT brin_summarize_new_values('public.token_usage_created_brin')"
 APPEND = """
 INSERT INTO public.token_usage (id, user_id, action_type, model_used, tokens_used, input_tokens, output_tokens,
                                 cost_estimate, success, error_message, metadata, created_at)
@@ -150,6 +156,7 @@ def main() -> None:
     with psycopg.connect(psql_url(args.url), autocommit=True) as conn:
         in_time_order(conn)
         conn.execute(BRIN)
+        conn.execute(SUMMARIZE)
         with service.engine.connect() as probe:
             shape = service.shape(probe)
         raw_ms = median_ms(lambda: raw_discrepancies(conn, settings, shape), args.raw_repeat)
@@ -163,6 +170,11 @@ def main() -> None:
             load = os.getloadavg()[0]
             ms, result = timed(lambda: fold_ledger(engine, engine, fold_settings, full=full))
             done = f"{ms:,.0f} ms ({result.users:,} users changed, {result.late_users:,} re-read late)"
+            kept_ms, kept = timed(lambda: keep_largest_signals(engine, engine, fold_settings, recount=full))
+            done += (
+                f"; then the finding signals of the largest discrepancies: {kept_ms:,.0f} ms"
+                f" ({kept.counted:,} counted, {kept.reused:,} still held)"
+            )
             if full:
                 return f"{done}, load {load:.2f}"
             conn.execute(vacuum)
@@ -185,6 +197,7 @@ def main() -> None:
         for n in (100_000, 500_000):
             appended = conn.execute(APPEND, {"n": n}).rowcount
             conn.execute("ANALYZE public.token_usage")
+            conn.execute(SUMMARIZE)
             scans()
             print(f"  fold of those {appended:,} rows: {fold()}")
             scans()
