@@ -94,32 +94,36 @@ def slice_sums(cols: Columns, tiers: Tiers, where: str, *, recent: bool = False)
     )"""
 
 
-def combined(older: str, newer: str) -> str:
+def combined(older: str, newer: str, *, newer_often_absent: bool = False) -> str:
     """Select expressions (`SUMS`, by name) adding the slice `newer` to `older`; either may be absent (a
     full join's NULLs), and every row of `newer` comes after every row of `older`.
 
     Each slice's logged amounts are sorted and distinct, so where one slice's are among the other's (most
     often: the newer slice logged none) the union is that other array, without sorting their elements
-    anew for every user.
+    anew for every user. `newer_often_absent` (a scan's few users with rows since the watermark, against
+    every user's totals) takes the older slice's sums as they are where the newer one is absent, rather
+    than adding zeros to each.
     """
     o, n = older, newer
     reset_anew = f"coalesce({n}.has_reset, false)"
-    exprs = [f"coalesce({o}.user_id, {n}.user_id) AS user_id"]
-    exprs += [f"coalesce({o}.{c}, 0) + coalesce({n}.{c}, 0) AS {c}" for c in ADDED]
-    exprs += [
-        f"least({o}.first_grant_key, {n}.first_grant_key) AS first_grant_key",
-        f"CASE WHEN {n}.user_id IS NULL OR {n}.logged_amounts <@ {o}.logged_amounts THEN {o}.logged_amounts"
+    exprs = {"user_id": f"coalesce({o}.user_id, {n}.user_id)"}
+    exprs |= {c: f"coalesce({o}.{c}, 0) + coalesce({n}.{c}, 0)" for c in ADDED}
+    exprs |= {
+        "first_grant_key": f"least({o}.first_grant_key, {n}.first_grant_key)",
+        "logged_amounts": f"CASE WHEN {n}.user_id IS NULL OR {n}.logged_amounts <@ {o}.logged_amounts"
+        f" THEN {o}.logged_amounts"
         f" WHEN {o}.user_id IS NULL OR {o}.logged_amounts <@ {n}.logged_amounts THEN {n}.logged_amounts"
-        f" ELSE ARRAY(SELECT DISTINCT a FROM unnest({o}.logged_amounts || {n}.logged_amounts) a ORDER BY a)"
-        " END AS logged_amounts",
-        f"{reset_anew} OR coalesce({o}.has_reset, false) AS has_reset",
-    ]
-    exprs += [f"CASE WHEN {reset_anew} THEN {n}.{c} ELSE {o}.{c} END AS {c}" for c in RESET]
-    exprs += [
-        f"CASE WHEN {reset_anew} THEN {n}.{c} ELSE coalesce({o}.{c}, 0) + coalesce({n}.{c}, 0) END AS {c}"
+        f" ELSE ARRAY(SELECT DISTINCT a FROM unnest({o}.logged_amounts || {n}.logged_amounts) a ORDER BY a) END",
+        "has_reset": f"{reset_anew} OR coalesce({o}.has_reset, false)",
+    }
+    exprs |= {c: f"CASE WHEN {reset_anew} THEN {n}.{c} ELSE {o}.{c} END" for c in RESET}
+    exprs |= {
+        c: f"CASE WHEN {reset_anew} THEN {n}.{c} ELSE coalesce({o}.{c}, 0) + coalesce({n}.{c}, 0) END"
         for c in AFTER_RESET
-    ]
-    return ",\n               ".join(exprs)
+    }
+    if newer_often_absent:
+        exprs = {c: f"CASE WHEN {n}.user_id IS NULL THEN {o}.{c} ELSE {e} END" for c, e in exprs.items()}
+    return ",\n               ".join(f"{e} AS {c}" for c, e in exprs.items())
 
 
 def scan_columns(cols: Columns, tiers: Tiers, s: str) -> str:
