@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,7 +35,8 @@ from tests.support.databases import scratch_database
 from tests.support.fake_slack import FakeSlack
 from tests.support.fleet_data import craft_fleet
 from tests.support.ledger import add_usage, add_user
-from tests.support.replica import CONFIG, replica_database, settings_from_env
+from tests.support.replica import CONFIG, add_rows_of_every_kind, replica_database, settings_from_env
+from tests.support.replica_users import ReplicaUser
 from tests.support.slack_http import SlackClient, ask, reply_text
 
 BRIN = "CREATE INDEX IF NOT EXISTS token_usage_created_brin ON token_usage USING brin (created_at)"
@@ -109,37 +111,34 @@ def assert_verified(engine: Engine, settings: Settings) -> None:
     assert checked.users > 0
 
 
-def test_a_scan_of_folded_totals_equals_the_full_scan_on_a_product_with_resets_tiers_and_cents(
-    server_url: str,
-) -> None:
-    """The VibrationFit replica (subscription resets, tier table, cents, failed and duplicate rows): totals
-    folded once, then rows after the watermark (a new reset among them) read live, then folded too."""
+@contextmanager
+def foldable_replica(server_url: str) -> Iterator[tuple[Engine, Settings, list[ReplicaUser]]]:
+    """The VibrationFit replica with a created_at index, and settings that fold rows as soon as they are in."""
     with replica_database(server_url) as (url, users):
         settings = settings_from_env(url, CONFIG, tokens_rollup_lag_seconds=0, tokens_scan_grace_seconds=0)
         engine = make_engine(url, pool_size=3)
         try:
             with engine.begin() as conn:
                 conn.execute(text(BRIN))
-            assert fold(engine, settings).full_reason == "first fold"
-            assert_scan_is_the_full_scan(engine, settings)
-            now = datetime.now(UTC) + timedelta(seconds=1)
-            with engine.begin() as conn:
-                for i, u in enumerate(users[:12]):
-                    action = (
-                        "chat_conversation",
-                        "subscription_grant",
-                        "token_pack_purchase",
-                        "admin_deduct",
-                    )[i % 4]
-                    add_usage(
-                        conn, u.user_id, tokens=1_000 * (i + 1), action=action, at=now, success=i % 5 != 4
-                    )
-            assert_scan_is_the_full_scan(engine, settings)
-            assert fold(engine, settings).full is False
-            assert_scan_is_the_full_scan(engine, settings)
-            assert_verified(engine, settings)
+            yield engine, settings, users
         finally:
             engine.dispose()
+
+
+def test_a_scan_of_folded_totals_equals_the_full_scan_on_a_product_with_resets_tiers_and_cents(
+    server_url: str,
+) -> None:
+    """The VibrationFit replica (subscription resets, tier table, cents, failed and duplicate rows): totals
+    folded once, then rows after the watermark (a new reset among them) read live, then folded too."""
+    with foldable_replica(server_url) as (engine, settings, users):
+        assert fold(engine, settings).full_reason == "first fold"
+        assert_scan_is_the_full_scan(engine, settings)
+        with engine.begin() as conn:
+            add_rows_of_every_kind(conn, users, datetime.now(UTC) + timedelta(seconds=1))
+        assert_scan_is_the_full_scan(engine, settings)
+        assert fold(engine, settings).full is False
+        assert_scan_is_the_full_scan(engine, settings)
+        assert_verified(engine, settings)
 
 
 def test_rows_inserted_late_are_caught(fleet: tuple[Engine, Settings]) -> None:

@@ -28,8 +28,8 @@ from core.store.tiers import load_tiers
 from tests.support.databases import scratch_database
 from tests.support.fleet_data import craft_fleet
 from tests.support.ledger import add_usage
-from tests.support.replica import CONFIG, replica_database, settings_from_env
-from tests.test_rollups import BRIN, fold, rollup_settings
+from tests.support.replica import add_rows_of_every_kind
+from tests.test_rollups import BRIN, fold, foldable_replica, rollup_settings
 
 
 @pytest.fixture
@@ -76,32 +76,15 @@ def test_the_score_picks_exactly_the_users_and_worst_discrepancies_the_judged_sc
 ) -> None:
     """Resets, tier amounts logged or not, first grants, cents: over the whole ledger and over folded totals
     with rows since, the cheap score and the judged balances agree user for user."""
-    with replica_database(server_url) as (url, users):
-        settings = settings_from_env(url, CONFIG, tokens_rollup_lag_seconds=0, tokens_scan_grace_seconds=0)
-        engine = make_engine(url, pool_size=3)
-        try:
-            with engine.begin() as conn:
-                conn.execute(text(BRIN))
-            for minimum in (0, 100):
-                scored, flagged = scores(engine, settings, folded=False, minimum=minimum)
-                assert scored == flagged and scored
-            fold(engine, settings, full=True)
-            now = datetime.now(UTC) + timedelta(seconds=1)
-            with engine.begin() as conn:
-                for i, u in enumerate(users[:12]):
-                    action = (
-                        "chat_conversation",
-                        "subscription_grant",
-                        "token_pack_purchase",
-                        "admin_deduct",
-                    )[i % 4]
-                    add_usage(
-                        conn, u.user_id, tokens=1_000 * (i + 1), action=action, at=now, success=i % 5 != 4
-                    )
-            scored, flagged = scores(engine, settings, folded=True, minimum=0)
+    with foldable_replica(server_url) as (engine, settings, users):
+        for minimum in (0, 100):
+            scored, flagged = scores(engine, settings, folded=False, minimum=minimum)
             assert scored == flagged and scored
-        finally:
-            engine.dispose()
+        fold(engine, settings, full=True)
+        with engine.begin() as conn:
+            add_rows_of_every_kind(conn, users, datetime.now(UTC) + timedelta(seconds=1))
+        scored, flagged = scores(engine, settings, folded=True, minimum=0)
+        assert scored == flagged and scored
 
 
 def twin_rows(engine: Engine, user: str, tokens: int) -> None:

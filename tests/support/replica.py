@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from core.store.db import make_engine
 from core.store.migrate import migrate
 from tests.support.databases import create_database, drop_database
 from tests.support.fake_slack import FakeSlack
+from tests.support.ledger import add_usage
 from tests.support.replica_ledger import PRICES
 from tests.support.replica_schema import DDL, INSERT_TIER, tier_id, tier_rows
 from tests.support.replica_users import ReplicaUser, replica_users
@@ -179,3 +181,11 @@ def approve_posted(
     [reply] = fake_slack.responses(name)
     assert "You approved" in reply["text"], reply_text(reply)
     return reply
+
+
+def add_rows_of_every_kind(conn: Connection, users: list[ReplicaUser], at: datetime) -> None:
+    """One row for each of the first 12 users at `at`: usage, the replica's reset, a pack, a deduction,
+    some failed."""
+    actions = ("chat_conversation", "subscription_grant", "token_pack_purchase", "admin_deduct")
+    for i, u in enumerate(users[:12]):
+        add_usage(conn, u.user_id, tokens=1_000 * (i + 1), action=actions[i % 4], at=at, success=i % 5 != 4)
