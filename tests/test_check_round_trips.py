@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from psycopg.pq import Trace
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from core.services.check import judge_user
 from core.services.service import TokensService
@@ -45,9 +45,10 @@ def test_a_check_reads_all_it_shows_in_one_round_trip_on_prepared_statements(
     settings: Settings, database_url: str
 ) -> None:
     """Pool ping, BEGIN, settings, the reads, COMMIT: five round trips, the six reads (the ledger position a
-    fix proposed from the check must match among them) pipelined in one,
-    on statements psycopg prepared once (a read-only use case commits: a rollback would deallocate them);
-    the report equals the one the statements give run one by one."""
+    fix proposed from the check must match among them) pipelined in one behind the check's planner
+    settings, on statements psycopg prepared once (a read-only use case commits: a rollback would
+    deallocate them) and PostgreSQL planned once (generic plans); the report equals the one the
+    statements give run one by one."""
     engine = make_engine(database_url, pool_size=1)
     service = TokensService(settings, engine)
     with engine.begin() as conn:
@@ -68,7 +69,17 @@ def test_a_check_reads_all_it_shows_in_one_round_trip_on_prepared_statements(
         # The reads are the pipeline's last batch: what was sent between the last two Syncs.
         syncs = [i for i, kind in enumerate(sent) if kind == "Sync"]
         reads = sent[syncs[-2] + 1 : syncs[-1]]
-        assert "Parse" not in reads and reads.count("Execute") == 6
+        assert "Parse" not in reads and reads.count("Execute") == 7  # the planner settings, six reads
+        with engine.connect() as conn:
+            plans = conn.execute(
+                text(
+                    "SELECT custom_plans, generic_plans FROM pg_prepared_statements"
+                    " WHERE statement ~ 'FROM token_usage' AND statement !~* '^\\s*INSERT'"
+                )
+            ).all()
+            conn.rollback()
+        # Past psycopg's five unprepared runs every read is planned once, generically, never again per check.
+        assert len(plans) == 5 and all(custom == 0 and generic >= 2 for custom, generic in plans), plans
 
         [report] = reports
         with unit_of_work(engine, read_only=True, isolation="REPEATABLE READ") as conn:
