@@ -29,7 +29,6 @@ from core.store.pipeline import Statement, fetch_all
 from core.store.signals import ledger_signals_sql, signals_params
 from core.store.users import profile_sql, user_ref
 
-
 # Set for the check's own transaction, ahead of its reads in the same round trip. Every read is of one
 # user by id, so one generic plan fits a user of 40 rows and one of 20,000 alike: without this,
 # PostgreSQL kept choosing custom plans and planned every statement afresh on every check, most of a
