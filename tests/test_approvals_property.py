@@ -408,6 +408,10 @@ def machine(engine: Engine, base: Settings) -> type[RuleBasedStateMachine]:
             elif user.ledger_rows != request.ledger_rows_at_proposal:
                 assert self.service.approve(APPROVER, request_id).outcome is RequestStatus.STALE
                 request.status = RequestStatus.STALE
+            elif max(abs(user.drift), abs(user.used_drift)) > MAX_ADJUSTMENT:
+                # The profile drifted further after the proposal: the limit is checked again when applied.
+                with pytest.raises(InvalidAdjustmentError):
+                    self.service.approve(APPROVER, request_id)
             else:
                 assert self.service.approve(APPROVER, request_id).outcome is RequestStatus.APPLIED
                 user.remaining -= user.drift

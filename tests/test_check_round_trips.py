@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from psycopg.pq import Trace
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from core.services.check import judge_user
 from core.services.service import TokensService
@@ -15,6 +15,7 @@ from core.settings import Settings
 from core.store.columns import Columns
 from core.store.db import make_engine, unit_of_work
 from core.store.ledger import ledger_snapshot, recent_operations, usage_breakdown
+from core.store.pipeline import Statement, fetch_all
 from core.store.tiers import load_tiers
 from tests.support.ledger import add_usage, add_user
 
@@ -44,10 +45,11 @@ def round_trips(messages: list[tuple[str, str]]) -> int:
 def test_a_check_reads_all_it_shows_in_one_round_trip_on_prepared_statements(
     settings: Settings, database_url: str
 ) -> None:
-    """Pool ping, BEGIN, settings, the reads, COMMIT: five round trips, the six reads (the ledger position a
-    fix proposed from the check must match among them) pipelined in one,
-    on statements psycopg prepared once (a read-only use case commits: a rollback would deallocate them);
-    the report equals the one the statements give run one by one."""
+    """Pool ping, BEGIN, the reads, COMMIT: four round trips, the six reads (the ledger position a fix
+    proposed from the check must match among them) pipelined in one behind the transaction's and the
+    check's planner settings, on statements psycopg prepared once (a read-only use case commits: a rollback would
+    deallocate them) and PostgreSQL planned once (generic plans); the report equals the one the
+    statements give run one by one."""
     engine = make_engine(database_url, pool_size=1)
     service = TokensService(settings, engine)
     with engine.begin() as conn:
@@ -63,12 +65,23 @@ def test_a_check_reads_all_it_shows_in_one_round_trip_on_prepared_statements(
             service.check("UADMIN1", user)
         reports = []
         messages = protocol(engine, lambda: reports.append(service.check("UADMIN1", user, page=2)))
-        assert round_trips(messages) == 5
+        assert round_trips(messages) == 4
         sent = [kind for direction, kind in messages if direction == "F"]
         # The reads are the pipeline's last batch: what was sent between the last two Syncs.
         syncs = [i for i, kind in enumerate(sent) if kind == "Sync"]
         reads = sent[syncs[-2] + 1 : syncs[-1]]
-        assert "Parse" not in reads and reads.count("Execute") == 6
+        # The transaction's settings, the check's planner settings, six reads.
+        assert "Parse" not in reads and reads.count("Execute") == 8
+        with engine.connect() as conn:
+            plans = conn.execute(
+                text(
+                    "SELECT custom_plans, generic_plans FROM pg_prepared_statements"
+                    " WHERE statement ~ 'FROM token_usage' AND statement !~* '^\\s*INSERT'"
+                )
+            ).all()
+            conn.rollback()
+        # Past psycopg's five unprepared runs every read is planned once, generically, never again per check.
+        assert len(plans) == 5 and all(custom == 0 and generic >= 2 for custom, generic in plans), plans
 
         [report] = reports
         with unit_of_work(engine, read_only=True, isolation="REPEATABLE READ") as conn:
@@ -86,10 +99,37 @@ def test_a_check_reads_all_it_shows_in_one_round_trip_on_prepared_statements(
         engine.dispose()
 
 
+def test_settings_left_for_the_first_statement_hold_for_every_statement_and_end_with_the_transaction(
+    database_url: str,
+) -> None:
+    """Deferred settings ride with the first statement, pipelined or sent through SQLAlchemy, and hold for
+    the rest of the transaction; a unit of work that sent nothing leaves none for the next one."""
+    engine = make_engine(database_url, pool_size=1, statement_timeout_ms=4321)
+    show = text("SELECT current_setting('work_mem') AS w, current_setting('statement_timeout') AS t")
+    try:
+        with engine.connect() as conn:
+            default = conn.execute(show).one()
+            conn.rollback()
+        for first_pipelined in (True, False):
+            with unit_of_work(engine, read_only=True, local={"work_mem": "7MB"}, defer_settings=True) as conn:
+                if first_pipelined:
+                    [[row]] = fetch_all(conn, [Statement(show, {})])
+                    first = (row["w"], row["t"])
+                else:
+                    first = tuple(conn.execute(show).one())
+                assert first == ("7MB", "4321ms") == tuple(conn.execute(show).one())
+        with unit_of_work(engine, local={"work_mem": "9MB"}, defer_settings=True):
+            pass
+        with unit_of_work(engine, read_only=True) as conn:
+            assert conn.execute(show).one()[0] == default[0] != "9MB"
+    finally:
+        engine.dispose()
+
+
 def test_a_page_past_the_end_costs_one_more_round_trip_for_the_last_page(
     settings: Settings, database_url: str
 ) -> None:
-    """A stale Next button (the ledger has fewer pages now) shows the last page, read in a sixth round trip."""
+    """A stale Next button (the ledger has fewer pages now) shows the last page, read in a fifth round trip."""
     engine = make_engine(database_url, pool_size=1)
     service = TokensService(settings, engine)
     with engine.begin() as conn:
@@ -100,7 +140,7 @@ def test_a_page_past_the_end_costs_one_more_round_trip_for_the_last_page(
         service.check("UADMIN1", user)
         reports = []
         messages = protocol(engine, lambda: reports.append(service.check("UADMIN1", user, page=7)))
-        assert round_trips(messages) == 6
+        assert round_trips(messages) == 5
         [report] = reports
         assert report.page.number == report.page.count == 2
         assert [op.tokens_used for op in report.operations] == [101, 100]

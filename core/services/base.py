@@ -71,13 +71,15 @@ class ServiceBase:
         return self._shape
 
     @contextmanager
-    def _reading(self, engine: Engine | None = None) -> Iterator[Connection]:
+    def _reading(self, engine: Engine | None = None, *, defer_settings: bool = False) -> Iterator[Connection]:
+        """A read-only snapshot; `defer_settings` as `unit_of_work` says (a check's settings ride with its reads)."""
         try:
             with unit_of_work(
                 engine or self.engine,
                 read_only=True,
                 isolation="REPEATABLE READ",
                 local={"work_mem": self.settings.tokens_work_mem},
+                defer_settings=defer_settings,
             ) as conn:
                 yield conn
         except (OperationalError, DataError, ProgrammingError) as exc:

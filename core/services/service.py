@@ -47,7 +47,7 @@ class TokensService(FixUseCases):
     ) -> CheckReport:
         """`/tokens check`: one consistent snapshot of a user's balance and ledger."""
         self.require_viewer(actor)
-        with self._reading() as conn:
+        with self._reading(defer_settings=True) as conn:
             return check_user(
                 conn, self.shape(conn), self.settings, user, page=page, initial_grant=initial_grant
             )

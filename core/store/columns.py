@@ -7,7 +7,8 @@ All arithmetic stays exact: tokens are whole numbers, cents and dollars `numeric
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import cached_property
 
 from core.settings import Settings
 from core.store.product import ProductShape
@@ -36,6 +37,15 @@ class Columns(ProfileColumns):
     grant_actions: tuple[str, ...] = ()
     deduct_actions: tuple[str, ...] = ()
     reset_actions: tuple[str, ...] = ()
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash(tuple(getattr(self, f.name) for f in fields(self)))
+
+    def __hash__(self) -> int:
+        """Hashed once: every statement is cached by its Columns, and hashing the product's shape (every
+        column of every table) on each look-up cost a check more than the look-ups themselves."""
+        return self._hash
 
     @classmethod
     def of(cls, shape: ProductShape, settings: Settings) -> Columns:

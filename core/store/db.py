@@ -6,11 +6,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Literal
 
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from core.settings import to_sqlalchemy_url
-from core.store.pipeline import Statement, fetch_all
+from core.store.pipeline import PENDING, Statement, fetch_all
 
 Isolation = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 
@@ -55,7 +55,7 @@ def make_engine(
         # A transaction pooler (Supabase on 6543, pgbouncer) cannot keep prepared statements.
         connect_args["prepare_threshold"] = None
         sa_url = sa_url.difference_update_query(["prepare_threshold"])
-    return create_engine(
+    engine = create_engine(
         sa_url,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -64,6 +64,14 @@ def make_engine(
         connect_args=connect_args,
         execution_options={_STATEMENT_TIMEOUT: statement_timeout_ms} if statement_timeout_ms else {},
     )
+    event.listen(engine, "before_cursor_execute", _settings_first)
+    return engine
+
+
+def _settings_first(conn: Connection, *_: object) -> None:
+    """A statement sent through SQLAlchemy sends the transaction settings left pending before it."""
+    if PENDING in conn.info:
+        fetch_all(conn, [])
 
 
 @contextmanager
@@ -73,6 +81,7 @@ def unit_of_work(
     read_only: bool = False,
     isolation: Isolation = "READ COMMITTED",
     local: Mapping[str, str] | None = None,
+    defer_settings: bool = False,
 ) -> Iterator[Connection]:
     """Open one transaction for one use case; it commits only when the use case says so (`conn.commit()`),
     and rolls back otherwise, an error or a refusal included. A read-only one that ends without an error
@@ -82,6 +91,10 @@ def unit_of_work(
     driver opens them with a single `BEGIN ... READ ONLY`. The engine's statement timeout and the
     `local` settings hold for this transaction only (SET LOCAL semantics), so they also work through a
     transaction pooler (Supabase's port 6543); they are set together, in one round trip.
+
+    With `defer_settings` that round trip is saved: the settings go with the use case's first statement,
+    in its round trip (a pipelined read, or any statement sent through SQLAlchemy). Only for use cases
+    that send nothing through the driver directly (a check): such a statement would run without them.
     """
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level=isolation, postgresql_readonly=read_only)
@@ -92,15 +105,19 @@ def unit_of_work(
             if timeout:
                 settings["statement_timeout"] = str(int(timeout))
             if settings:
-                fetch_all(
-                    conn,
-                    [Statement(_SET_LOCAL, {"names": list(settings), "values": list(settings.values())})],
+                statement = Statement(
+                    _SET_LOCAL, {"names": list(settings), "values": list(settings.values())}
                 )
+                if defer_settings:
+                    conn.info[PENDING] = statement
+                else:
+                    fetch_all(conn, [statement])
             yield conn
             if read_only and transaction.is_active:
                 # Nothing to undo, and a commit keeps the statements psycopg prepared on this connection,
                 # which a rollback discards (DEALLOCATE ALL): every check would be planned afresh.
                 transaction.commit()
         finally:
+            conn.info.pop(PENDING, None)
             if transaction.is_active:
                 transaction.rollback()

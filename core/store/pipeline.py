@@ -18,6 +18,9 @@ from sqlalchemy import Connection, TextClause
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
+# Where a unit of work leaves its transaction settings for its first statement to carry (db.unit_of_work).
+PENDING = "tokens_pending_settings"
+
 
 class Statement(NamedTuple):
     """A statement and its parameters, by the names its text uses (`:u`)."""
@@ -46,10 +49,13 @@ def _compiled(sql: TextClause, dialect: Dialect) -> _Compiled:
 def fetch_all(conn: Connection, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
     """Every statement's rows, as dicts, sent and answered in one round trip.
 
-    A driver error is raised as SQLAlchemy's, as `conn.execute` would raise it, so the services turn a
+    Transaction settings a unit of work left pending go first, in the same round trip. A driver error is raised as SQLAlchemy's, as `conn.execute` would raise it, so the services turn a
     timeout or an unreachable database into the same friendly reply; a broken connection is invalidated
     so the pool never hands it out again.
     """
+    pending: Statement | None = conn.info.pop(PENDING, None)
+    if pending is not None:
+        return fetch_all(conn, [pending, *statements])[1:]
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     compiled = [_compiled(statement.sql, conn.dialect) for statement in statements]
     params = [

@@ -20,6 +20,13 @@ def _flagged_sql(cols: Columns, *, many: bool) -> str:
     Usage and grants are looked at apart: a doubled usage row charges the ledger twice, a doubled grant
     (a backfill run twice) credits it twice; either way the ledger is what is wrong. A row the bot has
     reversed, and the reversing row itself, are left out: together they count nothing.
+
+    Both windows sort the user's rows. A partition is the same set of rows whatever the order its keys
+    are listed in, so each lists its most telling key first: a sort that compares a flag shared by
+    nearly every row first goes on to the next keys on almost every comparison, and reading those out of
+    a wide sorted row cost a heavy user most of the statement. The request id is compared bytewise
+    (`COLLATE "C"`): the database's default collation is deterministic, so the same ids are equal, and
+    the sort need not call the locale's comparison. The price table is read into numbers once, not per row.
     """
     t = "t"
     tokens, ok, usage = cols.tokens(t), cols.success(t), cols.is_usage(t)
@@ -34,7 +41,7 @@ def _flagged_sql(cols: Columns, *, many: bool) -> str:
     per_user = "t.user_id, " if many else ""
     reversal = cols.is_reversal(t)
     return f"""
-WITH prices AS (
+WITH prices AS MATERIALIZED (
     SELECT key AS model, (value->>'input')::numeric AS input, (value->>'output')::numeric AS output
     FROM jsonb_each(:prices)
 ),
@@ -49,11 +56,11 @@ ops AS (
            {cols.created(t)} AS created_at,
            {request_id} AS request_id,
            lag({cols.created(t)}) OVER (
-               PARTITION BY {per_user}{ok}, {cols.action(t)}, {model}, {tokens}, {inputs}, {outputs}
+               PARTITION BY {per_user}{tokens}, {inputs}, {outputs}, {ok}, {cols.action(t)}, {model}
                ORDER BY t.created_at NULLS FIRST, t.id) AS previous_twin_at,
            row_number() OVER (
-               PARTITION BY {per_user}{ok}, {usage}, {request_id} ORDER BY t.created_at NULLS FIRST, t.id)
-               AS request_rank,
+               PARTITION BY {per_user}{request_id} COLLATE "C", {ok}, {usage}
+               ORDER BY t.created_at NULLS FIRST, t.id) AS request_rank,
            round(({inputs} * pr.input + {outputs} * pr.output) / 1000, 4) AS priced_cents
     FROM token_usage t
     LEFT JOIN prices pr ON pr.model = {model} AND {usage}
