@@ -203,8 +203,8 @@ def _judged(
     params: dict[str, Any],
     user_ids: list[str],
 ) -> list[Any]:
-    """The judged balances of chosen users (over `params`' minimum), with their emails, in the order given:
-    from `rollups` and the rows since where given, else from their rows of the whole ledger."""
+    """The judged balances of chosen users, whatever their discrepancy, with their emails, in the order
+    given: from `rollups` and the rows since where given, else from their rows of the whole ledger."""
     email, email_join = email_lookup(cols, "f")
     sql = f"""
     WITH {discrepancy_cte(cols, tiers, chosen_users=True, rollups=rollups)}
