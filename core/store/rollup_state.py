@@ -26,19 +26,20 @@ def rollups_table(settings: Settings) -> str:
     return f'"{settings.tokens_schema}".ledger_rollups'
 
 
+def rows_reading(cols: Columns) -> dict[str, Any]:
+    """How the ledger's rows are read: the action types and the column types. Figures counted from the rows
+    (folded totals, kept signals) no longer hold once it changes."""
+    return {
+        "grant": cols.grant_actions,
+        "deduct": cols.deduct_actions,
+        "reset": cols.reset_actions,
+        "ledger": {c.name: c.type for c in cols.ledger.columns},
+    }
+
+
 def config_of(cols: Columns, tiers: Tiers) -> str:
     """What the folded sums depend on besides the rows: totals folded under other settings are not used."""
-    ledger = {c.name: c.type for c in cols.ledger.columns}
-    return json.dumps(
-        {
-            "grant": cols.grant_actions,
-            "deduct": cols.deduct_actions,
-            "reset": cols.reset_actions,
-            "tier_amounts": tier_amounts(tiers),
-            "ledger": ledger,
-        },
-        sort_keys=True,
-    )
+    return json.dumps({**rows_reading(cols), "tier_amounts": tier_amounts(tiers)}, sort_keys=True)
 
 
 def ledger_read(conn: Connection, cols: Columns, tiers: Tiers, settings: Settings) -> LedgerRead:

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from core.settings import Settings
 from core.store.columns import Columns
+from core.store.rollup_state import rows_reading
 from core.store.signals import prices_json
 
 
@@ -33,10 +34,7 @@ def _table(settings: Settings) -> str:
 def signals_config(cols: Columns, settings: Settings) -> str:
     """What a user's signals depend on besides their rows: signals counted under other settings are not used."""
     config = {
-        "ledger": {c.name: c.type for c in cols.ledger.columns},
-        "grant": cols.grant_actions,
-        "deduct": cols.deduct_actions,
-        "reset": cols.reset_actions,
+        **rows_reading(cols),
         "prices": prices_json(settings.tokens_model_prices),
         "window": settings.tokens_duplicate_window_seconds,
         "tolerance": str(settings.tokens_cost_drift_tolerance),
@@ -83,7 +81,7 @@ def keep_signals(
                 {
                     "user_id": u,
                     "ledger_rows": str(rows),
-                    "signals": {k: str(v) for k, v in signals.items() if k != "user_id"},
+                    "signals": {k: str(v) for k, v in signals.items()},
                 }
                 for u, (rows, signals) in counted.items()
             ],

@@ -152,9 +152,10 @@ def signals_params(settings: Settings, user_id: str) -> dict[str, Any]:
 def read_fleet_signals(
     conn: Connection, cols: Columns, settings: Settings, user_ids: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """The signals of many users in one statement, keyed by user id; users with no rows get zeros."""
+    """The signals of many users in one statement, keyed by user id (each as one user's: by signal name);
+    users with no rows get zeros."""
     found = {
-        row["user_id"]: dict(row)
+        row["user_id"]: {name: row[name] for name in _SIGNALS}
         for row in conn.execute(
             fleet_signals_sql(cols), {"ids": user_ids, **_signal_params(settings)}
         ).mappings()
