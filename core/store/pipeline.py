@@ -4,22 +4,33 @@ A check reads five things about one user; sent one by one they cost five round t
 through SQLAlchemy's result machinery. Pipelined on the same connection, in the same transaction and
 snapshot, they cost one round trip, and the rows come back as the driver decoded them (numeric as
 Decimal, exactly as through SQLAlchemy: a text() statement has no result types to apply).
+
+Once the round trips were gone, the driver's own work per statement was most of a check's CPU in this
+process, so each statement is sent as the server will see it: its text in PostgreSQL's `$n` form,
+encoded once (psycopg would otherwise parse every text longer than 4 KB for placeholders, and encode
+and hash every text, on every run), its parameters in that order, and its rows as plain tuples turned
+into dicts by column names read once. The cursors are the connection's own, kept with it by the pool.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import tuple_row
 from sqlalchemy import Connection, TextClause
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
 # Where a unit of work leaves its transaction settings for its first statement to carry (db.unit_of_work).
 PENDING = "tokens_pending_settings"
+# Where a connection keeps its pipeline cursors (in the pool's record of it: gone with the connection).
+_CURSORS = "tokens_pipeline_cursors"
+# A named placeholder as SQLAlchemy renders a text() for psycopg, or a percent sign it escaped.
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
 
 
 class Statement(NamedTuple):
@@ -29,21 +40,68 @@ class Statement(NamedTuple):
     params: Mapping[str, Any]
 
 
-class _Compiled(NamedTuple):
-    sql: str
-    processors: dict[str, Any]
+class _Compiled:
+    """A statement as sent: `$n` text, the parameter behind each `$n`, typed parameters' converters (a
+    JSONB one, say), and the names of its columns once a run has told them (set whole, so threads that
+    race to set them set the same)."""
+
+    __slots__ = ("columns", "order", "processors", "query")
+
+    def __init__(self, query: bytes, order: tuple[str, ...], processors: dict[str, Any]) -> None:
+        self.query, self.order, self.processors = query, order, processors
+        self.columns: tuple[str, ...] | None = None
+
+
+def _numbered(pyformat: str) -> tuple[str, tuple[str, ...]]:
+    """`%(name)s` placeholders as `$n` (a name used twice is one parameter) and `%%` as `%`: the text
+    psycopg itself would send for it, and the order of its parameters."""
+    order: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "%"
+        if name not in order:
+            order.append(name)
+        return f"${order.index(name) + 1}"
+
+    return _PLACEHOLDER.sub(number, pyformat), tuple(order)
 
 
 @lru_cache
 def _compiled(sql: TextClause, dialect: Dialect) -> _Compiled:
-    """The driver's text of a statement and its typed parameters' converters (a JSONB one, say), once each."""
+    """A statement's text and converters, worked out once per statement."""
     compiled = sql.compile(dialect=dialect)
     processors: dict[str, Any] = {}
     for name, bind in compiled.binds.items():
         processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if processor is not None:
             processors[name] = processor
-    return _Compiled(compiled.string, processors)
+    query, order = _numbered(compiled.string)
+    return _Compiled(query.encode(), order, processors)
+
+
+def _values(compiled: _Compiled, params: Mapping[str, Any]) -> list[Any]:
+    processors = compiled.processors
+    return [processors[name](params[name]) if name in processors else params[name] for name in compiled.order]
+
+
+def _dicts(compiled: _Compiled, cursor: psycopg.RawCursor[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    rows = cursor.fetchall()
+    columns = compiled.columns
+    if columns is None:
+        columns = compiled.columns = tuple(column.name for column in cursor.description or ())
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def _cursors(
+    conn: Connection, driver: psycopg.Connection[Any], count: int
+) -> list[psycopg.RawCursor[tuple[Any, ...]]]:
+    """`count` cursors of this connection: made once, as a cursor costs more to make than to reuse."""
+    kept: list[psycopg.RawCursor[tuple[Any, ...]]] = conn.connection.info.setdefault(_CURSORS, [])
+    while len(kept) < count:
+        kept.append(psycopg.RawCursor(driver, row_factory=tuple_row))
+    return kept[:count]
 
 
 def fetch_all(conn: Connection, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
@@ -58,19 +116,13 @@ def fetch_all(conn: Connection, statements: Sequence[Statement]) -> list[list[di
         return fetch_all(conn, [pending, *statements])[1:]
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     compiled = [_compiled(statement.sql, conn.dialect) for statement in statements]
-    params = [
-        {
-            name: c.processors[name](value) if name in c.processors else value
-            for name, value in s.params.items()
-        }
-        for c, s in zip(compiled, statements, strict=True)
-    ]
+    params = [_values(c, s.params) for c, s in zip(compiled, statements, strict=True)]
     try:
+        cursors = _cursors(conn, driver, len(compiled))
         with driver.pipeline():
-            cursors = [driver.cursor(row_factory=dict_row) for _ in compiled]
             for cursor, c, values in zip(cursors, compiled, params, strict=True):
-                cursor.execute(c.sql, values)
-        return [cursor.fetchall() for cursor in cursors]
+                cursor.execute(c.query, values)
+        return [_dicts(c, cursor) for c, cursor in zip(compiled, cursors, strict=True)]
     except psycopg.Error as error:
         invalidated = conn.dialect.is_disconnect(cast(Any, error), cast(Any, driver), None)
         if invalidated:
