@@ -70,8 +70,8 @@ def test_a_check_reads_all_it_shows_in_one_round_trip_on_prepared_statements(
         # The reads are the pipeline's last batch: what was sent between the last two Syncs.
         syncs = [i for i, kind in enumerate(sent) if kind == "Sync"]
         reads = sent[syncs[-2] + 1 : syncs[-1]]
-        # The transaction's settings, the check's planner settings, six reads.
-        assert "Parse" not in reads and reads.count("Execute") == 8
+        # The transaction's settings with the check's planner settings, six reads.
+        assert "Parse" not in reads and reads.count("Execute") == 7
         with engine.connect() as conn:
             plans = conn.execute(
                 text(

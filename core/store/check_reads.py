@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from core.domain.models import Balance, BreakdownRow, LedgerSnapshot, Operation, UserRef
 from core.domain.tiers import Tiers
@@ -25,18 +25,17 @@ from core.store.ledger import (
     snapshot_of,
     snapshot_statement,
 )
-from core.store.pipeline import Statement, fetch_all
+from core.store.pipeline import Statement, defer, fetch_all
 from core.store.signals import ledger_signals_sql, signals_params
 from core.store.users import profile_sql, user_ref
 
-# Set for the check's own transaction, ahead of its reads in the same round trip. Every read is of one
+# Set for the check's own transaction, ahead of its reads in the same round trip and in the same statement
+# as the transaction's own settings when those are still to be sent (a check by id). Every read is of one
 # user by id, so one generic plan fits a user of 40 rows and one of 20,000 alike: without this,
 # PostgreSQL kept choosing custom plans and planned every statement afresh on every check, most of a
 # typical check's server time. And a heavy user's estimated cost passed jit_above_cost, so each check
 # compiled its signals statement to machine code (about 100 ms) to save a few.
-_PLANNER = text(
-    "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('jit', 'off', true)"
-)
+_PLANNER = {"plan_cache_mode": "force_generic_plan", "jit": "off"}
 
 
 class CheckRows(NamedTuple):
@@ -68,10 +67,10 @@ def read_check(
     A user without a current profile is told apart as `find_user` does (the other statements then found
     nothing either).
     """
-    _, profile, sums, signals, breakdown, operations, snapshot = fetch_all(
+    defer(conn, _PLANNER)
+    profile, sums, signals, breakdown, operations, snapshot = fetch_all(
         conn,
         [
-            Statement(_PLANNER, {}),
             Statement(profile_sql(cols), {"u": user_id}),
             Statement(balance_sql(cols), balance_params(tiers, user_id, initial_grant)),
             Statement(ledger_signals_sql(cols), signals_params(settings, user_id)),

@@ -6,11 +6,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Literal
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from core.settings import to_sqlalchemy_url
-from core.store.pipeline import PENDING, Statement, fetch_all
+from core.store.pipeline import PENDING, defer, fetch_all, settings_statement
 
 Isolation = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 
@@ -21,12 +21,6 @@ TRANSACTION_POOLER_PORT = 6543
 CONNECT_TIMEOUT_SECONDS = 2
 # The execution option carrying an engine's statement timeout into every unit of work.
 _STATEMENT_TIMEOUT = "tokens_statement_timeout_ms"
-# Sets every transaction-local setting in one round trip, whatever their number: one statement text,
-# so psycopg prepares it once per connection.
-_SET_LOCAL = text(
-    "SELECT count(set_config(name, value, true))"
-    " FROM unnest(CAST(:names AS text[]), CAST(:values AS text[])) AS s(name, value)"
-)
 
 
 def make_engine(
@@ -105,13 +99,10 @@ def unit_of_work(
             if timeout:
                 settings["statement_timeout"] = str(int(timeout))
             if settings:
-                statement = Statement(
-                    _SET_LOCAL, {"names": list(settings), "values": list(settings.values())}
-                )
                 if defer_settings:
-                    conn.info[PENDING] = statement
+                    defer(conn, settings)
                 else:
-                    fetch_all(conn, [statement])
+                    fetch_all(conn, [settings_statement(settings)])
             yield conn
             if read_only and transaction.is_active:
                 # Nothing to undo, and a commit keeps the statements psycopg prepared on this connection,

@@ -14,6 +14,7 @@ into dicts by column names read once. The cursors are the connection's own, kept
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -21,12 +22,16 @@ from typing import Any, NamedTuple, cast
 
 import psycopg
 from psycopg.rows import tuple_row
-from sqlalchemy import Connection, TextClause
+from sqlalchemy import Connection, TextClause, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
 # Where a unit of work leaves its transaction settings for its first statement to carry (db.unit_of_work).
 PENDING = "tokens_pending_settings"
+# Sets every transaction-local setting in one statement, whatever their number: one statement text, so
+# psycopg prepares it once per connection; the settings as one JSON text, which costs the driver less to
+# send than two arrays.
+_SET_LOCAL = text("SELECT count(set_config(key, value, true)) FROM jsonb_each_text(CAST(:settings AS jsonb))")
 # Where a connection keeps its pipeline cursors (in the pool's record of it: gone with the connection).
 _CURSORS = "tokens_pipeline_cursors"
 # A named placeholder as SQLAlchemy renders a text() for psycopg, or a percent sign it escaped.
@@ -38,6 +43,16 @@ class Statement(NamedTuple):
 
     sql: TextClause
     params: Mapping[str, Any]
+
+
+def settings_statement(settings: Mapping[str, str]) -> Statement:
+    """The statement setting `settings` for the rest of the transaction only (SET LOCAL semantics)."""
+    return Statement(_SET_LOCAL, {"settings": json.dumps(settings)})
+
+
+def defer(conn: Connection, settings: Mapping[str, str]) -> None:
+    """Leave transaction settings for the transaction's next statement to carry, in its round trip."""
+    conn.info.setdefault(PENDING, {}).update(settings)
 
 
 class _Compiled:
@@ -111,9 +126,9 @@ def fetch_all(conn: Connection, statements: Sequence[Statement]) -> list[list[di
     timeout or an unreachable database into the same friendly reply; a broken connection is invalidated
     so the pool never hands it out again.
     """
-    pending: Statement | None = conn.info.pop(PENDING, None)
+    pending: dict[str, str] | None = conn.info.pop(PENDING, None)
     if pending is not None:
-        return fetch_all(conn, [pending, *statements])[1:]
+        return fetch_all(conn, [settings_statement(pending), *statements])[1:]
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     compiled = [_compiled(statement.sql, conn.dialect) for statement in statements]
     params = [_values(c, s.params) for c, s in zip(compiled, statements, strict=True)]
