@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from core.settings import to_sqlalchemy_url
+from core.store.liveness import ping_when_needed
 from core.store.pipeline import PENDING, defer, fetch_all, settings_statement
 
 Isolation = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
@@ -30,7 +31,8 @@ def make_engine(
     application_name: str = "tokens-bot",
     statement_timeout_ms: int | None = None,
 ) -> Engine:
-    """Build a pooled psycopg engine; pre-ping so a restarted database is survived without a restart.
+    """Build a pooled psycopg engine whose connections are pinged at checkout when they may be gone
+    (core.store.liveness), so a restarted database is survived without a restart.
 
     Connecting gives up after CONNECT_TIMEOUT_SECONDS and TCP keepalives notice a vanished server, so
     an outage is an error within seconds, never a hang. `statement_timeout_ms` is applied to every
@@ -53,12 +55,12 @@ def make_engine(
         sa_url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args=connect_args,
         execution_options={_STATEMENT_TIMEOUT: statement_timeout_ms} if statement_timeout_ms else {},
     )
     event.listen(engine, "before_cursor_execute", _settings_first)
+    ping_when_needed(engine)
     return engine
 
 
