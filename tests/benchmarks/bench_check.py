@@ -52,16 +52,22 @@ RAW_CHECK_SQL = [
 ]
 
 
-def timings(run: Callable[[], object], repeat: int) -> list[float]:
-    """Milliseconds of `repeat` runs after two warm-up runs."""
-    run()
-    run()
-    samples = []
+def paired_timings(
+    first: Callable[[], object], second: Callable[[], object], repeat: int
+) -> tuple[list[float], list[float]]:
+    """Milliseconds of `repeat` runs of each after two warm-up runs, taking turns: on a machine others
+    share, both see the same load (one run a hundred times, then the other, and the ratio moved with
+    whatever else ran in between)."""
+    runs: tuple[list[float], list[float]] = ([], [])
+    for _ in range(2):
+        first()
+        second()
     for _ in range(repeat):
-        started = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
+        for run, samples in zip((first, second), runs, strict=True):
+            started = time.perf_counter()
+            run()
+            samples.append((time.perf_counter() - started) * 1000)
+    return runs
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -76,16 +82,14 @@ def summary(samples: list[float]) -> str:
     )
 
 
-def cpu_per_check(service: TokensService, user_id: str, repeat: int) -> tuple[float, float] | None:
-    """Milliseconds of CPU per check, (this process, the PostgreSQL backend serving it), from Linux /proc.
+def cpu_per_run(run: Callable[[], object], backend_pid: int, repeat: int) -> tuple[float, float] | None:
+    """Milliseconds of CPU per run, (this process, the PostgreSQL backend serving it), from Linux /proc.
 
-    The checks run one after another, so the pool hands them all one connection; the backend's
-    `utime + stime` is readable when the server runs on this machine. CPU time is the figure a busy
-    machine disturbs least. None where /proc or the backend cannot be read.
+    The runs go one after another over one connection (the pool hands the checks all one), so the
+    backend's `utime + stime` is readable when the server runs on this machine. CPU time is the figure a
+    busy machine disturbs least. None where /proc or the backend cannot be read.
     """
-    with service.engine.connect() as conn:
-        pid = conn.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
-    stat = Path(f"/proc/{pid}/stat")
+    stat = Path(f"/proc/{backend_pid}/stat")
     if not stat.exists():
         return None
     tick = os.sysconf("SC_CLK_TCK")
@@ -96,11 +100,17 @@ def cpu_per_check(service: TokensService, user_id: str, repeat: int) -> tuple[fl
 
     started, backend_started = time.process_time(), backend()
     for _ in range(repeat):
-        service.check("UBENCH", UUID(user_id))
+        run()
     return (
         (time.process_time() - started) / repeat * 1000,
         (backend() - backend_started) / repeat * 1000,
     )
+
+
+def cpu_line(label: str, cpu: tuple[float, float] | None) -> str:
+    if cpu is None:
+        return f"  {label:<30}unreadable (PostgreSQL not on this machine)"
+    return f"  {label:<30}this process {cpu[0]:.2f} ms + its PostgreSQL backend {cpu[1]:.2f} ms = {sum(cpu):.2f} ms"
 
 
 def raw_check(conn: psycopg.Connection, user_id: str) -> None:
@@ -143,23 +153,27 @@ def main() -> None:
     print(f"data: {data.users:,} users, {data.rows:,} ledger rows in {data.database}")
     settings = Settings(database_url=args.url, tokens_admins=["UBENCH"])
     service = TokensService(settings, make_engine(args.url))
+
+    def check(user_id: str) -> object:
+        return service.check("UBENCH", UUID(user_id))
+
     with psycopg.connect(psql_url(args.url)) as conn:
         for label, user_id, rows in (
             ("typical", data.typical_user_id, data.typical_user_rows),
             ("heavy", data.heavy_user_id, data.heavy_user_rows),
         ):
             print(f"\ncheck, {label} user ({rows:,} ledger rows), {args.repeat} runs")
-            core = timings(lambda u=user_id: service.check("UBENCH", UUID(u)), args.repeat)
-            raw = timings(lambda u=user_id: raw_check(conn, u), args.repeat)
+            core, raw = paired_timings(
+                lambda u=user_id: check(u), lambda u=user_id: raw_check(conn, u), args.repeat
+            )
             print(f"  core  (TokensService.check)   {summary(core)}")
             print(f"  raw SQL (psycopg, same work)  {summary(raw)}")
             print(f"  core / raw (median)           {statistics.median(core) / statistics.median(raw):.2f}x")
-            cpu = cpu_per_check(service, user_id, args.repeat)
-            if cpu is not None:
-                print(
-                    f"  CPU per core check            this process {cpu[0]:.2f} ms + its PostgreSQL backend"
-                    f" {cpu[1]:.2f} ms = {sum(cpu):.2f} ms"
-                )
+            with service.engine.connect() as pooled:
+                pid = pooled.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
+            print(cpu_line("CPU per core check", cpu_per_run(lambda u=user_id: check(u), pid, args.repeat)))
+            raw_cpu = cpu_per_run(lambda u=user_id: raw_check(conn, u), conn.info.backend_pid, args.repeat)
+            print(cpu_line("CPU per raw SQL check", raw_cpu))
     print(f"\nend to end over signed HTTP, typical user, {args.repeat} requests")
     acks, replies = end_to_end(args.url, data.typical_user_email, args.repeat)
     print(f"  ack (HTTP 200)                {summary(acks)}")
