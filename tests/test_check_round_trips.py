@@ -45,9 +45,9 @@ def round_trips(messages: list[tuple[str, str]]) -> int:
 def test_a_check_reads_all_it_shows_in_one_round_trip_on_prepared_statements(
     settings: Settings, database_url: str
 ) -> None:
-    """BEGIN, the reads, COMMIT: three round trips (a connection just used is not pinged), the six reads
-    (the ledger position a fix proposed from the check must match among them) pipelined in one behind the
-    transaction's and the check's planner settings, on statements psycopg prepared once (a read-only use case commits: a rollback would
+    """The reads, COMMIT: two round trips (a connection just used is not pinged), the six reads (the ledger
+    position a fix proposed from the check must match among them) pipelined in one behind the BEGIN and
+    the transaction's and the check's planner settings, on statements psycopg prepared once (a read-only use case commits: a rollback would
     deallocate them) and PostgreSQL planned once (generic plans); the report equals the one the
     statements give run one by one."""
     engine = make_engine(database_url, pool_size=1)
@@ -65,13 +65,13 @@ def test_a_check_reads_all_it_shows_in_one_round_trip_on_prepared_statements(
             service.check("UADMIN1", user)
         reports = []
         messages = protocol(engine, lambda: reports.append(service.check("UADMIN1", user, page=2)))
-        assert round_trips(messages) == 3
+        assert round_trips(messages) == 2
         sent = [kind for direction, kind in messages if direction == "F"]
-        # The reads are the pipeline's last batch: what was sent between the last two Syncs.
-        syncs = [i for i, kind in enumerate(sent) if kind == "Sync"]
-        reads = sent[syncs[-2] + 1 : syncs[-1]]
-        # The transaction's settings with the check's planner settings, six reads.
-        assert "Parse" not in reads and reads.count("Execute") == 7
+        # The pipeline is all that was sent before its one Sync; COMMIT follows (after psycopg's Flush).
+        [sync] = [i for i, kind in enumerate(sent) if kind == "Sync"]
+        reads, commit = sent[:sync], [kind for kind in sent[sync + 1 :] if kind != "Flush"]
+        # BEGIN, the transaction's settings with the check's planner settings, six reads.
+        assert "Parse" not in reads and reads.count("Execute") == 8 and commit == ["Query"]
         with engine.connect() as conn:
             plans = conn.execute(
                 text(
@@ -129,7 +129,7 @@ def test_settings_left_for_the_first_statement_hold_for_every_statement_and_end_
 def test_a_page_past_the_end_costs_one_more_round_trip_for_the_last_page(
     settings: Settings, database_url: str
 ) -> None:
-    """A stale Next button (the ledger has fewer pages now) shows the last page, read in a fourth round trip."""
+    """A stale Next button (the ledger has fewer pages now) shows the last page, read in a third round trip."""
     engine = make_engine(database_url, pool_size=1)
     service = TokensService(settings, engine)
     with engine.begin() as conn:
@@ -140,7 +140,7 @@ def test_a_page_past_the_end_costs_one_more_round_trip_for_the_last_page(
         service.check("UADMIN1", user)
         reports = []
         messages = protocol(engine, lambda: reports.append(service.check("UADMIN1", user, page=7)))
-        assert round_trips(messages) == 4
+        assert round_trips(messages) == 3
         [report] = reports
         assert report.page.number == report.page.count == 2
         assert [op.tokens_used for op in report.operations] == [101, 100]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import select
+import time
+
 from sqlalchemy import Engine, text
 
 from core.services.service import TokensService
@@ -17,6 +20,20 @@ def _backend_pid(engine: Engine) -> int:
         return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
 
+def _fileno(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.connection.driver_connection.fileno())  # type: ignore[union-attr]
+
+
+def _wait_until_closed_by_server(fileno: int) -> None:
+    """pg_terminate_backend only signals the backend: wait until its goodbye reached the pooled socket."""
+    poller = select.poll()
+    poller.register(fileno, select.POLLIN)
+    deadline = time.monotonic() + 10
+    while not poller.poll(50) and time.monotonic() < deadline:
+        pass
+
+
 def test_a_connection_the_server_closed_is_replaced_before_a_use_case_gets_it(
     settings: Settings, engine: Engine, database_url: str
 ) -> None:
@@ -28,9 +45,10 @@ def test_a_connection_the_server_closed_is_replaced_before_a_use_case_gets_it(
         user = add_user(conn, remaining=42_000, used=100)
         add_usage(conn, user, tokens=100)
     try:
-        before = _backend_pid(checked)
+        before, fileno = _backend_pid(checked), _fileno(checked)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": before}).scalar_one()
+        _wait_until_closed_by_server(fileno)
         report = service.check("UADMIN1", user)
         assert report.balance.ledger_rows == 1
         assert _backend_pid(checked) != before

@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 from core.settings import to_sqlalchemy_url
 from core.store.liveness import ping_when_needed
-from core.store.pipeline import PENDING, defer, fetch_all, settings_statement
+from core.store.pipeline import PENDING, PENDING_BEGIN, defer, defer_begin, fetch_all, settings_statement
 
 Isolation = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 
@@ -65,8 +65,8 @@ def make_engine(
 
 
 def _settings_first(conn: Connection, *_: object) -> None:
-    """A statement sent through SQLAlchemy sends the transaction settings left pending before it."""
-    if PENDING in conn.info:
+    """A statement sent through SQLAlchemy sends the BEGIN and transaction settings left pending before it."""
+    if PENDING_BEGIN in conn.info or PENDING in conn.info:
         fetch_all(conn, [])
 
 
@@ -88,12 +88,22 @@ def unit_of_work(
     `local` settings hold for this transaction only (SET LOCAL semantics), so they also work through a
     transaction pooler (Supabase's port 6543); they are set together, in one round trip.
 
-    With `defer_settings` that round trip is saved: the settings go with the use case's first statement,
-    in its round trip (a pipelined read, or any statement sent through SQLAlchemy). Only for use cases
-    that send nothing through the driver directly (a check): such a statement would run without them.
+    With `defer_settings` that round trip is saved, and the driver's BEGIN too: the transaction is opened
+    by an explicit `BEGIN` sent with the settings ahead of the use case's first statement, in its round
+    trip (a pipelined read, or any statement sent through SQLAlchemy); the driver, in autocommit mode,
+    opens nothing itself, and the commit or rollback ends the transaction as ever (SQLAlchemy turns
+    autocommit off again when the connection goes back to the pool). Only for use cases that commit
+    once, at the end, and send nothing through the driver directly (a check): such a statement would
+    run outside the transaction.
     """
     with engine.connect() as conn:
-        conn = conn.execution_options(isolation_level=isolation, postgresql_readonly=read_only)
+        if defer_settings:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            defer_begin(
+                conn, f"BEGIN ISOLATION LEVEL {isolation} {'READ ONLY' if read_only else 'READ WRITE'}"
+            )
+        else:
+            conn = conn.execution_options(isolation_level=isolation, postgresql_readonly=read_only)
         transaction = conn.begin()
         try:
             settings = dict(local or {})
@@ -111,6 +121,8 @@ def unit_of_work(
                 # which a rollback discards (DEALLOCATE ALL): every check would be planned afresh.
                 transaction.commit()
         finally:
-            conn.info.pop(PENDING, None)
+            if not conn.invalidated:  # an invalidated connection's info goes with it (and would reconnect)
+                conn.info.pop(PENDING_BEGIN, None)
+                conn.info.pop(PENDING, None)
             if transaction.is_active:
                 transaction.rollback()

@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
 import psycopg
+from psycopg.pq import ExecStatus
 from psycopg.rows import tuple_row
 from sqlalchemy import Connection, TextClause, text
 from sqlalchemy.engine import Dialect
@@ -28,6 +29,8 @@ from sqlalchemy.exc import DBAPIError
 
 # Where a unit of work leaves its transaction settings for its first statement to carry (db.unit_of_work).
 PENDING = "tokens_pending_settings"
+# Where it leaves the BEGIN opening its transaction, for the same statement to carry ahead of them.
+PENDING_BEGIN = "tokens_pending_begin"
 # Sets every transaction-local setting in one statement, whatever their number: one statement text, so
 # psycopg prepares it once per connection; the settings as one JSON text, which costs the driver less to
 # send than two arrays.
@@ -53,6 +56,29 @@ def settings_statement(settings: Mapping[str, str]) -> Statement:
 def defer(conn: Connection, settings: Mapping[str, str]) -> None:
     """Leave transaction settings for the transaction's next statement to carry, in its round trip."""
     conn.info.setdefault(PENDING, {}).update(settings)
+
+
+def defer_begin(conn: Connection, begin: str) -> None:
+    """Leave the transaction's BEGIN for its first statement to carry, in its round trip: the driver,
+    opening the transaction itself, would wait for its answer first."""
+    conn.info[PENDING_BEGIN] = _begin_statement(begin)
+
+
+@lru_cache
+def _begin_statement(begin: str) -> Statement:
+    return Statement(text(begin), {})
+
+
+def _opening(conn: Connection) -> list[Statement]:
+    """What a unit of work left for the first statement to send ahead of it: BEGIN, then the settings."""
+    opening: list[Statement] = []
+    begin: Statement | None = conn.info.pop(PENDING_BEGIN, None)
+    if begin is not None:
+        opening.append(begin)
+    pending: dict[str, str] | None = conn.info.pop(PENDING, None)
+    if pending is not None:
+        opening.append(settings_statement(pending))
+    return opening
 
 
 class _Compiled:
@@ -102,6 +128,10 @@ def _values(compiled: _Compiled, params: Mapping[str, Any]) -> list[Any]:
 
 
 def _dicts(compiled: _Compiled, cursor: psycopg.RawCursor[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """The rows as dicts; a statement that returns none (BEGIN) has none."""
+    result = cursor.pgresult
+    if result is None or result.status != ExecStatus.TUPLES_OK:
+        return []
     rows = cursor.fetchall()
     columns = compiled.columns
     if columns is None:
@@ -122,13 +152,13 @@ def _cursors(
 def fetch_all(conn: Connection, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
     """Every statement's rows, as dicts, sent and answered in one round trip.
 
-    Transaction settings a unit of work left pending go first, in the same round trip. A driver error is raised as SQLAlchemy's, as `conn.execute` would raise it, so the services turn a
+    The BEGIN and transaction settings a unit of work left pending go first, in the same round trip. A driver error is raised as SQLAlchemy's, as `conn.execute` would raise it, so the services turn a
     timeout or an unreachable database into the same friendly reply; a broken connection is invalidated
     so the pool never hands it out again.
     """
-    pending: dict[str, str] | None = conn.info.pop(PENDING, None)
-    if pending is not None:
-        return fetch_all(conn, [settings_statement(pending), *statements])[1:]
+    opening = _opening(conn)
+    if opening:
+        return fetch_all(conn, [*opening, *statements])[len(opening) :]
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     compiled = [_compiled(statement.sql, conn.dialect) for statement in statements]
     params = [_values(c, s.params) for c, s in zip(compiled, statements, strict=True)]
