@@ -66,6 +66,10 @@ def test_a_check_reads_all_it_shows_in_one_round_trip_on_prepared_statements(
         reports = []
         messages = protocol(engine, lambda: reports.append(service.check("UADMIN1", user, page=2)))
         assert round_trips(messages) == 2
+        # The check's driver-side autocommit ended with it: the next use case on the connection is
+        # transactional again.
+        with engine.connect() as conn:
+            assert conn.connection.driver_connection.autocommit is False  # type: ignore[union-attr]
         sent = [kind for direction, kind in messages if direction == "F"]
         # The pipeline is all that was sent before its one Sync; COMMIT follows (after psycopg's Flush).
         [sync] = [i for i, kind in enumerate(sent) if kind == "Sync"]
