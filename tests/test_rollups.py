@@ -11,8 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Connection, Engine, text
 
 from bot.entrypoints import jobs
 from bot.render.fleet import render_discrepancies
@@ -26,6 +25,7 @@ from core.store import rollup_state, rollups
 from core.store.catalog import inspect_product
 from core.store.columns import Columns
 from core.store.db import make_engine
+from core.store.discrepancies import scan_params, scan_statement
 from core.store.doctor import diagnose_database
 from core.store.rollup_state import ledger_read, rollups_table
 from core.store.scan import discrepancy_cte
@@ -74,13 +74,7 @@ def judged(engine: Engine, settings: Settings, *, folded: bool) -> dict[str, dic
         ledger = ledger if folded else LedgerRead(full_reason="compared")
         sql = f"WITH {discrepancy_cte(cols, tiers, rollups=rollups_table(settings) if folded else None)}"
         rows = conn.execute(
-            text(f"{sql} SELECT * FROM judged").bindparams(bindparam("tier_grants", type_=JSONB)),
-            {
-                "tier_grants": {k: str(v) for k, v in tiers.amounts.items()},
-                "grace": settings.tokens_scan_grace_seconds,
-                "minimum": 0,
-                "watermark": ledger.folded_to,
-            },
+            scan_statement(f"{sql} SELECT * FROM judged"), scan_params(settings, tiers, 0, ledger)
         ).mappings()
         return {row["user_id"]: dict(row) for row in rows}
 

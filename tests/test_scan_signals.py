@@ -8,20 +8,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Engine, text
 
 from bot.render.fleet import render_discrepancies
 from bot.render.text import blocks_as_text
 from bot.scheduler import fold_recent, keep_signals
 from core.domain.fixes import Cause, primary_cause
+from core.domain.rollups import LedgerRead
 from core.services.service import TokensService
 from core.services.signal_refresh import keep_largest_signals
 from core.settings import Settings
 from core.store.catalog import inspect_product
 from core.store.columns import Columns
 from core.store.db import make_engine, unit_of_work
-from core.store.discrepancies import discrepant_users
+from core.store.discrepancies import discrepant_users, scan_params, scan_statement
 from core.store.rollup_state import rollups_table
 from core.store.scan import discrepancy_cte, scored_cte
 from core.store.tiers import load_tiers
@@ -50,23 +50,17 @@ def scores(engine: Engine, settings: Settings, *, folded: bool, minimum: int) ->
         shape = inspect_product(conn, settings)
         cols, tiers = Columns.of(shape, settings), load_tiers(conn, shape, settings)
         rollups = rollups_table(settings) if folded else None
-        params = {
-            "tier_grants": {k: str(v) for k, v in tiers.amounts.items()},
-            "grace": settings.tokens_scan_grace_seconds,
-            "minimum": minimum,
-            "watermark": conn.execute(
-                text(f'SELECT max(watermark) FROM "{settings.tokens_schema}".rollup_state')
-            ).scalar_one(),
-        }
+        watermark = conn.execute(
+            text(f'SELECT max(watermark) FROM "{settings.tokens_schema}".rollup_state')
+        ).scalar_one()
+        params = scan_params(settings, tiers, minimum, LedgerRead(folded_to=watermark))
         found = []
         both = (
             (scored_cte(cols, tiers, rollups=rollups), "scored"),
             (discrepancy_cte(cols, tiers, rollups=rollups), "flagged"),
         )
         for cte, table in both:
-            sql = text(f"WITH {cte} SELECT user_id, worst, deferred FROM {table}").bindparams(
-                bindparam("tier_grants", type_=JSONB)
-            )
+            sql = scan_statement(f"WITH {cte} SELECT user_id, worst, deferred FROM {table}")
             found.append({row.user_id: (row.worst, row.deferred) for row in conn.execute(sql, params)})
         return found[0], found[1]
 

@@ -8,7 +8,8 @@ Decimal, exactly as through SQLAlchemy: a text() statement has no result types t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
@@ -49,28 +50,52 @@ def _compiled(sql: TextClause, dialect: Dialect) -> _Compiled:
 def fetch_all(conn: Connection, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
     """Every statement's rows, as dicts, sent and answered in one round trip.
 
-    Transaction settings a unit of work left pending go first, in the same round trip. A driver error is raised as SQLAlchemy's, as `conn.execute` would raise it, so the services turn a
-    timeout or an unreachable database into the same friendly reply; a broken connection is invalidated
-    so the pool never hands it out again.
+    Transaction settings a unit of work left pending go first, in the same round trip. A driver error is
+    raised as SQLAlchemy's (`_errors_as_sqlalchemy`).
     """
     pending: Statement | None = conn.info.pop(PENDING, None)
     if pending is not None:
         return fetch_all(conn, [pending, *statements])[1:]
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     compiled = [_compiled(statement.sql, conn.dialect) for statement in statements]
-    params = [
-        {
-            name: c.processors[name](value) if name in c.processors else value
-            for name, value in s.params.items()
-        }
-        for c, s in zip(compiled, statements, strict=True)
-    ]
-    try:
+    params = [_driver_params(c, s.params) for c, s in zip(compiled, statements, strict=True)]
+    with _errors_as_sqlalchemy(conn, driver):
         with driver.pipeline():
             cursors = [driver.cursor(row_factory=dict_row) for _ in compiled]
             for cursor, c, values in zip(cursors, compiled, params, strict=True):
                 cursor.execute(c.sql, values)
         return [cursor.fetchall() for cursor in cursors]
+
+
+def stream_rows(conn: Connection, statement: Statement, *, batch: int) -> Iterator[dict[str, Any]]:
+    """A statement's rows, as dicts, `batch` at a time, in the use case's transaction.
+
+    SQLAlchemy streams through a server-side cursor (DECLARE), and PostgreSQL never runs a cursor's query
+    in parallel; a portal run to its end, its rows sent in chunks, can be. Memory stays one batch.
+    """
+    pending: Statement | None = conn.info.pop(PENDING, None)
+    if pending is not None:
+        fetch_all(conn, [pending])
+    driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+    compiled = _compiled(statement.sql, conn.dialect)
+    with _errors_as_sqlalchemy(conn, driver), driver.cursor(row_factory=dict_row) as cursor:
+        yield from cursor.stream(compiled.sql, _driver_params(compiled, statement.params), size=batch)
+
+
+def _driver_params(compiled: _Compiled, params: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        name: compiled.processors[name](value) if name in compiled.processors else value
+        for name, value in params.items()
+    }
+
+
+@contextmanager
+def _errors_as_sqlalchemy(conn: Connection, driver: psycopg.Connection[Any]) -> Iterator[None]:
+    """A driver error raised as SQLAlchemy's, as `conn.execute` would raise it, so the services turn a
+    timeout or an unreachable database into the same friendly reply; a broken connection is invalidated
+    so the pool never hands it out again."""
+    try:
+        yield
     except psycopg.Error as error:
         invalidated = conn.dialect.is_disconnect(cast(Any, error), cast(Any, driver), None)
         if invalidated:
