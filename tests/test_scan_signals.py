@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
 from bot.render.fleet import render_discrepancies
 from bot.render.text import blocks_as_text
@@ -153,3 +153,37 @@ def test_signals_kept_under_other_settings_are_counted_again(
     assert len(found.counted) == kept.counted and not found.older
     recounted = keep_largest_signals(engine, engine, settings, recount=True)
     assert (recounted.counted, recounted.reused) == (kept.counted, 0)
+
+
+def test_the_fleet_scan_can_run_in_parallel_over_folded_totals_and_rows_since(
+    fleet: tuple[Engine, Settings, dict[str, str]],
+) -> None:
+    """Every profile is read once per scan: at 600,000 users that is most of `/tokens discrepancies`, so
+    its workers must be able to share it. A full join, a subquery per row or an `OFFSET 0` fence anywhere in
+    the scan keeps PostgreSQL from planning it in parallel; with parallel plans made free, it must."""
+    engine, settings, users = fleet
+    fold(engine, settings, full=True)
+    twin_rows(engine, users["failed"], 700)
+    sent: list[tuple[str, Any]] = []
+
+    def remember(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        sent.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", remember)
+    try:
+        with unit_of_work(engine, read_only=True, isolation="REPEATABLE READ") as conn:
+            shape = inspect_product(conn, settings)
+            found = discrepant_users(conn, shape, settings, minimum=0, window=10, current=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", remember)
+    assert found.ledger.folded_to is not None and found.rows
+    scan, params = next((s, p) for s, p in sent if "OVER ()" in s)
+    with engine.connect() as conn:
+        for name in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size"):
+            conn.exec_driver_sql(f"SET {name} = 0")
+        plan = "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {scan}", params))
+    for table in ("user_profiles", "ledger_rollups"):
+        assert f"Parallel Seq Scan on {table}" in plan, plan
+    assert "SubPlan" not in plan, plan
+    # The workers drop the users within the minimum: the filter is under the Gather, not over it.
+    assert plan.index("Gather") < plan.index("Filter: (GREATEST("), plan
