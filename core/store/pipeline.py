@@ -71,7 +71,8 @@ def stream_rows(conn: Connection, statement: Statement, *, batch: int) -> Iterat
     """A statement's rows, as dicts, `batch` at a time, in the use case's transaction.
 
     SQLAlchemy streams through a server-side cursor (DECLARE), and PostgreSQL never runs a cursor's query
-    in parallel; a portal run to its end, its rows sent in chunks, can be. Memory stays one batch.
+    in parallel; a portal run to its end, its rows sent in chunks, can be. Memory stays one batch (one row
+    with a libpq older than 17, which cannot send chunks).
     """
     pending: Statement | None = conn.info.pop(PENDING, None)
     if pending is not None:
@@ -79,7 +80,8 @@ def stream_rows(conn: Connection, statement: Statement, *, batch: int) -> Iterat
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     compiled = _compiled(statement.sql, conn.dialect)
     with _errors_as_sqlalchemy(conn, driver), driver.cursor(row_factory=dict_row) as cursor:
-        yield from cursor.stream(compiled.sql, _driver_params(compiled, statement.params), size=batch)
+        size = batch if psycopg.capabilities.has_stream_chunked() else 1
+        yield from cursor.stream(compiled.sql, _driver_params(compiled, statement.params), size=size)
 
 
 def _driver_params(compiled: _Compiled, params: Mapping[str, Any]) -> dict[str, Any]:
