@@ -183,19 +183,18 @@ def test_rows_committed_while_a_fold_reads_are_in_its_totals_or_caught_by_the_ne
     engine, settings = fleet
     user = add_user_with_grant(engine)
     fold(engine, settings)
-    gather = rollups._gather
+    add = rollups._add
 
-    def insert_then_gather(*args: Any, **kwargs: Any) -> int:
-        params = args[4]
-        if args[1] == "rollup_added":
-            with engine.begin() as conn:
-                add_usage(conn, user, tokens=300, at=params["watermark"])
-                add_usage(conn, user, tokens=40, at=params["previous"] - timedelta(minutes=5))
-        return gather(*args, **kwargs)
+    def insert_then_add(*args: Any, **kwargs: Any) -> int:
+        params = args[3]
+        with engine.begin() as conn:
+            add_usage(conn, user, tokens=300, at=params["watermark"])
+            add_usage(conn, user, tokens=40, at=params["previous"] - timedelta(minutes=5))
+        return add(*args, **kwargs)
 
     with engine.begin() as conn:
         add_usage(conn, user, tokens=5, at=datetime.now(UTC))
-    monkeypatch.setattr(rollups, "_gather", insert_then_gather)
+    monkeypatch.setattr(rollups, "_add", insert_then_add)
     fold(engine, settings)
     monkeypatch.undo()
     (mismatch,) = verify_ledger(engine, engine, settings).mismatches

@@ -191,3 +191,22 @@ def from_hour(cols: Columns, a: str, param: str) -> str:
 def no_time(a: str) -> str:
     """Rows without a usable time: they sort before every other row, so every fold holds them."""
     return f"({a}.created_at IS NULL OR {a}.created_at = '-infinity')"
+
+
+def added_in_place(older: str, newer: str) -> str:
+    """`combined`'s sums as an UPDATE's SET list (every sum but user_id), where both slices are present:
+    an upsert's conflicting totals `older` and the new slice `newer` (its EXCLUDED row). The columns of
+    both are NOT NULL where `combined` adds zeros for an absent slice, so the sums are added as they are:
+    a fold updates tens of thousands of rows this way and each saved expression counts."""
+    o, n = older, newer
+    exprs = {c: f"{o}.{c} + {n}.{c}" for c in ADDED}
+    exprs |= {
+        "first_grant_key": f"least({o}.first_grant_key, {n}.first_grant_key)",
+        "logged_amounts": f"CASE WHEN {n}.logged_amounts <@ {o}.logged_amounts THEN {o}.logged_amounts"
+        f" WHEN {o}.logged_amounts <@ {n}.logged_amounts THEN {n}.logged_amounts"
+        f" ELSE ARRAY(SELECT DISTINCT a FROM unnest({o}.logged_amounts || {n}.logged_amounts) a ORDER BY a) END",
+        "has_reset": f"{n}.has_reset OR {o}.has_reset",
+    }
+    exprs |= {c: f"CASE WHEN {n}.has_reset THEN {n}.{c} ELSE {o}.{c} END" for c in RESET}
+    exprs |= {c: f"CASE WHEN {n}.has_reset THEN {n}.{c} ELSE {o}.{c} + {n}.{c} END" for c in AFTER_RESET}
+    return ", ".join(f"{c} = {exprs[c]}" for c in SUMS[1:])

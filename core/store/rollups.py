@@ -31,7 +31,7 @@ from core.domain.tiers import Tiers
 from core.settings import Settings
 from core.store import rollup_hours
 from core.store.columns import Columns
-from core.store.ledger_sums import SUMS, between, combined, slice_sums, up_to
+from core.store.ledger_sums import SUMS, added_in_place, between, slice_sums, up_to
 from core.store.rollup_state import config_of, rollups_table
 
 
@@ -90,17 +90,17 @@ def fold(
         counting = pool.submit(rollup_hours.counted, reader, cols, params, folded)
         if not local:
             counting.result()
-        users = _gather(primary, "rollup_added", reader, added, params, settings, local=local)
+        if previous is None:
+            users = _gather(primary, "rollup_added", reader, added, params, settings, local=local)
+            _replace_all(primary, settings)
+        else:
+            users = _add(primary, reader, added, params, settings, local=local)
         hours, late = counting.result()
     late_users = rollup_hours.late_users(reader, cols, late, params)
     if late_users:
         ids = f"t.user_id = ANY(CAST(:ids AS {cols.ledger.column('user_id').type}[]))"
-        where = f"{up_to(cols, 't', 'watermark')} AND {ids}"
-        replaced = slice_sums(cols, tiers, where)
-        _gather(
-            primary, "rollup_replaced", reader, replaced, {**params, "ids": late_users}, settings, local=local
-        )
-    _apply(primary, settings, full=previous is None, replaced=bool(late_users))
+        replaced = slice_sums(cols, tiers, f"{up_to(cols, 't', 'watermark')} AND {ids}")
+        _replace(primary, reader, replaced, {**params, "ids": late_users}, settings, local=local)
     kept = {h: rows for h, rows in hours.items() if h is None or h >= new_low}
     _record(primary, settings, config, watermark, kept, full=previous is None)
     return FoldResult(
@@ -154,31 +154,90 @@ def _gather(
     return copied
 
 
-def _apply(primary: Connection, settings: Settings, *, full: bool, replaced: bool) -> None:
-    """Added sums join each user's folded totals; re-read users' totals are replaced."""
+def _replace_all(primary: Connection, settings: Settings) -> None:
+    """A full fold's sums (`rollup_added`) replace every total."""
     table = rollups_table(settings)
     columns = ", ".join(SUMS)
-    update = ", ".join(f"{c} = EXCLUDED.{c}" for c in SUMS[1:])
-    if full:
-        primary.execute(text(f"DELETE FROM {table}"))
-        primary.execute(text(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM rollup_added"))
-        # Scans plan their joins on the table's statistics: a whole new table gets them at once.
-        primary.execute(text(f"ANALYZE {table}"))
-    else:
-        primary.execute(
-            text(
-                f"INSERT INTO {table} ({columns})"
-                f" SELECT {combined('o', 'n')} FROM rollup_added n LEFT JOIN {table} o ON o.user_id = n.user_id"
-                f" ON CONFLICT (user_id) DO UPDATE SET {update}"
-            )
-        )
-    if replaced:
-        primary.execute(
-            text(
-                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM rollup_replaced"
-                f" ON CONFLICT (user_id) DO UPDATE SET {update}"
-            )
-        )
+    primary.execute(text(f"DELETE FROM {table}"))
+    primary.execute(text(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM rollup_added"))
+    # Scans plan their joins on the table's statistics: a whole new table gets them at once.
+    primary.execute(text(f"ANALYZE {table}"))
+
+
+def _add(
+    primary: Connection,
+    reader: Connection,
+    sums: str,
+    params: dict[str, Any],
+    settings: Settings,
+    *,
+    local: bool,
+) -> int:
+    """Add a slice's sums to its users' totals; how many users that is.
+
+    On the primary's own database one statement sums the slice and upserts it: no temporary table (its
+    catalog rows, its statistics), and each user's totals are found once, by the upsert's own conflict
+    check, rather than joined first. The slice's aggregation is then not parallel, which an incremental
+    slice does not need. From a standby the sums are copied into a temporary table first (see `_gather`).
+    """
+    source, values = _source(primary, "rollup_added", reader, sums, params, settings, local=local)
+    return _upsert(primary, settings, source, values, added_in_place("o", "EXCLUDED"))
+
+
+def _replace(
+    primary: Connection,
+    reader: Connection,
+    sums: str,
+    params: dict[str, Any],
+    settings: Settings,
+    *,
+    local: bool,
+) -> None:
+    """Replace the totals of users re-read in full; only those whose sums differ are written."""
+    source, values = _source(primary, "rollup_replaced", reader, sums, params, settings, local=local)
+    folded, read = (", ".join(f"{a}.{c}" for c in SUMS[1:]) for a in ("o", "EXCLUDED"))
+    replace = ", ".join(f"{c} = EXCLUDED.{c}" for c in SUMS[1:])
+    _upsert(primary, settings, source, values, replace, where=f"({folded}) IS DISTINCT FROM ({read})")
+
+
+def _source(
+    primary: Connection,
+    table: str,
+    reader: Connection,
+    sums: str,
+    params: dict[str, Any],
+    settings: Settings,
+    *,
+    local: bool,
+) -> tuple[str, dict[str, Any]]:
+    """Where the primary reads a slice's sums from: the aggregation itself on its own database, else a
+    temporary table the reader's sums are copied into; and that statement's parameters."""
+    if local:
+        return f"{sums} s", params
+    _gather(primary, table, reader, sums, params, settings, local=False)
+    return table, {}
+
+
+def _upsert(
+    primary: Connection,
+    settings: Settings,
+    source: str,
+    params: dict[str, Any],
+    update: str,
+    *,
+    where: str = "",
+) -> int:
+    """Insert the sums of `source` as new users' totals, or update existing ones by `update` (`o` the
+    totals, EXCLUDED the sums), in the order of the totals' key, which the conflict checks walk."""
+    columns = ", ".join(SUMS)
+    return primary.execute(
+        text(
+            f"INSERT INTO {rollups_table(settings)} AS o ({columns}) SELECT {columns} FROM {source}"
+            f" ORDER BY user_id ON CONFLICT (user_id) DO UPDATE SET {update}"
+            + (f" WHERE {where}" if where else "")
+        ),
+        params,
+    ).rowcount
 
 
 def _record(
