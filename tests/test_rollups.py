@@ -230,6 +230,36 @@ def test_from_a_standby_the_sums_stream_to_the_primary_and_late_rows_are_caught(
         standby.dispose()
 
 
+def test_of_the_users_re_read_for_a_late_row_only_those_whose_sums_changed_are_written(
+    fleet: tuple[Engine, Settings],
+) -> None:
+    """Every user with a row in an hour that gained one is re-read whole; the totals of those whose sums
+    came out the same are left as they were (the same row version), not rewritten."""
+    engine, settings = fleet
+    late, unchanged = add_user_with_grant(engine), add_user_with_grant(engine)
+    fold(engine, settings)
+    hour_ago = watermark(engine, settings) - timedelta(hours=1)
+    with engine.begin() as conn:
+        for user in (late, unchanged):
+            add_usage(conn, user, tokens=100, at=hour_ago)
+    fold(engine, settings, full=True)
+    versions = row_versions(engine, settings)
+    with engine.begin() as conn:
+        add_usage(conn, late, tokens=7, at=hour_ago + timedelta(seconds=1))
+    result = fold(engine, settings)
+    assert result.late_users == 2
+    after = row_versions(engine, settings)
+    assert after[unchanged] == versions[unchanged]
+    assert after[late] != versions[late]
+    assert_verified(engine, settings)
+
+
+def row_versions(engine: Engine, settings: Settings) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT user_id, xmin::text AS version FROM {rollups_table(settings)}"))
+        return {row.user_id: row.version for row in rows}
+
+
 def add_user_with_grant(engine: Engine) -> str:
     with engine.begin() as conn:
         user = add_user(conn, remaining=10_000)
