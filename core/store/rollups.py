@@ -249,19 +249,22 @@ def _record(
     *,
     full: bool,
 ) -> None:
+    """The new watermark and the rows per relooked hour, in one statement: hours that left the relooked
+    window are deleted, and only those whose count changed are written (most hours keep theirs)."""
     schema = settings.tokens_schema
-    primary.execute(text(f'DELETE FROM "{schema}".rollup_hours'))
-    if hours:
-        primary.execute(
-            text(
-                f'INSERT INTO "{schema}".rollup_hours (hour, ledger_rows)'
-                " SELECT coalesce(h, '-infinity'), n FROM unnest(CAST(:hours AS timestamptz[]), CAST(:rows AS bigint[])) AS x(h, n)"
-            ),
-            {"hours": list(hours), "rows": list(hours.values())},
-        )
     primary.execute(
         text(
             f"""
+            WITH hours AS (
+                SELECT coalesce(h, '-infinity') AS hour, n
+                FROM unnest(CAST(:hours AS timestamptz[]), CAST(:rows AS bigint[])) AS x(h, n)
+            ), gone AS (
+                DELETE FROM "{schema}".rollup_hours r WHERE NOT EXISTS (SELECT FROM hours WHERE hour = r.hour)
+            ), counted AS (
+                INSERT INTO "{schema}".rollup_hours AS r (hour, ledger_rows) SELECT hour, n FROM hours
+                ON CONFLICT (hour) DO UPDATE SET ledger_rows = EXCLUDED.ledger_rows
+                WHERE r.ledger_rows <> EXCLUDED.ledger_rows
+            )
             INSERT INTO "{schema}".rollup_state (id, watermark, config, folded_at, full_at)
             VALUES (1, :watermark, :config, now(), now())
             ON CONFLICT (id) DO UPDATE SET watermark = EXCLUDED.watermark, config = EXCLUDED.config,
@@ -269,5 +272,11 @@ def _record(
                 full_at = CASE WHEN :full THEN EXCLUDED.full_at ELSE "{schema}".rollup_state.full_at END
             """
         ),
-        {"watermark": watermark, "config": config, "full": full},
+        {
+            "hours": list(hours),
+            "rows": list(hours.values()),
+            "watermark": watermark,
+            "config": config,
+            "full": full,
+        },
     )
