@@ -56,7 +56,8 @@ def fold(
     whole ledger, and is `tokens-bot rollup`'s to run.
 
     The slices' sums are read on `reader` too, or, where it is a snapshot of the primary's own database
-    (`local`), aggregated by the primary itself, straight into its temporary tables (see `_gather`).
+    (`local`), aggregated by the primary itself: a full fold's into a temporary table (see `_gather`), an
+    incremental one's by the statement that adds them to the totals (see `_add`).
     """
     config = config_of(cols, tiers)
     reason = (
@@ -127,10 +128,11 @@ def _gather(
 ) -> int:
     """A slice's sums in a temporary table `table` on the primary; how many users it holds.
 
-    On the primary's own database one CREATE TABLE AS aggregates them in place (it may run in parallel,
-    which an INSERT ... SELECT may not). Its snapshot is later than the reader's, which counted the hours
-    first: the sums then hold every row the counts saw, and a row committed in between is one more row in
-    an hour, so the next fold re-reads its user as it would any row inserted late. From a standby the sums
+    On the primary's own database (a full fold: the whole ledger) one CREATE TABLE AS aggregates them in
+    place (it may run in parallel, which an INSERT ... SELECT may not). Its snapshot, like that of `_add`'s
+    statement, is later than the reader's, which counted the hours first: the sums then hold every row the
+    counts saw, and a row committed in between is one more row in an hour, so the next fold re-reads its
+    user as it would any row inserted late. From a standby the sums
     stream through this process, row by row, in libpq's single-row mode rather than through a server-side
     cursor, which would keep the standby from aggregating a whole-ledger slice in parallel; memory stays
     one row either way.
@@ -228,7 +230,9 @@ def _upsert(
     where: str = "",
 ) -> int:
     """Insert the sums of `source` as new users' totals, or update existing ones by `update` (`o` the
-    totals, EXCLUDED the sums), in the order of the totals' key, which the conflict checks walk."""
+    totals, EXCLUDED the sums), where `where` holds. In the order of the totals' key, which each conflict
+    check walks down: one user's index pages are then those of the one before (86,000 users took a third
+    less CPU so than in the aggregation's order)."""
     columns = ", ".join(SUMS)
     return primary.execute(
         text(
