@@ -147,7 +147,8 @@ def fold_rounds(
 ) -> None:
     """Only the incremental folds: `rounds` times, `rows` appended and folded, each beside the raw SQL of
     the same work; the first fold of the ledger is run once if none was. The fold is what the cron job and
-    the scheduler's tick run, so it is measured alone, without the scans or the kept signals after it."""
+    the scheduler's tick run, so it is measured alone, without the scans or the kept signals after it. Each
+    round's rows stay in the relooked hours every later fold counts, as a product's rows of the day do."""
     with unit_of_work(engine, read_only=True) as probe:
         if rollup_state.state(probe, settings) is None:
             ms, _ = timed(lambda: fold_ledger(engine, engine, settings, full=True))
