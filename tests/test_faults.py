@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import signal
 import time
+import traceback
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
 from bot.routes import reply_to_command
 from bot.slack.console import ConsoleSlack
 from core.domain.errors import QueryTimeoutError
 from core.services.service import TokensService
 from core.settings import Settings
-from core.store.db import make_engine
+from core.store.catalog import inspect_product
+from core.store.db import make_engine, unit_of_work
+from core.store.discrepancies import stream_discrepancies
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env
 from tests.support.fake_slack import FakeSlack
 from tests.support.ledger import add_usage, add_user
@@ -95,3 +99,30 @@ def test_sigterm_lets_a_command_in_flight_finish(
     finally:
         bot.stop()
         fake.stop()
+
+
+def test_a_streamed_scan_stuck_behind_a_lock_raises_what_every_reply_turns_into_plain_words(
+    settings: Settings, database_url: str, engine: Engine
+) -> None:
+    """The digest and the alerts stream their scan through the driver, not SQLAlchemy: a timeout there is
+    still SQLAlchemy's OperationalError (which the services answer as QueryTimeoutError), and the
+    connection serves the next unit of work."""
+    slow_engine = make_engine(database_url, pool_size=1, statement_timeout_ms=300)
+    with engine.begin() as conn:
+        add_usage(conn, add_user(conn, remaining=10), tokens=500)
+    with slow_engine.connect() as conn:
+        shape = inspect_product(conn, settings)
+    try:
+        with engine.connect() as locker:
+            locker.execute(text("LOCK TABLE token_usage IN ACCESS EXCLUSIVE MODE"))
+            with (
+                pytest.raises(OperationalError, match="statement timeout") as raised,
+                unit_of_work(slow_engine, read_only=True) as conn,
+            ):
+                list(stream_discrepancies(conn, shape, settings, minimum=0))
+            locker.rollback()
+        assert any(frame.name == "stream_rows" for frame in traceback.extract_tb(raised.value.__traceback__))
+        with unit_of_work(slow_engine, read_only=True) as conn:
+            assert len(list(stream_discrepancies(conn, shape, settings, minimum=0))) >= 1
+    finally:
+        slow_engine.dispose()

@@ -11,8 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Connection, Engine, text
 
 from bot.entrypoints import jobs
 from bot.render.fleet import render_discrepancies
@@ -26,6 +25,7 @@ from core.store import rollup_state, rollups
 from core.store.catalog import inspect_product
 from core.store.columns import Columns
 from core.store.db import make_engine
+from core.store.discrepancies import scan_params, scan_statement
 from core.store.doctor import diagnose_database
 from core.store.rollup_state import ledger_read, rollups_table
 from core.store.scan import discrepancy_cte
@@ -74,13 +74,7 @@ def judged(engine: Engine, settings: Settings, *, folded: bool) -> dict[str, dic
         ledger = ledger if folded else LedgerRead(full_reason="compared")
         sql = f"WITH {discrepancy_cte(cols, tiers, rollups=rollups_table(settings) if folded else None)}"
         rows = conn.execute(
-            text(f"{sql} SELECT * FROM judged").bindparams(bindparam("tier_grants", type_=JSONB)),
-            {
-                "tier_grants": {k: str(v) for k, v in tiers.amounts.items()},
-                "grace": settings.tokens_scan_grace_seconds,
-                "minimum": 0,
-                "watermark": ledger.folded_to,
-            },
+            scan_statement(f"{sql} SELECT * FROM judged"), scan_params(settings, tiers, 0, ledger)
         ).mappings()
         return {row["user_id"]: dict(row) for row in rows}
 
@@ -189,19 +183,18 @@ def test_rows_committed_while_a_fold_reads_are_in_its_totals_or_caught_by_the_ne
     engine, settings = fleet
     user = add_user_with_grant(engine)
     fold(engine, settings)
-    gather = rollups._gather
+    add = rollups._add
 
-    def insert_then_gather(*args: Any, **kwargs: Any) -> int:
-        params = args[4]
-        if args[1] == "rollup_added":
-            with engine.begin() as conn:
-                add_usage(conn, user, tokens=300, at=params["watermark"])
-                add_usage(conn, user, tokens=40, at=params["previous"] - timedelta(minutes=5))
-        return gather(*args, **kwargs)
+    def insert_then_add(*args: Any, **kwargs: Any) -> int:
+        params = args[3]
+        with engine.begin() as conn:
+            add_usage(conn, user, tokens=300, at=params["watermark"])
+            add_usage(conn, user, tokens=40, at=params["previous"] - timedelta(minutes=5))
+        return add(*args, **kwargs)
 
     with engine.begin() as conn:
         add_usage(conn, user, tokens=5, at=datetime.now(UTC))
-    monkeypatch.setattr(rollups, "_gather", insert_then_gather)
+    monkeypatch.setattr(rollups, "_add", insert_then_add)
     fold(engine, settings)
     monkeypatch.undo()
     (mismatch,) = verify_ledger(engine, engine, settings).mismatches
@@ -235,6 +228,36 @@ def test_from_a_standby_the_sums_stream_to_the_primary_and_late_rows_are_caught(
         assert_scan_is_the_full_scan(engine, settings)
     finally:
         standby.dispose()
+
+
+def test_of_the_users_re_read_for_a_late_row_only_those_whose_sums_changed_are_written(
+    fleet: tuple[Engine, Settings],
+) -> None:
+    """Every user with a row in an hour that gained one is re-read whole; the totals of those whose sums
+    came out the same are left as they were (the same row version), not rewritten."""
+    engine, settings = fleet
+    late, unchanged = add_user_with_grant(engine), add_user_with_grant(engine)
+    fold(engine, settings)
+    hour_ago = watermark(engine, settings) - timedelta(hours=1)
+    with engine.begin() as conn:
+        for user in (late, unchanged):
+            add_usage(conn, user, tokens=100, at=hour_ago)
+    fold(engine, settings, full=True)
+    versions = row_versions(engine, settings)
+    with engine.begin() as conn:
+        add_usage(conn, late, tokens=7, at=hour_ago + timedelta(seconds=1))
+    result = fold(engine, settings)
+    assert result.late_users == 2
+    after = row_versions(engine, settings)
+    assert after[unchanged] == versions[unchanged]
+    assert after[late] != versions[late]
+    assert_verified(engine, settings)
+
+
+def row_versions(engine: Engine, settings: Settings) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT user_id, xmin::text AS version FROM {rollups_table(settings)}"))
+        return {row.user_id: row.version for row in rows}
 
 
 def add_user_with_grant(engine: Engine) -> str:

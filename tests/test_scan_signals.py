@@ -8,20 +8,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Engine, event, text
 
 from bot.render.fleet import render_discrepancies
 from bot.render.text import blocks_as_text
 from bot.scheduler import fold_recent, keep_signals
 from core.domain.fixes import Cause, primary_cause
+from core.domain.rollups import LedgerRead
 from core.services.service import TokensService
 from core.services.signal_refresh import keep_largest_signals
 from core.settings import Settings
 from core.store.catalog import inspect_product
 from core.store.columns import Columns
 from core.store.db import make_engine, unit_of_work
-from core.store.discrepancies import discrepant_users
+from core.store.discrepancies import discrepant_users, scan_params, scan_statement
 from core.store.rollup_state import rollups_table
 from core.store.scan import discrepancy_cte, scored_cte
 from core.store.tiers import load_tiers
@@ -50,23 +50,17 @@ def scores(engine: Engine, settings: Settings, *, folded: bool, minimum: int) ->
         shape = inspect_product(conn, settings)
         cols, tiers = Columns.of(shape, settings), load_tiers(conn, shape, settings)
         rollups = rollups_table(settings) if folded else None
-        params = {
-            "tier_grants": {k: str(v) for k, v in tiers.amounts.items()},
-            "grace": settings.tokens_scan_grace_seconds,
-            "minimum": minimum,
-            "watermark": conn.execute(
-                text(f'SELECT max(watermark) FROM "{settings.tokens_schema}".rollup_state')
-            ).scalar_one(),
-        }
+        watermark = conn.execute(
+            text(f'SELECT max(watermark) FROM "{settings.tokens_schema}".rollup_state')
+        ).scalar_one()
+        params = scan_params(settings, tiers, minimum, LedgerRead(folded_to=watermark))
         found = []
         both = (
             (scored_cte(cols, tiers, rollups=rollups), "scored"),
             (discrepancy_cte(cols, tiers, rollups=rollups), "flagged"),
         )
         for cte, table in both:
-            sql = text(f"WITH {cte} SELECT user_id, worst, deferred FROM {table}").bindparams(
-                bindparam("tier_grants", type_=JSONB)
-            )
+            sql = scan_statement(f"WITH {cte} SELECT user_id, worst, deferred FROM {table}")
             found.append({row.user_id: (row.worst, row.deferred) for row in conn.execute(sql, params)})
         return found[0], found[1]
 
@@ -159,3 +153,37 @@ def test_signals_kept_under_other_settings_are_counted_again(
     assert len(found.counted) == kept.counted and not found.older
     recounted = keep_largest_signals(engine, engine, settings, recount=True)
     assert (recounted.counted, recounted.reused) == (kept.counted, 0)
+
+
+def test_the_fleet_scan_can_run_in_parallel_over_folded_totals_and_rows_since(
+    fleet: tuple[Engine, Settings, dict[str, str]],
+) -> None:
+    """Every profile is read once per scan: at 600,000 users that is most of `/tokens discrepancies`, so
+    its workers must be able to share it. A full join, a subquery per row or an `OFFSET 0` fence anywhere in
+    the scan keeps PostgreSQL from planning it in parallel; with parallel plans made free, it must."""
+    engine, settings, users = fleet
+    fold(engine, settings, full=True)
+    twin_rows(engine, users["failed"], 700)
+    sent: list[tuple[str, Any]] = []
+
+    def remember(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        sent.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", remember)
+    try:
+        with unit_of_work(engine, read_only=True, isolation="REPEATABLE READ") as conn:
+            shape = inspect_product(conn, settings)
+            found = discrepant_users(conn, shape, settings, minimum=0, window=10, current=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", remember)
+    assert found.ledger.folded_to is not None and found.rows
+    scan, params = next((s, p) for s, p in sent if "OVER ()" in s)
+    with engine.connect() as conn:
+        for name in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size"):
+            conn.exec_driver_sql(f"SET {name} = 0")
+        plan = "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {scan}", params))
+    for table in ("user_profiles", "ledger_rollups"):
+        assert f"Parallel Seq Scan on {table}" in plan, plan
+    assert "SubPlan" not in plan, plan
+    # The workers drop the users within the minimum: the filter is under the Gather, not over it.
+    assert plan.index("Gather") < plan.index("Filter: (GREATEST("), plan

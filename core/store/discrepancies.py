@@ -21,19 +21,21 @@ from core.domain.tiers import Tiers, known_amounts
 from core.settings import Settings
 from core.store.columns import Columns
 from core.store.fleet import email_lookup
+from core.store.pipeline import Statement, stream_rows
 from core.store.product import ProductShape
 from core.store.rollup_state import ledger_read, rollups_table
-from core.store.scan import discrepancy_cte, scored_cte
+from core.store.scan import discrepancy_cte, scored_cte, tier_grants
 from core.store.signal_cache import kept_signals
 from core.store.signals import read_fleet_signals
 from core.store.tiers import load_tiers
 
 
-def _scan_params(
+def scan_params(
     settings: Settings, tiers: Tiers, minimum: int, ledger: LedgerRead | None = None
 ) -> dict[str, Any]:
+    """The parameters of the scans' SQL (core.store.scan), bound by `scan_statement`."""
     return {
-        "tier_grants": {tier: str(amount) for tier, amount in tiers.amounts.items()},
+        "tier_grants": tier_grants(tiers),
         "grace": settings.tokens_scan_grace_seconds,
         "minimum": minimum,
         "watermark": ledger.folded_to if ledger else None,
@@ -54,7 +56,8 @@ def _rollups(conn: Connection, settings: Settings, ledger: LedgerRead) -> str | 
     return rollups_table(settings)
 
 
-def _statement(sql: str) -> Any:
+def scan_statement(sql: str) -> Any:
+    """A scan's SQL with `:tier_grants` bound as JSONB."""
     return text(sql).bindparams(bindparam("tier_grants", type_=JSONB))
 
 
@@ -92,20 +95,16 @@ def discrepant_users(
     rollups = _rollups(conn, settings, ledger)
     sql = f"""
     WITH {scored_cte(cols, tiers, rollups=rollups)}
-    SELECT c.matched_total, c.deferred_total, f.user_id
-    FROM (
-        SELECT count(*) FILTER (WHERE NOT deferred) AS matched_total,
-               count(*) FILTER (WHERE deferred) AS deferred_total
-        FROM scored
-    ) c
-    LEFT JOIN LATERAL (
-        SELECT user_id, worst FROM scored WHERE NOT deferred ORDER BY worst DESC, user_id LIMIT :window
-    ) f ON true
-    ORDER BY f.worst DESC, f.user_id
+    SELECT s.user_id, s.deferred,
+           count(*) FILTER (WHERE NOT s.deferred) OVER () AS matched_total,
+           count(*) FILTER (WHERE s.deferred) OVER () AS deferred_total
+    FROM scored s
+    ORDER BY s.deferred, s.worst DESC, s.user_id
+    LIMIT greatest(:window, 1)
     """
-    params = _scan_params(settings, tiers, minimum, ledger)
-    found = conn.execute(_statement(sql), {**params, "window": window}).all()
-    largest = [row.user_id for row in found if row.user_id is not None]
+    params = scan_params(settings, tiers, minimum, ledger)
+    found = conn.execute(scan_statement(sql), {**params, "window": window}).mappings().all()
+    largest = [row["user_id"] for row in found if not row["deferred"]][:window]
     judged = _judged(conn, cols, tiers, rollups, params, largest)
     ledger_rows = {row["user_id"]: int(row["ledger_rows"]) for row in judged}
     kept = kept_signals(conn, cols, settings, list(ledger_rows))
@@ -113,8 +112,8 @@ def discrepant_users(
     counted = _signals_of(conn, cols, settings, [u for u in ledger_rows if u not in usable])
     return Discrepant(
         _diagnosed(cols, tiers, judged, {**usable, **counted}),
-        int(found[0].matched_total),
-        int(found[0].deferred_total),
+        int(found[0]["matched_total"]) if found else 0,
+        int(found[0]["deferred_total"]) if found else 0,
         ledger,
         {u: (ledger_rows[u], signals) for u, signals in counted.items()},
         frozenset(u for u in usable if kept[u][0] != ledger_rows[u]),
@@ -136,9 +135,10 @@ def stream_discrepancies(
     ledger: LedgerRead | None = None,
     batch: int = 1_000,
 ) -> Iterator[dict[str, Any]]:
-    """Every discrepant user, largest first, through a server-side cursor: memory stays one batch.
+    """Every discrepant user, largest first, `batch` rows at a time: memory stays one batch.
 
-    `ledger` is how the scan reads the ledger (`scan_ledger`), for a caller that reports it."""
+    `ledger` is how the scan reads the ledger (`scan_ledger`), for a caller that reports it. Until the
+    last row is read, `conn` serves nothing else (core.store.pipeline.stream_rows)."""
     tiers = load_tiers(conn, shape, settings)
     ledger = ledger or ledger_read(conn, Columns.of(shape, settings), tiers, settings)
     sql = f"""
@@ -146,10 +146,8 @@ def stream_discrepancies(
     SELECT user_id, worst, used_discrepancy, remaining_discrepancy, deferred
     FROM scored ORDER BY worst DESC, user_id
     """
-    statement = _statement(sql).execution_options(stream_results=True, yield_per=batch)
-    result = conn.execute(statement, _scan_params(settings, tiers, minimum, ledger))
-    for row in result.mappings():
-        yield dict(row)
+    params = scan_params(settings, tiers, minimum, ledger)
+    yield from stream_rows(conn, Statement(scan_statement(sql), params), batch=batch)
 
 
 def read_discrepancies(
@@ -160,7 +158,7 @@ def read_discrepancies(
         return []
     cols = Columns.of(shape, settings)
     tiers = load_tiers(conn, shape, settings)
-    found = _judged(conn, cols, tiers, None, _scan_params(settings, tiers, 0), user_ids)
+    found = _judged(conn, cols, tiers, None, scan_params(settings, tiers, 0), user_ids)
     return _diagnosed(cols, tiers, found, read_fleet_signals(conn, cols, settings, user_ids))
 
 
@@ -211,7 +209,8 @@ def _judged(
     SELECT f.*, {email} FROM judged f {email_join}
     """
     found = {
-        row["user_id"]: row for row in conn.execute(_statement(sql), {**params, "ids": user_ids}).mappings()
+        row["user_id"]: row
+        for row in conn.execute(scan_statement(sql), {**params, "ids": user_ids}).mappings()
     }
     return [found[u] for u in user_ids if u in found]
 

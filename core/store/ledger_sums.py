@@ -94,18 +94,25 @@ def slice_sums(cols: Columns, tiers: Tiers, where: str, *, recent: bool = False)
     )"""
 
 
-def combined(older: str, newer: str, *, newer_often_absent: bool = False) -> str:
+def combined(
+    older: str, newer: str, *, newer_often_absent: bool = False, amounts: list[int] | None = None
+) -> str:
     """Select expressions (`SUMS`, by name) adding the slice `newer` to `older`; either may be absent (a
     full join's NULLs), and every row of `newer` comes after every row of `older`.
 
     Each slice's logged amounts are sorted and distinct, so where one slice's are among the other's (most
     often: the newer slice logged none) the union is that other array, without sorting their elements
-    anew for every user. `newer_often_absent` (a scan's few users with rows since the watermark, against
+    anew for every user. Given the tier `amounts` they are folded under (`tier_amounts`), any other union
+    is built from those instead of a sorting subquery, which PostgreSQL would run in the leader of a
+    parallel scan only. `newer_often_absent` (a scan's few users with rows since the watermark, against
     every user's totals) takes the older slice's sums as they are where the newer one is absent, rather
     than adding zeros to each.
     """
     o, n = older, newer
     reset_anew = f"coalesce({n}.has_reset, false)"
+    union = f"ARRAY(SELECT DISTINCT a FROM unnest({o}.logged_amounts || {n}.logged_amounts) a ORDER BY a)"
+    if amounts is not None:
+        union = _logged_union(o, n, amounts)
     exprs = {"user_id": f"coalesce({o}.user_id, {n}.user_id)"}
     exprs |= {c: f"coalesce({o}.{c}, 0) + coalesce({n}.{c}, 0)" for c in ADDED}
     exprs |= {
@@ -113,7 +120,7 @@ def combined(older: str, newer: str, *, newer_often_absent: bool = False) -> str
         "logged_amounts": f"CASE WHEN {n}.user_id IS NULL OR {n}.logged_amounts <@ {o}.logged_amounts"
         f" THEN {o}.logged_amounts"
         f" WHEN {o}.user_id IS NULL OR {o}.logged_amounts <@ {n}.logged_amounts THEN {n}.logged_amounts"
-        f" ELSE ARRAY(SELECT DISTINCT a FROM unnest({o}.logged_amounts || {n}.logged_amounts) a ORDER BY a) END",
+        f" ELSE {union} END",
         "has_reset": f"{reset_anew} OR coalesce({o}.has_reset, false)",
     }
     exprs |= {c: f"CASE WHEN {reset_anew} THEN {n}.{c} ELSE {o}.{c} END" for c in RESET}
@@ -124,6 +131,17 @@ def combined(older: str, newer: str, *, newer_often_absent: bool = False) -> str
     if newer_often_absent:
         exprs = {c: f"CASE WHEN {n}.user_id IS NULL THEN {o}.{c} ELSE {e} END" for c, e in exprs.items()}
     return ",\n               ".join(f"{e} AS {c}" for c, e in exprs.items())
+
+
+def _logged_union(o: str, n: str, amounts: list[int]) -> str:
+    """The sorted union of two slices' logged amounts, each one of `amounts` (sorted, as `tier_amounts`)."""
+    if not amounts:
+        return "'{}'::numeric[]"
+    either = ", ".join(
+        f"CASE WHEN {a} = ANY({o}.logged_amounts) OR {a} = ANY({n}.logged_amounts) THEN {a} END"
+        for a in amounts
+    )
+    return f"array_remove(ARRAY[{either}]::numeric[], NULL)"
 
 
 def scan_columns(cols: Columns, tiers: Tiers, s: str) -> str:
@@ -173,3 +191,22 @@ def from_hour(cols: Columns, a: str, param: str) -> str:
 def no_time(a: str) -> str:
     """Rows without a usable time: they sort before every other row, so every fold holds them."""
     return f"({a}.created_at IS NULL OR {a}.created_at = '-infinity')"
+
+
+def added_in_place(older: str, newer: str) -> str:
+    """`combined`'s sums as an UPDATE's SET list (every sum but user_id), where both slices are present:
+    an upsert's conflicting totals `older` and the new slice `newer` (its EXCLUDED row). The columns of
+    both are NOT NULL where `combined` adds zeros for an absent slice, so the sums are added as they are:
+    a fold updates tens of thousands of rows this way and each saved expression counts."""
+    o, n = older, newer
+    exprs = {c: f"{o}.{c} + {n}.{c}" for c in ADDED}
+    exprs |= {
+        "first_grant_key": f"least({o}.first_grant_key, {n}.first_grant_key)",
+        "logged_amounts": f"CASE WHEN {n}.logged_amounts <@ {o}.logged_amounts THEN {o}.logged_amounts"
+        f" WHEN {o}.logged_amounts <@ {n}.logged_amounts THEN {n}.logged_amounts"
+        f" ELSE ARRAY(SELECT DISTINCT a FROM unnest({o}.logged_amounts || {n}.logged_amounts) a ORDER BY a) END",
+        "has_reset": f"{n}.has_reset OR {o}.has_reset",
+    }
+    exprs |= {c: f"CASE WHEN {n}.has_reset THEN {n}.{c} ELSE {o}.{c} END" for c in RESET}
+    exprs |= {c: f"CASE WHEN {n}.has_reset THEN {n}.{c} ELSE {o}.{c} + {n}.{c} END" for c in AFTER_RESET}
+    return ", ".join(f"{c} = {exprs[c]}" for c in SUMS[1:])

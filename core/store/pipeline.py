@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
 import psycopg
 from psycopg.pq import ExecStatus
-from psycopg.rows import tuple_row
+from psycopg.rows import dict_row, tuple_row
 from sqlalchemy import Connection, TextClause, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -152,9 +153,8 @@ def _cursors(
 def fetch_all(conn: Connection, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
     """Every statement's rows, as dicts, sent and answered in one round trip.
 
-    The BEGIN and transaction settings a unit of work left pending go first, in the same round trip. A driver error is raised as SQLAlchemy's, as `conn.execute` would raise it, so the services turn a
-    timeout or an unreachable database into the same friendly reply; a broken connection is invalidated
-    so the pool never hands it out again.
+    The BEGIN and transaction settings a unit of work left pending go first, in the same round trip. A
+    driver error is raised as SQLAlchemy's (`_errors_as_sqlalchemy`).
     """
     opening = _opening(conn)
     if opening:
@@ -162,12 +162,38 @@ def fetch_all(conn: Connection, statements: Sequence[Statement]) -> list[list[di
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     compiled = [_compiled(statement.sql, conn.dialect) for statement in statements]
     params = [_values(c, s.params) for c, s in zip(compiled, statements, strict=True)]
-    try:
+    with _errors_as_sqlalchemy(conn, driver):
         cursors = _cursors(conn, driver, len(compiled))
         with driver.pipeline():
             for cursor, c, values in zip(cursors, compiled, params, strict=True):
                 cursor.execute(c.query, values)
         return [_dicts(c, cursor) for c, cursor in zip(compiled, cursors, strict=True)]
+
+
+def stream_rows(conn: Connection, statement: Statement, *, batch: int) -> Iterator[dict[str, Any]]:
+    """A statement's rows, as dicts, `batch` at a time, in the use case's transaction.
+
+    SQLAlchemy streams through a server-side cursor (DECLARE), and PostgreSQL never runs a cursor's query
+    in parallel; a portal run to its end, its rows sent in chunks, can be. Memory stays one batch (one row
+    with a libpq older than 17, which cannot send chunks).
+    """
+    opening = _opening(conn)
+    if opening:
+        fetch_all(conn, opening)
+    driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+    compiled = _compiled(statement.sql, conn.dialect)
+    with _errors_as_sqlalchemy(conn, driver), psycopg.RawCursor(driver, row_factory=dict_row) as cursor:
+        size = batch if psycopg.capabilities.has_stream_chunked() else 1
+        yield from cursor.stream(compiled.query, _values(compiled, statement.params), size=size)
+
+
+@contextmanager
+def _errors_as_sqlalchemy(conn: Connection, driver: psycopg.Connection[Any]) -> Iterator[None]:
+    """A driver error raised as SQLAlchemy's, as `conn.execute` would raise it, so the services turn a
+    timeout or an unreachable database into the same friendly reply; a broken connection is invalidated
+    so the pool never hands it out again."""
+    try:
+        yield
     except psycopg.Error as error:
         invalidated = conn.dialect.is_disconnect(cast(Any, error), cast(Any, driver), None)
         if invalidated:

@@ -31,7 +31,7 @@ from core.domain.tiers import Tiers
 from core.settings import Settings
 from core.store import rollup_hours
 from core.store.columns import Columns
-from core.store.ledger_sums import SUMS, between, combined, slice_sums, up_to
+from core.store.ledger_sums import SUMS, added_in_place, between, slice_sums, up_to
 from core.store.rollup_state import config_of, rollups_table
 
 
@@ -56,7 +56,8 @@ def fold(
     whole ledger, and is `tokens-bot rollup`'s to run.
 
     The slices' sums are read on `reader` too, or, where it is a snapshot of the primary's own database
-    (`local`), aggregated by the primary itself, straight into its temporary tables (see `_gather`).
+    (`local`), aggregated by the primary itself: a full fold's into a temporary table (see `_gather`), an
+    incremental one's by the statement that adds them to the totals (see `_add`).
     """
     config = config_of(cols, tiers)
     reason = (
@@ -90,17 +91,17 @@ def fold(
         counting = pool.submit(rollup_hours.counted, reader, cols, params, folded)
         if not local:
             counting.result()
-        users = _gather(primary, "rollup_added", reader, added, params, settings, local=local)
+        if previous is None:
+            users = _gather(primary, "rollup_added", reader, added, params, settings, local=local)
+            _replace_all(primary, settings)
+        else:
+            users = _add(primary, reader, added, params, settings, local=local)
         hours, late = counting.result()
     late_users = rollup_hours.late_users(reader, cols, late, params)
     if late_users:
         ids = f"t.user_id = ANY(CAST(:ids AS {cols.ledger.column('user_id').type}[]))"
-        where = f"{up_to(cols, 't', 'watermark')} AND {ids}"
-        replaced = slice_sums(cols, tiers, where)
-        _gather(
-            primary, "rollup_replaced", reader, replaced, {**params, "ids": late_users}, settings, local=local
-        )
-    _apply(primary, settings, full=previous is None, replaced=bool(late_users))
+        replaced = slice_sums(cols, tiers, f"{up_to(cols, 't', 'watermark')} AND {ids}")
+        _replace(primary, reader, replaced, {**params, "ids": late_users}, settings, local=local)
     kept = {h: rows for h, rows in hours.items() if h is None or h >= new_low}
     _record(primary, settings, config, watermark, kept, full=previous is None)
     return FoldResult(
@@ -127,10 +128,11 @@ def _gather(
 ) -> int:
     """A slice's sums in a temporary table `table` on the primary; how many users it holds.
 
-    On the primary's own database one CREATE TABLE AS aggregates them in place (it may run in parallel,
-    which an INSERT ... SELECT may not). Its snapshot is later than the reader's, which counted the hours
-    first: the sums then hold every row the counts saw, and a row committed in between is one more row in
-    an hour, so the next fold re-reads its user as it would any row inserted late. From a standby the sums
+    On the primary's own database (a full fold: the whole ledger) one CREATE TABLE AS aggregates them in
+    place (it may run in parallel, which an INSERT ... SELECT may not). Its snapshot, like that of `_add`'s
+    statement, is later than the reader's, which counted the hours first: the sums then hold every row the
+    counts saw, and a row committed in between is one more row in an hour, so the next fold re-reads its
+    user as it would any row inserted late. From a standby the sums
     stream through this process, row by row, in libpq's single-row mode rather than through a server-side
     cursor, which would keep the standby from aggregating a whole-ledger slice in parallel; memory stays
     one row either way.
@@ -154,31 +156,92 @@ def _gather(
     return copied
 
 
-def _apply(primary: Connection, settings: Settings, *, full: bool, replaced: bool) -> None:
-    """Added sums join each user's folded totals; re-read users' totals are replaced."""
+def _replace_all(primary: Connection, settings: Settings) -> None:
+    """A full fold's sums (`rollup_added`) replace every total."""
     table = rollups_table(settings)
     columns = ", ".join(SUMS)
-    update = ", ".join(f"{c} = EXCLUDED.{c}" for c in SUMS[1:])
-    if full:
-        primary.execute(text(f"DELETE FROM {table}"))
-        primary.execute(text(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM rollup_added"))
-        # Scans plan their joins on the table's statistics: a whole new table gets them at once.
-        primary.execute(text(f"ANALYZE {table}"))
-    else:
-        primary.execute(
-            text(
-                f"INSERT INTO {table} ({columns})"
-                f" SELECT {combined('o', 'n')} FROM rollup_added n LEFT JOIN {table} o ON o.user_id = n.user_id"
-                f" ON CONFLICT (user_id) DO UPDATE SET {update}"
-            )
-        )
-    if replaced:
-        primary.execute(
-            text(
-                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM rollup_replaced"
-                f" ON CONFLICT (user_id) DO UPDATE SET {update}"
-            )
-        )
+    primary.execute(text(f"DELETE FROM {table}"))
+    primary.execute(text(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM rollup_added"))
+    # Scans plan their joins on the table's statistics: a whole new table gets them at once.
+    primary.execute(text(f"ANALYZE {table}"))
+
+
+def _add(
+    primary: Connection,
+    reader: Connection,
+    sums: str,
+    params: dict[str, Any],
+    settings: Settings,
+    *,
+    local: bool,
+) -> int:
+    """Add a slice's sums to its users' totals; how many users that is.
+
+    On the primary's own database one statement sums the slice and upserts it: no temporary table (its
+    catalog rows, its statistics), and each user's totals are found once, by the upsert's own conflict
+    check, rather than joined first. The slice's aggregation is then not parallel, which an incremental
+    slice does not need. From a standby the sums are copied into a temporary table first (see `_gather`).
+    """
+    source, values = _source(primary, "rollup_added", reader, sums, params, settings, local=local)
+    return _upsert(primary, settings, source, values, added_in_place("o", "EXCLUDED"))
+
+
+def _replace(
+    primary: Connection,
+    reader: Connection,
+    sums: str,
+    params: dict[str, Any],
+    settings: Settings,
+    *,
+    local: bool,
+) -> None:
+    """Replace the totals of users re-read in full; only those whose sums differ are written."""
+    source, values = _source(primary, "rollup_replaced", reader, sums, params, settings, local=local)
+    folded, read = (", ".join(f"{a}.{c}" for c in SUMS[1:]) for a in ("o", "EXCLUDED"))
+    replace = ", ".join(f"{c} = EXCLUDED.{c}" for c in SUMS[1:])
+    _upsert(primary, settings, source, values, replace, where=f"({folded}) IS DISTINCT FROM ({read})")
+
+
+def _source(
+    primary: Connection,
+    table: str,
+    reader: Connection,
+    sums: str,
+    params: dict[str, Any],
+    settings: Settings,
+    *,
+    local: bool,
+) -> tuple[str, dict[str, Any]]:
+    """Where the primary reads a slice's sums from: the aggregation itself on its own database, else a
+    temporary table the reader's sums are copied into; and that statement's parameters."""
+    if local:
+        return f"{sums} s", params
+    _gather(primary, table, reader, sums, params, settings, local=False)
+    return table, {}
+
+
+def _upsert(
+    primary: Connection,
+    settings: Settings,
+    source: str,
+    params: dict[str, Any],
+    update: str,
+    *,
+    where: str = "",
+) -> int:
+    """Insert the sums of `source` as new users' totals, or update existing ones by `update` (`o` the
+    totals, EXCLUDED the sums), where `where` holds. In the order of the totals' key, which each conflict
+    check walks down: one user's index pages are then those of the one before (86,000 users took a third
+    less CPU so than in the aggregation's order)."""
+    columns = ", ".join(SUMS)
+    return primary.execute(
+        text(
+            f"INSERT INTO {rollups_table(settings)} AS o ({columns}) SELECT {columns} FROM {source}"
+            f" ORDER BY user_id ON CONFLICT (user_id) DO UPDATE SET {update}"
+            + (f" WHERE {where}" if where else "")
+        ),
+        params,
+    ).rowcount
 
 
 def _record(
@@ -190,19 +253,22 @@ def _record(
     *,
     full: bool,
 ) -> None:
+    """The new watermark and the rows per relooked hour, in one statement: hours that left the relooked
+    window are deleted, and only those whose count changed are written (most hours keep theirs)."""
     schema = settings.tokens_schema
-    primary.execute(text(f'DELETE FROM "{schema}".rollup_hours'))
-    if hours:
-        primary.execute(
-            text(
-                f'INSERT INTO "{schema}".rollup_hours (hour, ledger_rows)'
-                " SELECT coalesce(h, '-infinity'), n FROM unnest(CAST(:hours AS timestamptz[]), CAST(:rows AS bigint[])) AS x(h, n)"
-            ),
-            {"hours": list(hours), "rows": list(hours.values())},
-        )
     primary.execute(
         text(
             f"""
+            WITH hours AS (
+                SELECT coalesce(h, '-infinity') AS hour, n
+                FROM unnest(CAST(:hours AS timestamptz[]), CAST(:rows AS bigint[])) AS x(h, n)
+            ), gone AS (
+                DELETE FROM "{schema}".rollup_hours r WHERE NOT EXISTS (SELECT FROM hours WHERE hour = r.hour)
+            ), counted AS (
+                INSERT INTO "{schema}".rollup_hours AS r (hour, ledger_rows) SELECT hour, n FROM hours
+                ON CONFLICT (hour) DO UPDATE SET ledger_rows = EXCLUDED.ledger_rows
+                WHERE r.ledger_rows <> EXCLUDED.ledger_rows
+            )
             INSERT INTO "{schema}".rollup_state (id, watermark, config, folded_at, full_at)
             VALUES (1, :watermark, :config, now(), now())
             ON CONFLICT (id) DO UPDATE SET watermark = EXCLUDED.watermark, config = EXCLUDED.config,
@@ -210,5 +276,11 @@ def _record(
                 full_at = CASE WHEN :full THEN EXCLUDED.full_at ELSE "{schema}".rollup_state.full_at END
             """
         ),
-        {"watermark": watermark, "config": config, "full": full},
+        {
+            "hours": list(hours),
+            "rows": list(hours.values()),
+            "watermark": watermark,
+            "config": config,
+            "full": full,
+        },
     )

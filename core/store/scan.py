@@ -24,13 +24,15 @@ from core.store.profile_columns import REMAINING, USED
 def _ledger(
     cols: Columns, tiers: Tiers, *, chosen_users: bool, rollups: str | None, light: bool = False
 ) -> tuple[str, str]:
-    """The CTEs ending in `ledger` (each user's sums: `scan_columns` and `recent_tokens`, or with `light`
-    only what `scored_cte` reads) and the join that meets each profile `p` with them.
+    """The CTE a profile's ledger sums need and the joins that give each profile `p` its sums `l`
+    (`scan_columns` and `recent_tokens`, or with `light` only what `scored_cte` reads).
 
     With `rollups` (the bot's folded totals, core.store.rollups), the rows after `:watermark` are summed
-    per user and joined to the totals in one pass over them; only users with such rows have the two added
-    up, every other user's totals are used as folded (at 600,000 users, adding zeros to each cost a
-    second). `chosen_users` narrows both to `:ids`.
+    per user (`tail`), and each profile meets its totals and its tail in two left joins: only users with
+    such rows have the two added up, every other user's totals are used as folded (at 600,000 users,
+    adding zeros to each cost a second). Joined from the profiles rather than to each other (a full
+    join), the totals are read by a parallel hash join: PostgreSQL 15 runs no full join in parallel.
+    `chosen_users` narrows the ledger's rows to `:ids`.
     """
     ledger_ids = f"CAST(:ids AS {cols.ledger.column('user_id').type}[])"
     picked = _scored_columns(tiers, "s") if light else scan_columns(cols, tiers, "s")
@@ -41,18 +43,17 @@ def _ledger(
         ledger = f"ledger AS (SELECT {columns}, s.ledger_user_id FROM {sums} s),"
         join = f"LEFT JOIN ledger l ON {cols.same_user('l.ledger_user_id', cols.ledger, 'p.user_id', cols.profiles)}"
         return ledger, join
-    tail_where, totals = after_watermark(cols, "t"), rollups
+    tail_where = after_watermark(cols, "t")
     if chosen_users:
         tail_where += f" AND t.user_id = ANY({ledger_ids})"
-        totals = f"(SELECT * FROM {rollups} WHERE user_id = ANY(CAST(:ids AS text[])))"
-    ledger = f"""tail AS {slice_sums(cols, tiers, tail_where, recent=True)},
-    ledger AS (
-        SELECT {columns} FROM (
-            SELECT {combined("o", "n", newer_often_absent=True)}, coalesce(n.recent_tokens, 0) AS recent_tokens
-            FROM {totals} o FULL JOIN tail n ON n.user_id = o.user_id
-        ) s
-    ),"""
-    return ledger, "LEFT JOIN ledger l ON l.user_id = p.user_id::text"
+        rollups = f"(SELECT * FROM {rollups} WHERE user_id = ANY(CAST(:ids AS text[])))"
+    sums = combined("o", "n", newer_often_absent=True, amounts=tier_amounts(tiers))
+    join = f"""LEFT JOIN {rollups} o ON o.user_id = p.user_id::text
+        LEFT JOIN tail n ON n.user_id = p.user_id::text
+        CROSS JOIN LATERAL (
+            SELECT {columns} FROM (SELECT {sums}, coalesce(n.recent_tokens, 0) AS recent_tokens) s
+        ) l"""
+    return f"tail AS {slice_sums(cols, tiers, tail_where, recent=True)},", join
 
 
 def _scored_columns(tiers: Tiers, s: str) -> str:
@@ -73,9 +74,18 @@ def _tier_logged(tiers: Tiers) -> str:
     return "CASE tg.amount " + " ".join(f"WHEN {a} THEN l.logged_{i}" for i, a in enumerate(amounts)) + " END"
 
 
+# Typed by the function, so each amount is read once per tier, not cast again wherever a user's row
+# refers to it (an inlined `value::numeric` is evaluated at every use, for every user).
 _TIERS = """tiers AS (
-        SELECT key AS tier, value::numeric AS amount FROM jsonb_each_text(:tier_grants)
+        SELECT tier, amount FROM jsonb_to_recordset(:tier_grants) AS g(tier text, amount numeric)
     ),"""
+
+
+def tier_grants(tiers: Tiers) -> list[dict[str, str]]:
+    """The `:tier_grants` parameter of the scans' SQL (bound as JSONB): amounts as text, so exact."""
+    return [{"tier": tier, "amount": str(amount)} for tier, amount in tiers.amounts.items()]
+
+
 # A write still in progress (ledger row in, balance not yet) can explain at most the tokens of the rows
 # inside the grace window: only a discrepancy within that allowance is deferred.
 _DEFERRED = "w.worst - {r}.recent_tokens <= :minimum AS deferred"
@@ -107,8 +117,6 @@ def scored_cte(cols: Columns, tiers: Tiers, *, rollups: str | None = None) -> st
         FROM {cols.current_profiles("p")}
         {join}
         LEFT JOIN tiers tg ON tg.tier = {cols.tier(p)}
-        -- A fence: each user's discrepancies are computed once, not again wherever the worst uses them.
-        OFFSET 0
     ),
     scored AS (
         SELECT d.user_id, w.worst, d.used_discrepancy, d.remaining_discrepancy, {_DEFERRED.format(r="d")}

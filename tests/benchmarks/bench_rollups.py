@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from sqlalchemy import Engine
 
 from bot.routes import reply_to_command
 from core.domain.rollups import FoldResult
@@ -26,6 +27,7 @@ from core.services.rollup import fold_ledger, verify_ledger
 from core.services.service import TokensService
 from core.services.signal_refresh import keep_largest_signals
 from core.settings import Settings
+from core.store import rollup_state
 from core.store.db import make_engine, unit_of_work
 from core.store.discrepancies import scan_ledger, stream_discrepancies
 from core.store.migrate import migrate
@@ -70,6 +72,8 @@ ON CONFLICT (user_id) DO UPDATE SET
     counted_used = o.counted_used + EXCLUDED.counted_used, all_grants = o.all_grants + EXCLUDED.all_grants,
     admin_deductions = o.admin_deductions + EXCLUDED.admin_deductions
 """
+# The benchmark's own connection, told apart from the bot's ("tokens-bot") when their CPU time is read.
+RAW_APPLICATION = "tokens-bench"
 # Folds measured here run as soon as rows are in: no lag behind the clock (the default is 300 s).
 FOLD = {"tokens_rollup_lag_seconds": 0, "tokens_scan_grace_seconds": 0}
 TIMEOUT = {"tokens_statement_timeout_ms": 3_600_000}
@@ -117,6 +121,71 @@ def raw_fold(conn: psycopg.Connection, settings: Settings, result: FoldResult) -
         )
 
 
+def backend_cpu_ms(conn: psycopg.Connection, application: str) -> float | None:
+    """CPU time so far of this database's backends of `application` (None where the server is not on this
+    machine): on a busy machine the wall clock also counts the waits for a core, CPU time does not."""
+    pids = [
+        row[0]
+        for row in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+            (application,),
+        )
+    ]
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def fold_rounds(
+    conn: psycopg.Connection, engine: Engine, settings: Settings, *, rounds: int, rows: int, raw_repeat: int
+) -> None:
+    """Only the incremental folds: `rounds` times, `rows` appended and folded, each beside the raw SQL of
+    the same work; the first fold of the ledger is run once if none was. The fold is what the cron job and
+    the scheduler's tick run, so it is measured alone, without the scans or the kept signals after it. Each
+    round's rows stay in the relooked hours every later fold counts, as a product's rows of the day do."""
+    with unit_of_work(engine, read_only=True) as probe:
+        if rollup_state.state(probe, settings) is None:
+            ms, _ = timed(lambda: fold_ledger(engine, engine, settings, full=True))
+            print(f"first fold of the ledger: {ms:,.0f} ms")
+    vacuum = f'VACUUM "{settings.tokens_schema}".ledger_rollups'
+    folds, raws = [], []
+    for _ in range(rounds):
+        appended = conn.execute(APPEND, {"n": rows}).rowcount
+        conn.execute("ANALYZE public.token_usage")
+        conn.execute(SUMMARIZE)
+        conn.execute(vacuum)
+        load = os.getloadavg()[0]
+        before = backend_cpu_ms(conn, "tokens-bot")
+        ms, result = timed(lambda: fold_ledger(engine, engine, settings))
+        after = backend_cpu_ms(conn, "tokens-bot")
+        conn.execute(vacuum)
+        raw_before = backend_cpu_ms(conn, RAW_APPLICATION)
+        raw = median_ms(lambda folded=result: raw_fold(conn, settings, folded), raw_repeat)
+        raw_after = backend_cpu_ms(conn, RAW_APPLICATION)
+        folds.append(ms)
+        raws.append(raw)
+        cpu = "" if before is None or after is None else f", backends' CPU {after - before:,.0f} ms"
+        raw_cpu = (
+            ""
+            if raw_before is None or raw_after is None
+            else f", CPU {(raw_after - raw_before) / (raw_repeat + 1):,.0f} ms"
+        )
+        print(
+            f"fold of {appended:,} rows: {ms:,.0f} ms ({result.users:,} users changed,"
+            f" {result.late_users:,} re-read late{cpu}); raw SQL of the same work: {raw:,.0f} ms{raw_cpu},"
+            f" load {load:.2f}"
+        )
+    print(
+        f"median of {rounds}: fold {statistics.median(folds):,.0f} ms, raw SQL {statistics.median(raws):,.0f} ms"
+    )
+
+
 def digest_scan(service: TokensService, settings: Settings) -> int:
     """The digest's scan: every discrepant user streamed, as `build_digest` reads them."""
     with unit_of_work(service.scan_engine, read_only=True, isolation="REPEATABLE READ") as conn:
@@ -143,6 +212,7 @@ def main() -> None:
     parser.add_argument("--small-url", help="a smaller data set (changed too), for the memory comparison")
     parser.add_argument("--raw-repeat", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--folds", type=int, help="measure only this many incremental folds of 100,000 rows")
     args = parser.parse_args()
     data = describe(args.url)
     if data is None:
@@ -153,10 +223,16 @@ def main() -> None:
     engine = make_engine(args.url, statement_timeout_ms=3_600_000)
     migrate(engine, settings.tokens_schema)
     service = TokensService(settings, engine)
-    with psycopg.connect(psql_url(args.url), autocommit=True) as conn:
+    with psycopg.connect(psql_url(args.url), autocommit=True, application_name=RAW_APPLICATION) as conn:
         in_time_order(conn)
         conn.execute(BRIN)
         conn.execute(SUMMARIZE)
+        if args.folds:
+            fold_rounds(
+                conn, engine, fold_settings, rounds=args.folds, rows=100_000, raw_repeat=args.raw_repeat
+            )
+            engine.dispose()
+            return
         with service.engine.connect() as probe:
             shape = service.shape(probe)
         raw_ms = median_ms(lambda: raw_discrepancies(conn, settings, shape), args.raw_repeat)
