@@ -7,8 +7,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from slack_bolt import App, BoltContext, BoltResponse
+from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
 from slack_bolt.error import BoltError
+from slack_bolt.middleware import Middleware
 from slack_sdk.errors import SlackClientError
 
 from bot import listeners
@@ -37,7 +38,7 @@ def build_app(
     """
     settings = service.settings
     app = _bolt_app(settings, socket_mode=socket_mode)
-    app.use(_mark_verified)
+    app.use(_MarkVerified())
     guards.install(app, settings)
     delivery.install(app, settings)
     listeners.register(app, service, executor or ThreadPoolExecutor(settings.tokens_reply_threads))
@@ -62,10 +63,19 @@ def build_app(
 VERIFIED = "tokens_bot_verified"
 
 
-def _mark_verified(context: BoltContext, next: Callable[[], BoltResponse]) -> BoltResponse:
-    """The first of the app's middleware: Bolt runs it only after its own, signature check included."""
-    context[VERIFIED] = True
-    return next()
+class _MarkVerified(Middleware):
+    """The first of the app's middleware: Bolt runs it only after its own, signature check included.
+
+    Like every middleware of the bot's, a `Middleware` rather than a plain function: Bolt calls a
+    function through `build_required_kwargs`, which builds every argument a listener could ask for
+    (payload views, `say`, `respond`…) on each request, for each function; `process` is called as is.
+    """
+
+    def process(
+        self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
+    ) -> BoltResponse:
+        req.context[VERIFIED] = True
+        return next()
 
 
 def _bolt_app(settings: Settings, *, socket_mode: bool) -> App:

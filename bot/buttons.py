@@ -10,7 +10,7 @@ into the model or raises DamagedButtonError, whose text says what to run instead
 from __future__ import annotations
 
 import json
-import unicodedata
+import re
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar, TypeVar
 
@@ -48,8 +48,13 @@ class DamagedButtonError(UsageError):
     """A button's value that is not what the bot wrote: refused with what to run instead."""
 
 
+# Unicode's control characters (category Cc) are exactly these 65 code points: one search instead of a
+# category lookup per character, on every button a reply carries.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _no_control_characters(text: str) -> str:
-    if any(unicodedata.category(c) == "Cc" for c in text):
+    if _CONTROL_CHARACTERS.search(text):
         raise ValueError("control characters")
     return text
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
 
-from slack_bolt import App, BoltContext, BoltResponse
+from slack_bolt import App, BoltRequest, BoltResponse
+from slack_bolt.middleware import Middleware
 
 from bot.forms import ADJUST_FORM, FORM_ACTIONS, REJECT_FORM
 from bot.listeners.actions import button_callback
@@ -22,16 +22,18 @@ from bot.routes import ACTION_ROUTES
 from core.services.service import TokensService
 
 
-@dataclass(frozen=True)
-class _Provide:
+class _Provide(Middleware):
     """Middleware: every request's context carries the service and the executor replies run on."""
 
-    service: TokensService
-    replies: Executor
+    def __init__(self, service: TokensService, replies: Executor) -> None:
+        self.service = service
+        self.replies = replies
 
-    def __call__(self, context: BoltContext, next: Callable[[], BoltResponse]) -> BoltResponse:
-        context[SERVICE] = self.service
-        context[REPLIES] = self.replies
+    def process(
+        self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
+    ) -> BoltResponse:
+        req.context[SERVICE] = self.service
+        req.context[REPLIES] = self.replies
         return next()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -22,6 +23,10 @@ log = logging.getLogger(__name__)
 # Slack users see nothing between their command and our reply; past this, say that work is under way.
 WORKING_NOTE_AFTER_SECONDS = 1.5
 WORKING_NOTE = message(":hourglass_flowing_sand: Working on it… this scan reads the whole ledger.")
+# Note deadlines are rounded up to this step, so the notes of a burst's replies fall due together: the
+# waiting thread wakes once a step, not once a reply (each reply's entry, cancelled or not, used to wake
+# it at its own time, a thread switch per reply under a burst). A note is at most this much later.
+DEADLINE_STEP_SECONDS = 0.1
 
 
 class _Deadlines:
@@ -41,7 +46,8 @@ class _Deadlines:
         self._waiter: threading.Thread | None = None
 
     def call_later(self, delay: float, action: Callable[[], None]) -> list[Any]:
-        entry = [time.monotonic() + delay, next(self._keys), action]
+        due = math.ceil((time.monotonic() + delay) / DEADLINE_STEP_SECONDS) * DEADLINE_STEP_SECONDS
+        entry = [due, next(self._keys), action]
         with self._ready:
             heapq.heappush(self._pending, entry)
             if self._waiter is None:
@@ -60,9 +66,13 @@ class _Deadlines:
             with self._ready:
                 while not self._pending or self._pending[0][0] > time.monotonic():
                     self._ready.wait(self._pending[0][0] - time.monotonic() if self._pending else None)
-                action = heapq.heappop(self._pending)[2]
-            if action is not None:
-                threading.Thread(target=action, name="working-note", daemon=True).start()
+                now = time.monotonic()
+                due: list[Callable[[], None] | None] = []
+                while self._pending and self._pending[0][0] <= now:
+                    due.append(heapq.heappop(self._pending)[2])
+            for action in due:
+                if action is not None:
+                    threading.Thread(target=action, name="working-note", daemon=True).start()
 
 
 _NOTES = _Deadlines()

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -66,9 +67,13 @@ def code(text: str) -> str:
     return escape(text.replace("`", _BACKTICK_STAND_IN))
 
 
+@lru_cache(maxsize=4096)
 def code_cell(text: str, width: int | None = None) -> str:
     """One cell of a code table: on one line, cut and padded to `width` characters as typed (Slack shows
-    `&amp;` as one character, so the columns still line up), then made safe for the code block."""
+    `&amp;` as one character, so the columns still line up), then made safe for the code block.
+
+    Cached: a check's tables repeat a few action types and model names on every row and every check, and
+    each cell took three passes over its text."""
     flat = _CONTROL.sub(" ", text)
     if width is not None:
         flat = f"{flat[:width]:<{width}}"

@@ -61,12 +61,19 @@ class Redactor:
         return cls(secrets)
 
     def __call__(self, text: str) -> str:
+        """Each pattern runs only on text holding the literal it cannot match without (a token's `xox` or
+        `xapp-`, the hooks URL, `://`, `@`): the same result, and most fields of an audit line (names,
+        outcomes, ids) hold none of them, so a line no longer costs four regular expressions per field."""
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
-        text = _SLACK_TOKEN.sub(REDACTED, text)
-        text = _RESPONSE_URL.sub(rf"\g<1>{REDACTED}", text)
-        text = _URL_PASSWORD.sub(rf"\g<head>{REDACTED}@", text)
-        return _EMAIL.sub(lambda m: email_digest(m.group(0)), text)
+        if "xox" in text or "xapp-" in text:
+            text = _SLACK_TOKEN.sub(REDACTED, text)
+        if "://" in text:
+            text = _RESPONSE_URL.sub(rf"\g<1>{REDACTED}", text)
+            text = _URL_PASSWORD.sub(rf"\g<head>{REDACTED}@", text)
+        if "@" in text:
+            text = _EMAIL.sub(lambda m: email_digest(m.group(0)), text)
+        return text
 
 
 class JsonFormatter(logging.Formatter):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -9,8 +10,9 @@ from http.client import RemoteDisconnected
 from typing import Any
 from urllib.error import URLError
 
-from slack_bolt import App, BoltContext, BoltResponse, Respond
+from slack_bolt import App, BoltRequest, BoltResponse, Respond
 from slack_bolt.context.respond.internals import _build_message
+from slack_bolt.middleware import Middleware
 from slack_sdk import WebClient
 from slack_sdk.http_retry import (
     BackoffRetryIntervalCalculator,
@@ -99,20 +101,27 @@ def web_client(settings: Settings) -> WebClient:
     )
 
 
-class RetryingRespond(Respond):
-    """Bolt's `respond()`, posting over a kept-alive connection with a timeout and bounded retries."""
+def reply_client(settings: Settings) -> KeepAliveWebhookClient:
+    """The client replies are posted with: a timeout, kept-alive connections and bounded retries.
 
-    def __init__(self, *, response_url: str | None, settings: Settings) -> None:
+    It is made once per app, not per reply: its user agent, any proxy the environment names and its retry
+    handlers (which keep no state of their own: a retry's state lives in the call) are the same for every
+    reply. `RetryingRespond` posts through a copy of it aimed at the reply's response URL.
+    """
+    return KeepAliveWebhookClient(
+        url="", timeout=settings.tokens_slack_timeout_seconds, retry_handlers=retry_handlers(settings)
+    )
+
+
+class RetryingRespond(Respond):
+    """Bolt's `respond()`, posting through `reply_client`'s settings to the request's response URL."""
+
+    def __init__(self, *, response_url: str | None, client: KeepAliveWebhookClient) -> None:
         super().__init__(response_url=response_url)
-        self.client = (
-            KeepAliveWebhookClient(
-                url=response_url,
-                timeout=settings.tokens_slack_timeout_seconds,
-                retry_handlers=retry_handlers(settings),
-            )
-            if response_url
-            else None
-        )
+        self.client: KeepAliveWebhookClient | None = None
+        if response_url:
+            self.client = copy.copy(client)
+            self.client.url = response_url
 
     def __call__(
         self,
@@ -152,18 +161,27 @@ class RetryingRespond(Respond):
         return response
 
 
-def install(app: App, settings: Settings) -> None:
-    """Give every listener (and the error handler) the retrying `respond`, and the app's own client.
+class _ReliableRespond(Middleware):
+    """Every listener (and the error handler) gets the retrying `respond`, and the app's own client.
 
     Bolt hands each request a fresh plain WebClient (so a listener may change its token); the bot
     changes no token, and the app's client keeps its connections alive, so every request shares it.
     """
-    shared = app.client
 
-    def reliable_respond(context: BoltContext, next: Callable[[], BoltResponse]) -> BoltResponse:
-        context["client"] = shared
+    def __init__(self, shared: WebClient, settings: Settings) -> None:
+        self.shared = shared
+        self.replies = reply_client(settings)
+
+    def process(
+        self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
+    ) -> BoltResponse:
+        context = req.context
+        context["client"] = self.shared
         if context.response_url:
-            context["respond"] = RetryingRespond(response_url=context.response_url, settings=settings)
+            context["respond"] = RetryingRespond(response_url=context.response_url, client=self.replies)
         return next()
 
-    app.use(reliable_respond)
+
+def install(app: App, settings: Settings) -> None:
+    """Give every request the retrying `respond` and the app's own client (see _ReliableRespond)."""
+    app.use(_ReliableRespond(app.client, settings))

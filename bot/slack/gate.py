@@ -115,17 +115,15 @@ class SlackGate:
             raise Refused(400, f"the body must be {FORM} (or {JSON} for an event)")
         try:
             body = raw.decode("utf-8")
+            if body.startswith("{"):
+                # Bolt reads any body that starts with `{` as JSON, whatever its content type, and failed
+                # on one that is not: such a form stays refused, now that Bolt no longer reads it.
+                json.loads(body)
             parsed = _parse_form(body)
             _require_object(parsed)
-            request = BoltRequest(body=body, query=environ.get("QUERY_STRING", ""), headers=_headers(environ))
+            return _bolt_request(body, parsed, environ)
         except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
             raise Refused(400, f"malformed body ({type(exc).__name__})") from None
-        if request.body != parsed:
-            # Bolt takes any form whose text contains the word "payload" for an interactive payload and
-            # reads it as empty: `/tokens adjust … fix payload bug` would never reach a listener.
-            request.body = parsed
-            request.context = build_context(BoltContext({}), parsed)
-        return request
 
 
 def _event(raw: bytes, environ: dict[str, Any]) -> BoltRequest:
@@ -137,9 +135,23 @@ def _event(raw: bytes, environ: dict[str, Any]) -> BoltRequest:
             raise TypeError("not an event Slack sends")
         if not isinstance(parsed.get("event", {}), dict):
             raise TypeError("event is not an object")
-        return BoltRequest(body=body, query=environ.get("QUERY_STRING", ""), headers=_headers(environ))
+        return _bolt_request(body, parsed, environ)
     except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
         raise Refused(400, f"malformed body ({type(exc).__name__})") from None
+
+
+def _bolt_request(body: str, parsed: dict[str, Any], environ: dict[str, Any]) -> BoltRequest:
+    """The request as Bolt takes it, with the body as the gate read it: Bolt does not parse it again.
+
+    Bolt's own signature check still reads the raw body. Its own reading of a form would also be wrong:
+    it takes any form whose text contains the word "payload" for an interactive payload and reads it as
+    empty, so `/tokens adjust … fix payload bug` would never reach a listener.
+    """
+    request = BoltRequest(body="", query=environ.get("QUERY_STRING", ""), headers=_headers(environ))
+    request.raw_body = body
+    request.body = parsed
+    request.context = build_context(BoltContext({}), parsed)
+    return request
 
 
 def _parse_form(body: str) -> Any:

@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable
 
 from slack_bolt import App, BoltRequest, BoltResponse
+from slack_bolt.middleware import Middleware
 
 from bot.slack.audit import Audited
 from core.settings import Settings
@@ -79,37 +80,53 @@ def _seconds(timestamp: str) -> float:
     return float(timestamp) if timestamp.isascii() and timestamp.isdigit() else 0.0
 
 
-def install(app: App, settings: Settings) -> None:
-    """Add the guards as global middleware; Bolt runs them after it has verified the signature."""
-    replays = ReplayCache()
-    limiter = RateLimiter(settings.tokens_rate_limit_per_minute)
-    slow_down = (
-        f":snail: Slow down a little: tokens-bot answers at most {settings.tokens_rate_limit_per_minute}"
-        " commands a minute per person. Try again in a minute."
-    )
+class _RefuseReplays(Middleware):
+    """A signature seen before is refused (Socket Mode requests carry none: the app token authenticates
+    their connection)."""
 
-    def refuse_replays(req: BoltRequest, next: Callable[[], BoltResponse]) -> BoltResponse:
-        # Socket Mode requests carry no signature; the app token authenticates their connection.
+    def __init__(self) -> None:
+        self.replays = ReplayCache()
+
+    def process(
+        self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
+    ) -> BoltResponse:
         signature = _header(req, "x-slack-signature")
         timestamp = _header(req, "x-slack-request-timestamp")
-        if signature and not replays.first_time(signature, _seconds(timestamp)):
+        if signature and not self.replays.first_time(signature, _seconds(timestamp)):
             log.warning("refused a replayed Slack request (a signature seen before)")
             return BoltResponse(status=401, body="")
         return next()
 
-    def limit_commands(body: dict[str, object], next: Callable[[], BoltResponse]) -> BoltResponse:
+
+class _LimitCommands(Middleware):
+    """Past the per-person limit, a slash command is answered with a request to slow down."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.limiter = RateLimiter(settings.tokens_rate_limit_per_minute)
+        self.slow_down = (
+            f":snail: Slow down a little: tokens-bot answers at most {settings.tokens_rate_limit_per_minute}"
+            " commands a minute per person. Try again in a minute."
+        )
+
+    def process(
+        self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
+    ) -> BoltResponse:
+        body = req.body
         user = str(body.get("user_id") or "")
-        if body.get("command") and not limiter.allow(user):
+        if body.get("command") and not self.limiter.allow(user):
             Audited.command(user, str(body.get("text") or ""), None).record(
                 "rate_limited", time.perf_counter()
             )
             # A slash command's ack body is shown to the user as an ephemeral message.
             return BoltResponse(
                 status=200,
-                body=json.dumps({"response_type": "ephemeral", "text": slow_down}),
+                body=json.dumps({"response_type": "ephemeral", "text": self.slow_down}),
                 headers={"content-type": "application/json"},
             )
         return next()
 
-    app.use(refuse_replays)
-    app.use(limit_commands)
+
+def install(app: App, settings: Settings) -> None:
+    """Add the guards as global middleware; Bolt runs them after it has verified the signature."""
+    app.use(_RefuseReplays())
+    app.use(_LimitCommands(settings))
