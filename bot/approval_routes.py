@@ -5,7 +5,7 @@ thread, direct message) and the reply to the person."""
 from __future__ import annotations
 
 from bot.buttons import ProposeBatch, ProposeCorrection, ProposeFix, Recompute, RequestButton
-from bot.commands import AdjustCommand, CancelCommand, ReconcileCommand, RejectCommand, RequestsCommand
+from bot.command_models import AdjustCommand, CancelCommand, ReconcileCommand, RejectCommand, RequestsCommand
 from bot.publishing import finish_fix_in_slack, post_fix_list, publish
 from bot.render.approvals import (
     render_created,

@@ -16,7 +16,7 @@ from typing import Annotated, ClassVar, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from bot.commands import CHART_DAYS_MAX, TOP_MAX
+from bot.command_models import CHART_DAYS_MAX, TOP_MAX
 from core.domain.errors import UsageError
 from core.domain.fixes import Cause
 

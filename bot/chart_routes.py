@@ -12,7 +12,7 @@ import re
 from uuid import UUID
 
 from bot.buttons import ChartButton
-from bot.commands import ChartCommand
+from bot.command_models import ChartCommand
 from bot.render.charts import usage_chart_png
 from bot.render.common import Reply, escape, message
 from bot.slack.port import SlackPort

@@ -6,17 +6,30 @@ import re
 from collections.abc import Callable
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
-
 from bot.amounts import EXAMPLES, parse_amount
+from bot.command_models import (
+    CHART_DAYS_DEFAULT,
+    CHART_DAYS_MAX,
+    TOP_MAX,
+    AdjustCommand,
+    AdjustFormCommand,
+    CancelCommand,
+    ChartCommand,
+    CheckCommand,
+    Command,
+    DiscrepanciesCommand,
+    HelpCommand,
+    HistoryCommand,
+    LowBalanceCommand,
+    ReconcileCommand,
+    RejectCommand,
+    RequestsCommand,
+    TopCommand,
+)
 from core.domain.errors import UsageError
 from core.domain.fixes import Cause
 
 EXAMPLE_UUID = "3f6c1a52-8d1e-4c1b-9a57-2f0e6a9d4b10"
-TOP_DEFAULT = 20
-TOP_MAX = 100
-CHART_DAYS_DEFAULT = 90
-CHART_DAYS_MAX = 366
 _EMAIL = re.compile(r"^[^@\s<>|]+@[^@\s<>|]+\.[^@\s<>|]+$")
 _SLACK_MAILTO = re.compile(r"^<mailto:([^|>]+)(?:\|[^>]*)?>$")
 _SLACK_MENTION = re.compile(r"^<[@#!][^>]*>$")
@@ -37,87 +50,6 @@ USAGE = """\
 `/tokens help` — this list
 
 `<user>` is the user's UUID or email, e.g. `/tokens check ada@example.com`"""
-
-
-class _Command(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class HelpCommand(_Command):
-    """Show usage; `problem` says what was wrong when help is the answer to a mistake."""
-
-    problem: str | None = None
-
-
-class CheckCommand(_Command):
-    user: UUID | str
-
-
-class ChartCommand(_Command):
-    user: UUID | str
-    days: int = CHART_DAYS_DEFAULT
-
-
-class HistoryCommand(_Command):
-    user: UUID | str
-
-
-class AdjustCommand(_Command):
-    user: UUID | str
-    delta: int
-    reason: str
-
-
-class AdjustFormCommand(_Command):
-    """`/tokens adjust` with nothing after it: the adjust form (a modal in Slack) instead of an error."""
-
-
-class ReconcileCommand(_Command):
-    user: UUID | str
-    initial_grant: int | None = None
-
-
-class RequestsCommand(_Command):
-    pass
-
-
-class RejectCommand(_Command):
-    request_id: int
-    reason: str
-
-
-class CancelCommand(_Command):
-    request_id: int
-
-
-class LowBalanceCommand(_Command):
-    threshold: int | None = None
-
-
-class DiscrepanciesCommand(_Command):
-    minimum: int | None = None
-    cause: Cause | None = None
-
-
-class TopCommand(_Command):
-    n: int = TOP_DEFAULT
-
-
-Command = (
-    HelpCommand
-    | LowBalanceCommand
-    | DiscrepanciesCommand
-    | TopCommand
-    | CheckCommand
-    | ChartCommand
-    | HistoryCommand
-    | AdjustCommand
-    | AdjustFormCommand
-    | ReconcileCommand
-    | RequestsCommand
-    | RejectCommand
-    | CancelCommand
-)
 
 
 def parse_user(word: str, command: str) -> UUID | str:

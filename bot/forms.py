@@ -11,16 +11,8 @@ from pydantic import BaseModel, ConfigDict
 
 from bot import buttons
 from bot.buttons import ADJUST_ACTION, REJECT_ACTION, AdjustButton, RequestButton
-from bot.commands import (
-    AdjustCommand,
-    AdjustFormCommand,
-    Command,
-    FieldError,
-    RejectCommand,
-    parse_command,
-    read_adjust,
-    read_reject_reason,
-)
+from bot.command_models import AdjustCommand, AdjustFormCommand, Command, RejectCommand
+from bot.commands import FieldError, parse_command, read_adjust, read_reject_reason
 from bot.render.common import unescape
 from core.domain.errors import TokensBotError, UsageError
 from core.settings import Settings

@@ -29,8 +29,7 @@ from bot.buttons import (
     LowBalancePage,
     TopPage,
 )
-from bot.commands import (
-    ADJUST_EXAMPLE,
+from bot.command_models import (
     AdjustCommand,
     AdjustFormCommand,
     CancelCommand,
@@ -45,8 +44,8 @@ from bot.commands import (
     RejectCommand,
     RequestsCommand,
     TopCommand,
-    parse_command,
 )
+from bot.commands import ADJUST_EXAMPLE, parse_command
 from bot.render.check import render_check
 from bot.render.common import Reply, escape, message, render_help, render_unexpected_error, unescape
 from bot.render.fleet import render_discrepancies, render_lowbalance, render_top

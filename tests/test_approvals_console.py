@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from bot.amounts import parse_amount
-from bot.commands import AdjustCommand, RejectCommand, parse_command
+from bot.command_models import AdjustCommand, RejectCommand
+from bot.commands import parse_command
 from bot.entrypoints.console import run_console
 from core.domain.errors import UsageError
 from core.services.service import TokensService

@@ -8,7 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from PIL import Image
 
-from bot.commands import ChartCommand, parse_command
+from bot.command_models import ChartCommand
+from bot.commands import parse_command
 from bot.render.charts import fleet_trend_png, usage_chart_png
 from core.domain.charts import DigestPoint, FleetTrend, UsageChart, UsageDay
 from core.domain.errors import UsageError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from bot.commands import Command
+from bot.command_models import Command
 from bot.forms import FORM_ACTIONS, Form, FormErrors, form_for_action, form_for_command, read_form
 from bot.render.common import Reply, message
 from bot.render.text import blocks_as_text

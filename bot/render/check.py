@@ -13,7 +13,7 @@ from bot.buttons import (
     ChartButton,
     CheckPage,
 )
-from bot.commands import CHART_DAYS_DEFAULT
+from bot.command_models import CHART_DAYS_DEFAULT
 from bot.render.common import (
     DIVIDER,
     JsonBlock,
