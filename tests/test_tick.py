@@ -23,7 +23,7 @@ from bot.slack.port import WebSlack
 from core.domain.approvals import Person
 from core.settings import Settings
 from core.store.db import make_engine, unit_of_work
-from core.store.requests import try_lock_tick
+from core.store.reminders import try_lock_tick
 from tests.support.databases import SCHEMA, scratch_database
 from tests.support.fake_slack import FakeSlack, Recorded
 from tests.support.ledger import add_user

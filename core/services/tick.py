@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 from core.domain.approvals import TickResult
 from core.services.approvals import expire_due
 from core.settings import Settings
-from core.store.requests import due_reminders, mark_reminded, try_lock_tick
+from core.store.reminders import due_reminders, mark_reminded, try_lock_tick
 
 
 def tick(conn: Connection, settings: Settings, now: datetime) -> TickResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Select, func, insert, or_, select, text, update
+from sqlalchemy import Connection, RowMapping, Select, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from core.domain.approvals import ApprovalRequest, Correction, Decision, Person, RequestKind, RequestStatus
@@ -14,10 +14,6 @@ from core.domain.fix_batches import FixSummary
 from core.domain.models import UserRef
 from core.settings import Settings
 from core.store.tables import approval_requests, approval_votes, audit_log, in_bot_schema
-
-# Any fixed number works (core.store.migrate and core.store.digests use their neighbours); the schema's
-# hash is the second key, so two bots sharing one database in different schemas do not skip each other.
-_TICK_LOCK = 7_412_004
 
 
 def decide(
@@ -141,7 +137,7 @@ def read_request(
     conn: Connection, settings: Settings, request_id: int, *, for_update: bool
 ) -> ApprovalRequest:
     """The request row; `for_update` locks it until commit: the line every concurrent click for it queues in."""
-    query = _select_requests().where(approval_requests.c.id == request_id)
+    query = select_requests().where(approval_requests.c.id == request_id)
     row = (
         conn.execute(
             query.with_for_update() if for_update else query, execution_options=in_bot_schema(settings)
@@ -153,13 +149,13 @@ def read_request(
         raise RequestNotFoundError(
             f"There is no request #{request_id}. `/tokens requests` lists the open ones."
         )
-    return _from_row(row)
+    return request_from_row(row)
 
 
 def overdue_requests(conn: Connection, settings: Settings, now: datetime) -> list[ApprovalRequest]:
     """Pending requests past their expiry, locked; rows another replica is deciding right now are skipped."""
     query = (
-        _select_requests()
+        select_requests()
         .where(
             approval_requests.c.status == RequestStatus.PENDING.value, approval_requests.c.expires_at <= now
         )
@@ -167,20 +163,22 @@ def overdue_requests(conn: Connection, settings: Settings, now: datetime) -> lis
         .with_for_update(skip_locked=True)
     )
     return [
-        _from_row(row) for row in conn.execute(query, execution_options=in_bot_schema(settings)).mappings()
+        request_from_row(row)
+        for row in conn.execute(query, execution_options=in_bot_schema(settings)).mappings()
     ]
 
 
 def pending_requests(conn: Connection, settings: Settings, now: datetime) -> list[ApprovalRequest]:
     query = (
-        _select_requests()
+        select_requests()
         .where(
             approval_requests.c.status == RequestStatus.PENDING.value, approval_requests.c.expires_at > now
         )
         .order_by(approval_requests.c.id)
     )
     return [
-        _from_row(row) for row in conn.execute(query, execution_options=in_bot_schema(settings)).mappings()
+        request_from_row(row)
+        for row in conn.execute(query, execution_options=in_bot_schema(settings)).mappings()
     ]
 
 
@@ -193,55 +191,9 @@ def latest_decisions(conn: Connection, settings: Settings, limit: int) -> list[A
         .limit(limit)
     )
     return [
-        _from_row(row) for row in conn.execute(query, execution_options=in_bot_schema(settings)).mappings()
+        request_from_row(row)
+        for row in conn.execute(query, execution_options=in_bot_schema(settings)).mappings()
     ]
-
-
-def try_lock_tick(conn: Connection, settings: Settings) -> bool:
-    """Until commit, the only tick at work on this schema; False at once when another one is.
-
-    A tick that finds the lock taken skips rather than waits: the other one is doing the same work, and
-    cron starts another tick in a minute anyway.
-    """
-    taken = conn.execute(
-        text("SELECT pg_try_advisory_xact_lock(:k, hashtext(:s))"),
-        {"k": _TICK_LOCK, "s": settings.tokens_schema},
-    ).scalar_one()
-    return bool(taken)
-
-
-def due_reminders(
-    conn: Connection, settings: Settings, now: datetime, interval: timedelta
-) -> list[ApprovalRequest]:
-    """Pending, unexpired requests with an approval message that have waited `interval` and were not
-    reminded within it, locked (rows another transaction is deciding are skipped: they are being seen to)."""
-    r = approval_requests.c
-    cutoff = now - interval
-    query = (
-        _select_requests()
-        .where(
-            r.status == RequestStatus.PENDING.value,
-            r.expires_at > now,
-            r.requested_at <= cutoff,
-            or_(r.reminded_at.is_(None), r.reminded_at <= cutoff),
-            r.channel.is_not(None),
-            r.message_ts.is_not(None),
-        )
-        .order_by(r.id)
-        .with_for_update(skip_locked=True)
-    )
-    return [
-        _from_row(row) for row in conn.execute(query, execution_options=in_bot_schema(settings)).mappings()
-    ]
-
-
-def mark_reminded(conn: Connection, settings: Settings, request_ids: list[int], now: datetime) -> None:
-    """Record the reminder on the rows `due_reminders` locked; the caller's transaction commits it."""
-    if request_ids:
-        conn.execute(
-            update(approval_requests).where(approval_requests.c.id.in_(request_ids)).values(reminded_at=now),
-            execution_options=in_bot_schema(settings),
-        )
 
 
 def attach_message(conn: Connection, settings: Settings, request_id: int, channel: str, ts: str) -> None:
@@ -254,7 +206,7 @@ def attach_message(conn: Connection, settings: Settings, request_id: int, channe
     )
 
 
-def _select_requests() -> Select[Any]:
+def select_requests() -> Select[Any]:
     """Requests with their votes, oldest first, as one JSON column: one round trip per read."""
     v = approval_votes.c
     votes = (
@@ -294,7 +246,7 @@ def record_vote(
     )
 
 
-def _from_row(row: RowMapping) -> ApprovalRequest:
+def request_from_row(row: RowMapping) -> ApprovalRequest:
     """The row as the domain's request: people and the user are values of their own there."""
     decider = (
         Person(slack_id=row["decided_by"], name=row["decided_by_name"])
