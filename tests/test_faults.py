@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
 from bot.routes import reply_to_command
@@ -121,8 +123,43 @@ def test_a_streamed_scan_stuck_behind_a_lock_raises_what_every_reply_turns_into_
             ):
                 list(stream_discrepancies(conn, shape, settings, minimum=0))
             locker.rollback()
-        assert any(frame.name == "stream_rows" for frame in traceback.extract_tb(raised.value.__traceback__))
+        # Raised while the rows were read (core.store.pipeline streams them), not by a statement before.
+        assert any(frame.name == "_streamed" for frame in traceback.extract_tb(raised.value.__traceback__))
         with unit_of_work(slow_engine, read_only=True) as conn:
             assert len(list(stream_discrepancies(conn, shape, settings, minimum=0))) >= 1
     finally:
         slow_engine.dispose()
+
+
+def test_a_stream_left_unread_refuses_other_statements_and_ends_with_its_unit_of_work(
+    settings: Settings, engine: Engine
+) -> None:
+    """psycopg holds a connection's lock from a stream's first row to its last. A statement sent on it
+    meanwhile raises rather than waits for that lock forever, and when the code reading the rows raises
+    while it still holds them (as the digest's and the alerts' callees do), the unit of work closes the
+    stream before its rollback instead of hanging on the same lock."""
+    with engine.begin() as conn:
+        for tokens in (500, 700):
+            add_usage(conn, add_user(conn, remaining=10), tokens=tokens)
+    with engine.connect() as conn:
+        shape = inspect_product(conn, settings)
+    raised: list[BaseException] = []
+
+    def read_while_streaming(rows: Iterator[dict[str, object]], conn: Connection) -> None:
+        for _ in rows:
+            conn.execute(text("SELECT 1"))
+
+    def scenario() -> None:
+        try:
+            with unit_of_work(engine, read_only=True) as conn:
+                read_while_streaming(stream_discrepancies(conn, shape, settings, minimum=0, batch=1), conn)
+        except RuntimeError as error:
+            raised.append(error)
+
+    worker = threading.Thread(target=scenario, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "the unit of work hung on a stream left unread"
+    assert raised and "streaming" in str(raised[0])
+    with unit_of_work(engine, read_only=True) as conn:
+        assert len(list(stream_discrepancies(conn, shape, settings, minimum=0))) >= 2

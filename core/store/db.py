@@ -11,7 +11,16 @@ from sqlalchemy.engine import make_url
 
 from core.settings import to_sqlalchemy_url
 from core.store.liveness import ping_when_needed
-from core.store.pipeline import PENDING, PENDING_BEGIN, defer, defer_begin, fetch_all, settings_statement
+from core.store.pipeline import (
+    PENDING,
+    PENDING_BEGIN,
+    close_streams,
+    defer,
+    defer_begin,
+    fetch_all,
+    refuse_while_streaming,
+    settings_statement,
+)
 
 Isolation = Literal["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"]
 
@@ -65,7 +74,9 @@ def make_engine(
 
 
 def _settings_first(conn: Connection, *_: object) -> None:
-    """A statement sent through SQLAlchemy sends the BEGIN and transaction settings left pending before it."""
+    """A statement sent through SQLAlchemy sends the BEGIN and transaction settings left pending before it
+    (and none is sent while the connection streams rows: core.store.pipeline.stream_rows)."""
+    refuse_while_streaming(conn)
     if PENDING_BEGIN in conn.info or PENDING in conn.info:
         fetch_all(conn, [])
 
@@ -116,12 +127,14 @@ def unit_of_work(
                 else:
                     fetch_all(conn, [settings_statement(settings)])
             yield conn
+            close_streams(conn)
             if read_only and transaction.is_active:
                 # Nothing to undo, and a commit keeps the statements psycopg prepared on this connection,
                 # which a rollback discards (DEALLOCATE ALL): every check would be planned afresh.
                 transaction.commit()
         finally:
             if not conn.invalidated:  # an invalidated connection's info goes with it (and would reconnect)
+                close_streams(conn)
                 conn.info.pop(PENDING_BEGIN, None)
                 conn.info.pop(PENDING, None)
             if transaction.is_active:

@@ -14,6 +14,7 @@ into dicts by column names read once. The cursors are the connection's own, kept
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,6 +39,8 @@ PENDING_BEGIN = "tokens_pending_begin"
 _SET_LOCAL = text("SELECT count(set_config(key, value, true)) FROM jsonb_each_text(CAST(:settings AS jsonb))")
 # Where a connection keeps its pipeline cursors (in the pool's record of it: gone with the connection).
 _CURSORS = "tokens_pipeline_cursors"
+# Where a connection keeps the streams opened on it (stream_rows), until its unit of work closes them.
+_STREAMS = "tokens_streams"
 # A named placeholder as SQLAlchemy renders a text() for psycopg, or a percent sign it escaped.
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
 
@@ -156,6 +159,7 @@ def fetch_all(conn: Connection, statements: Sequence[Statement]) -> list[list[di
     The BEGIN and transaction settings a unit of work left pending go first, in the same round trip. A
     driver error is raised as SQLAlchemy's (`_errors_as_sqlalchemy`).
     """
+    refuse_while_streaming(conn)
     opening = _opening(conn)
     if opening:
         return fetch_all(conn, [*opening, *statements])[len(opening) :]
@@ -176,7 +180,18 @@ def stream_rows(conn: Connection, statement: Statement, *, batch: int) -> Iterat
     SQLAlchemy streams through a server-side cursor (DECLARE), and PostgreSQL never runs a cursor's query
     in parallel; a portal run to its end, its rows sent in chunks, can be. Memory stays one batch (one row
     with a libpq older than 17, which cannot send chunks).
+
+    psycopg holds the connection's lock from the first row to the last: a statement sent on it meanwhile,
+    from the same thread, would wait for that lock forever. So a statement sent while a stream is read
+    raises instead (`refuse_while_streaming`), and the unit of work closes a stream left unread before it
+    ends its transaction (`close_streams`), as when the code reading the rows raised.
     """
+    rows = _streamed(conn, statement, batch)
+    conn.info.setdefault(_STREAMS, []).append(rows)
+    return rows
+
+
+def _streamed(conn: Connection, statement: Statement, batch: int) -> Iterator[dict[str, Any]]:
     opening = _opening(conn)
     if opening:
         fetch_all(conn, opening)
@@ -185,6 +200,18 @@ def stream_rows(conn: Connection, statement: Statement, *, batch: int) -> Iterat
     with _errors_as_sqlalchemy(conn, driver), psycopg.RawCursor(driver, row_factory=dict_row) as cursor:
         size = batch if psycopg.capabilities.has_stream_chunked() else 1
         yield from cursor.stream(compiled.query, _values(compiled, statement.params), size=size)
+
+
+def refuse_while_streaming(conn: Connection) -> None:
+    """Raise, rather than wait forever, when a statement is sent on a connection a stream is being read on."""
+    if any(inspect.getgeneratorstate(rows) == inspect.GEN_SUSPENDED for rows in conn.info.get(_STREAMS, ())):
+        raise RuntimeError("the connection is still streaming rows (stream_rows): read them all first")
+
+
+def close_streams(conn: Connection) -> None:
+    """Close the connection's streams: one left unread is cancelled, and its lock let go."""
+    for rows in conn.info.pop(_STREAMS, ()):
+        rows.close()
 
 
 @contextmanager
