@@ -11,6 +11,7 @@ from sqlalchemy import Engine, text
 from core.store.ledger_sums import SUMS, added_in_place, combined
 from tests.support.databases import SCHEMA
 
+AMOUNTS = [600_000, 5_000_000]
 LOGGED = ("{}", "{600000}", "{5000000}", "{600000,5000000}")
 # (has_reset, reset_tokens, reset_at, reset_action)
 RESETS = ((False, None, None, None), (True, 250_000, "2026-11-01T00:00:00Z", "plan_reset"))
@@ -55,7 +56,7 @@ def test_a_slice_added_in_place_is_the_combined_sums_of_both(engine: Engine) -> 
                 [{**pair[side], "user_id": f"u{i:04}"} for i, pair in enumerate(pairs)],
             )
         expected = conn.execute(
-            text(f"SELECT {combined('o', 'n')} FROM older o JOIN newer n USING (user_id) ORDER BY 1")
+            text(f"SELECT {combined('o', 'n', AMOUNTS)} FROM older o JOIN newer n USING (user_id) ORDER BY 1")
         ).all()
         conn.execute(
             text(

@@ -94,25 +94,18 @@ def slice_sums(cols: Columns, tiers: Tiers, where: str, *, recent: bool = False)
     )"""
 
 
-def combined(
-    older: str, newer: str, *, newer_often_absent: bool = False, amounts: list[int] | None = None
-) -> str:
+def combined(older: str, newer: str, amounts: list[int]) -> str:
     """Select expressions (`SUMS`, by name) adding the slice `newer` to `older`; either may be absent (a
-    full join's NULLs), and every row of `newer` comes after every row of `older`.
+    left join's NULLs), and every row of `newer` comes after every row of `older`.
 
-    Each slice's logged amounts are sorted and distinct, so where one slice's are among the other's (most
-    often: the newer slice logged none) the union is that other array, without sorting their elements
-    anew for every user. Given the tier `amounts` they are folded under (`tier_amounts`), any other union
-    is built from those instead of a sorting subquery, which PostgreSQL would run in the leader of a
-    parallel scan only. `newer_often_absent` (a scan's few users with rows since the watermark, against
-    every user's totals) takes the older slice's sums as they are where the newer one is absent, rather
-    than adding zeros to each.
+    Where `newer` is absent (in a scan, most users: no rows since the watermark), the older slice's sums
+    are taken as they are, rather than zeros added to each. Each slice's logged amounts are sorted and
+    distinct, so where one slice's are among the other's the union is that other array; any other union
+    is built from the tier `amounts` they are folded under (`tier_amounts`), not by a sorting subquery,
+    which PostgreSQL would run in the leader of a parallel scan only.
     """
     o, n = older, newer
     reset_anew = f"coalesce({n}.has_reset, false)"
-    union = f"ARRAY(SELECT DISTINCT a FROM unnest({o}.logged_amounts || {n}.logged_amounts) a ORDER BY a)"
-    if amounts is not None:
-        union = _logged_union(o, n, amounts)
     exprs = {"user_id": f"coalesce({o}.user_id, {n}.user_id)"}
     exprs |= {c: f"coalesce({o}.{c}, 0) + coalesce({n}.{c}, 0)" for c in ADDED}
     exprs |= {
@@ -120,7 +113,7 @@ def combined(
         "logged_amounts": f"CASE WHEN {n}.user_id IS NULL OR {n}.logged_amounts <@ {o}.logged_amounts"
         f" THEN {o}.logged_amounts"
         f" WHEN {o}.user_id IS NULL OR {o}.logged_amounts <@ {n}.logged_amounts THEN {n}.logged_amounts"
-        f" ELSE {union} END",
+        f" ELSE {_logged_union(o, n, amounts)} END",
         "has_reset": f"{reset_anew} OR coalesce({o}.has_reset, false)",
     }
     exprs |= {c: f"CASE WHEN {reset_anew} THEN {n}.{c} ELSE {o}.{c} END" for c in RESET}
@@ -128,9 +121,9 @@ def combined(
         c: f"CASE WHEN {reset_anew} THEN {n}.{c} ELSE coalesce({o}.{c}, 0) + coalesce({n}.{c}, 0) END"
         for c in AFTER_RESET
     }
-    if newer_often_absent:
-        exprs = {c: f"CASE WHEN {n}.user_id IS NULL THEN {o}.{c} ELSE {e} END" for c, e in exprs.items()}
-    return ",\n               ".join(f"{e} AS {c}" for c, e in exprs.items())
+    return ",\n               ".join(
+        f"CASE WHEN {n}.user_id IS NULL THEN {o}.{c} ELSE {e} END AS {c}" for c, e in exprs.items()
+    )
 
 
 def _logged_union(o: str, n: str, amounts: list[int]) -> str:

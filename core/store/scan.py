@@ -47,7 +47,7 @@ def _ledger(
     if chosen_users:
         tail_where += f" AND t.user_id = ANY({ledger_ids})"
         rollups = f"(SELECT * FROM {rollups} WHERE user_id = ANY(CAST(:ids AS text[])))"
-    sums = combined("o", "n", newer_often_absent=True, amounts=tier_amounts(tiers))
+    sums = combined("o", "n", tier_amounts(tiers))
     join = f"""LEFT JOIN {rollups} o ON o.user_id = p.user_id::text
         LEFT JOIN tail n ON n.user_id = p.user_id::text
         CROSS JOIN LATERAL (
