@@ -32,7 +32,11 @@ from core.settings import Settings
 from core.store import rollup_hours
 from core.store.columns import Columns
 from core.store.ledger_sums import SUMS, added_in_place, between, slice_sums, up_to
+from core.store.pipeline import Statement, stream_rows
 from core.store.rollup_state import config_of, rollups_table
+
+# Rows of a standby's sums read per chunk as they are copied to the primary.
+_BATCH = 1_000
 
 
 def fold(
@@ -133,25 +137,19 @@ def _gather(
     statement, is later than the reader's, which counted the hours first: the sums then hold every row the
     counts saw, and a row committed in between is one more row in an hour, so the next fold re-reads its
     user as it would any row inserted late. From a standby the sums
-    stream through this process, row by row, in libpq's single-row mode rather than through a server-side
-    cursor, which would keep the standby from aggregating a whole-ledger slice in parallel; memory stays
-    one row either way.
+    stream through this process (core.store.pipeline.stream_rows: not through a server-side cursor, which
+    would keep the standby from aggregating a whole-ledger slice in parallel); memory stays one batch.
     """
     select = f"SELECT {', '.join(SUMS)} FROM {sums} s"
     if local:
         return primary.execute(text(f"CREATE TEMP TABLE {table} ON COMMIT DROP AS {select}"), params).rowcount
     primary.execute(text(f"CREATE TEMP TABLE {table} (LIKE {rollups_table(settings)}) ON COMMIT DROP"))
-    compiled = text(select).compile(dialect=reader.dialect)
-    source, target = reader.connection.driver_connection, primary.connection.driver_connection
-    assert source is not None and target is not None
+    target = primary.connection.driver_connection
+    assert target is not None
     copied = 0
-    with (
-        source.cursor() as rows,
-        target.cursor() as cursor,
-        cursor.copy(f"COPY {table} ({', '.join(SUMS)}) FROM STDIN") as copy,
-    ):
-        for row in rows.stream(str(compiled), compiled.construct_params(params)):
-            copy.write_row(row)
+    with target.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(SUMS)}) FROM STDIN") as copy:
+        for row in stream_rows(reader, Statement(text(select), params), batch=_BATCH):
+            copy.write_row(tuple(row.values()))
             copied += 1
     return copied
 
