@@ -186,7 +186,7 @@ def test_rows_committed_while_a_fold_reads_are_in_its_totals_or_caught_by_the_ne
     add = rollups._add
 
     def insert_then_add(*args: Any, **kwargs: Any) -> int:
-        params = args[3]
+        params = args[2].params  # _add(primary, settings, slice_)
         with engine.begin() as conn:
             add_usage(conn, user, tokens=300, at=params["watermark"])
             add_usage(conn, user, tokens=40, at=params["previous"] - timedelta(minutes=5))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, text
 
@@ -96,16 +96,16 @@ def fold(
         if not local:
             counting.result()
         if previous is None:
-            users = _gather(primary, "rollup_added", reader, added, params, settings, local=local)
+            users = _gather(primary, settings, "rollup_added", _Slice(reader, added, params, local))
             _replace_all(primary, settings)
         else:
-            users = _add(primary, reader, added, params, settings, local=local)
+            users = _add(primary, settings, _Slice(reader, added, params, local))
         hours, late = counting.result()
     late_users = rollup_hours.late_users(reader, cols, late, params)
     if late_users:
         ids = f"t.user_id = ANY(CAST(:ids AS {cols.ledger.column('user_id').type}[]))"
         replaced = slice_sums(cols, tiers, f"{up_to(cols, 't', 'watermark')} AND {ids}")
-        _replace(primary, reader, replaced, {**params, "ids": late_users}, settings, local=local)
+        _replace(primary, settings, _Slice(reader, replaced, {**params, "ids": late_users}, local))
     kept = {h: rows for h, rows in hours.items() if h is None or h >= new_low}
     _record(primary, settings, config, watermark, kept, full=previous is None)
     return FoldResult(
@@ -120,16 +120,17 @@ def fold(
     )
 
 
-def _gather(
-    primary: Connection,
-    table: str,
-    reader: Connection,
-    sums: str,
-    params: dict[str, Any],
-    settings: Settings,
-    *,
-    local: bool,
-) -> int:
+class _Slice(NamedTuple):
+    """A slice's sums (`slice_sums`), its parameters, and where they are read: on `reader`, or, where it
+    is a snapshot of the primary's own database (`local`), by the primary itself."""
+
+    reader: Connection
+    sums: str
+    params: dict[str, Any]
+    local: bool
+
+
+def _gather(primary: Connection, settings: Settings, table: str, slice_: _Slice) -> int:
     """A slice's sums in a temporary table `table` on the primary; how many users it holds.
 
     On the primary's own database (a full fold: the whole ledger) one CREATE TABLE AS aggregates them in
@@ -140,15 +141,17 @@ def _gather(
     stream through this process (core.store.pipeline.stream_rows: not through a server-side cursor, which
     would keep the standby from aggregating a whole-ledger slice in parallel); memory stays one batch.
     """
-    select = f"SELECT {', '.join(SUMS)} FROM {sums} s"
-    if local:
-        return primary.execute(text(f"CREATE TEMP TABLE {table} ON COMMIT DROP AS {select}"), params).rowcount
+    select = f"SELECT {', '.join(SUMS)} FROM {slice_.sums} s"
+    if slice_.local:
+        return primary.execute(
+            text(f"CREATE TEMP TABLE {table} ON COMMIT DROP AS {select}"), slice_.params
+        ).rowcount
     primary.execute(text(f"CREATE TEMP TABLE {table} (LIKE {rollups_table(settings)}) ON COMMIT DROP"))
     target = primary.connection.driver_connection
     assert target is not None
     copied = 0
     with target.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(SUMS)}) FROM STDIN") as copy:
-        for row in stream_rows(reader, Statement(text(select), params), batch=_BATCH):
+        for row in stream_rows(slice_.reader, Statement(text(select), slice_.params), batch=_BATCH):
             copy.write_row(tuple(row.values()))
             copied += 1
     return copied
@@ -164,15 +167,7 @@ def _replace_all(primary: Connection, settings: Settings) -> None:
     primary.execute(text(f"ANALYZE {table}"))
 
 
-def _add(
-    primary: Connection,
-    reader: Connection,
-    sums: str,
-    params: dict[str, Any],
-    settings: Settings,
-    *,
-    local: bool,
-) -> int:
+def _add(primary: Connection, settings: Settings, slice_: _Slice) -> int:
     """Add a slice's sums to its users' totals; how many users that is.
 
     On the primary's own database one statement sums the slice and upserts it: no temporary table (its
@@ -180,41 +175,26 @@ def _add(
     check, rather than joined first. The slice's aggregation is then not parallel, which an incremental
     slice does not need. From a standby the sums are copied into a temporary table first (see `_gather`).
     """
-    source, values = _source(primary, "rollup_added", reader, sums, params, settings, local=local)
+    source, values = _source(primary, settings, "rollup_added", slice_)
     return _upsert(primary, settings, source, values, added_in_place("o", "EXCLUDED"))
 
 
-def _replace(
-    primary: Connection,
-    reader: Connection,
-    sums: str,
-    params: dict[str, Any],
-    settings: Settings,
-    *,
-    local: bool,
-) -> None:
+def _replace(primary: Connection, settings: Settings, slice_: _Slice) -> None:
     """Replace the totals of users re-read in full; only those whose sums differ are written."""
-    source, values = _source(primary, "rollup_replaced", reader, sums, params, settings, local=local)
+    source, values = _source(primary, settings, "rollup_replaced", slice_)
     folded, read = (", ".join(f"{a}.{c}" for c in SUMS[1:]) for a in ("o", "EXCLUDED"))
     replace = ", ".join(f"{c} = EXCLUDED.{c}" for c in SUMS[1:])
     _upsert(primary, settings, source, values, replace, where=f"({folded}) IS DISTINCT FROM ({read})")
 
 
 def _source(
-    primary: Connection,
-    table: str,
-    reader: Connection,
-    sums: str,
-    params: dict[str, Any],
-    settings: Settings,
-    *,
-    local: bool,
+    primary: Connection, settings: Settings, table: str, slice_: _Slice
 ) -> tuple[str, dict[str, Any]]:
     """Where the primary reads a slice's sums from: the aggregation itself on its own database, else a
     temporary table the reader's sums are copied into; and that statement's parameters."""
-    if local:
-        return f"{sums} s", params
-    _gather(primary, table, reader, sums, params, settings, local=False)
+    if slice_.local:
+        return f"{slice_.sums} s", slice_.params
+    _gather(primary, settings, table, slice_)
     return table, {}
 
 
