@@ -147,9 +147,12 @@ class Settings(BaseSettings):
     # Folds of the ledger's per-user totals (`tokens-bot rollup`) stop this far behind the clock (at least
     # the grace above), for rows stamped by an application's clock; see README "Ledger totals".
     tokens_rollup_lag_seconds: int = Field(default=300, ge=0)
-    # Each fold recounts the rows of this many past hours and re-reads the users of an hour that gained
+    # A fold recounts the rows of this many past hours and re-reads the users of an hour that gained
     # rows since it was folded (rows inserted late); older late rows wait for `tokens-bot rollup --full`.
     tokens_rollup_relook_hours: int = Field(default=24, ge=0, le=24 * 366)
+    # ...at most this often (0: every fold). That count reads every row of those hours, at volume most of
+    # a fold's cost; late rows are then caught within this many minutes. See README "Ledger totals".
+    tokens_rollup_relook_every_minutes: int = Field(default=60, ge=0, le=24 * 60)
     tokens_max_adjustment: int = Field(default=10_000_000, ge=1)
     tokens_request_ttl_hours: int = Field(default=24, ge=1)
     # Distinct approvers a request needs, by its size in tokens: each key is the smallest |delta| its

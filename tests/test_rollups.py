@@ -47,6 +47,7 @@ def rollup_settings(url: str, **overrides: Any) -> Settings:
         "tokens_admins": ["UADMIN1"],
         "tokens_rollup_lag_seconds": 0,
         "tokens_scan_grace_seconds": 0,
+        "tokens_rollup_relook_every_minutes": 0,
         **overrides,
     }
     return Settings(_env_file=None, database_url=url, **fields)  # type: ignore[call-arg]
@@ -109,7 +110,13 @@ def assert_verified(engine: Engine, settings: Settings) -> None:
 def foldable_replica(server_url: str) -> Iterator[tuple[Engine, Settings, list[ReplicaUser]]]:
     """The VibrationFit replica with a created_at index, and settings that fold rows as soon as they are in."""
     with replica_database(server_url) as (url, users):
-        settings = settings_from_env(url, CONFIG, tokens_rollup_lag_seconds=0, tokens_scan_grace_seconds=0)
+        settings = settings_from_env(
+            url,
+            CONFIG,
+            tokens_rollup_lag_seconds=0,
+            tokens_scan_grace_seconds=0,
+            tokens_rollup_relook_every_minutes=0,
+        )
         engine = make_engine(url, pool_size=3)
         try:
             with engine.begin() as conn:
@@ -172,6 +179,43 @@ def test_rows_inserted_late_are_caught(fleet: tuple[Engine, Settings]) -> None:
     assert mismatch.fields["calculated_used"][1] == str(int(mismatch.fields["calculated_used"][0]) + 11)
     fold(engine, settings, full=True)
     assert_verified(engine, settings)
+
+
+def test_folds_between_two_relooks_leave_a_late_row_to_the_next_relook_which_catches_it(
+    fleet: tuple[Engine, Settings],
+) -> None:
+    """With TOKENS_ROLLUP_RELOOK_EVERY_MINUTES=60 only one fold an hour recounts the relooked hours. The
+    folds between record their hours from what they folded, so a row backdated into an hour they do not
+    recount (and one into the hour they are folding) is still found, by the first fold an hour after the
+    last recount; until then `--verify` names its user."""
+    engine, settings = fleet
+    settings = settings.model_copy(update={"tokens_rollup_relook_every_minutes": 60})
+    user, other = add_user_with_grant(engine), add_user_with_grant(engine)
+    assert fold(engine, settings).relooked
+    folded_to = watermark(engine, settings)
+    with engine.begin() as conn:
+        add_usage(conn, user, tokens=900, at=folded_to - timedelta(hours=3))
+        add_usage(conn, user, tokens=40, at=folded_to - timedelta(seconds=1))
+        add_usage(conn, other, tokens=25, at=datetime.now(UTC))
+    between = fold(engine, settings)
+    assert (between.relooked, between.users, between.late_users) == (False, 1, 0)
+    (mismatch,) = verify_ledger(engine, engine, settings).mismatches
+    assert mismatch.user_id == user
+    assert mismatch.fields["calculated_used"][1] == str(int(mismatch.fields["calculated_used"][0]) + 940)
+    with engine.begin() as conn:
+        add_usage(conn, other, tokens=5, at=datetime.now(UTC))
+    assert fold(engine, settings).relooked is False
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                f'UPDATE "{settings.tokens_schema}".rollup_state'
+                " SET relooked_to = relooked_to - interval '60 minutes'"
+            )
+        )
+    relooked = fold(engine, settings)
+    assert (relooked.relooked, relooked.late_hours) == (True, 2)
+    assert_verified(engine, settings)
+    assert_scan_is_the_full_scan(engine, settings)
 
 
 def test_rows_committed_while_a_fold_reads_are_in_its_totals_or_caught_by_the_next_fold(

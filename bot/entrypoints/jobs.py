@@ -236,9 +236,14 @@ def rollup(settings: Settings, *, full: bool, verify: bool) -> int:
         service.engine.dispose()
     assert result.watermark is not None
     kind = f"full fold ({result.full_reason})" if result.full else f"folded from {result.previous}"
+    late = (
+        f"{result.late_users:,} users re-read for rows inserted late ({result.late_hours:,} hours)"
+        if result.relooked
+        else f"rows inserted late not looked for (one fold every {settings.tokens_rollup_relook_every_minutes}"
+        " minutes does)"
+    )
     print(
-        f"rollup: {kind} to {result.watermark.isoformat()}: {result.users:,} users' totals changed,"
-        f" {result.late_users:,} users re-read for rows inserted late ({result.late_hours:,} hours);"
+        f"rollup: {kind} to {result.watermark.isoformat()}: {result.users:,} users' totals changed, {late};"
         f" finding signals of the largest discrepancies: {signals.counted:,} counted, {signals.reused:,} still"
         f" held, {signals.forgotten:,} forgotten"
     )

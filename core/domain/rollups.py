@@ -24,6 +24,9 @@ class FoldResult(Frozen):
     watermark: datetime | None = None
     users: int = 0
     """Users whose totals the rows between the two watermarks changed."""
+    relooked: bool = False
+    """Whether this fold recounted the relooked hours to find rows inserted late (at most one fold every
+    TOKENS_ROLLUP_RELOOK_EVERY_MINUTES does; the others leave them to the next that does)."""
     late_hours: int = 0
     """Folded hours that had gained rows since they were folded (rows inserted late)."""
     late_users: int = 0

@@ -38,32 +38,30 @@ def counted(
     cols: Columns,
     params: dict[str, Any],
     folded: dict[datetime | None, int] | None,
+    *,
+    relook: bool,
 ) -> tuple[dict[datetime | None, int], list[datetime | None]]:
     """Rows up to `:watermark` per hour from `:low` (and without a time), and the hours that gained rows
     up to `:previous` since the previous fold recorded theirs (`folded`; None for a full fold).
 
     The folded rows of those hours are counted as one number first: rows are only ever added, so when it
     is the sum the previous fold recorded, no hour gained any, and only the new rows are counted by hour.
-    Otherwise every hour is counted again, to find the hours that did.
+    Otherwise every hour is counted again, to find the hours that did. Without `relook` the folded rows
+    are not counted: the hours hold what the previous fold recorded plus the new rows, and a row inserted
+    late since is found by the next fold that relooks.
     """
     if folded is None:
         return {h: rows for h, (_, rows) in _count_hours(reader, cols, params).items()}, []
-    new = {
-        r.hour: int(r.rows)
-        for r in reader.execute(
-            text(
-                f"""
-                SELECT NULL::timestamptz AS hour, count(*) AS rows FROM token_usage t
-                WHERE ({from_hour(cols, "t", "low")} AND {up_to(cols, "t", "previous")}) OR {no_time("t")}
-                UNION ALL
-                SELECT {_hour(cols)}, count(*) FROM token_usage t
-                WHERE {between(cols, "t", "previous", "watermark")} GROUP BY 1
-                """
-            ),
-            params,
-        )
-    }
-    if new.pop(None, 0) == sum(folded.values()):
+    folded_rows = f"""
+        SELECT NULL::timestamptz AS hour, count(*) AS rows FROM token_usage t
+        WHERE ({from_hour(cols, "t", "low")} AND {up_to(cols, "t", "previous")}) OR {no_time("t")}
+        UNION ALL"""
+    new_rows = f"""
+        SELECT {_hour(cols)} AS hour, count(*) AS rows FROM token_usage t
+        WHERE {between(cols, "t", "previous", "watermark")} GROUP BY 1"""
+    sql = f"{folded_rows}{new_rows}" if relook else new_rows
+    new = {r.hour: int(r.rows) for r in reader.execute(text(sql), params)}
+    if not relook or new.pop(None, 0) == sum(folded.values()):
         return {h: folded.get(h, 0) + new.get(h, 0) for h in folded.keys() | new.keys()}, []
     counted = _count_hours(reader, cols, params)
     late = [h for h, (settled, _) in counted.items() if settled > folded.get(h, 0)]

@@ -84,7 +84,7 @@ def state(conn: Connection, settings: Settings, *, lock: bool = False) -> Any:
     return (
         conn.execute(
             text(
-                f'SELECT watermark, config, full_at FROM "{schema}".rollup_state WHERE id = 1'
+                f'SELECT watermark, config, full_at, relooked_to FROM "{schema}".rollup_state WHERE id = 1'
                 + (" FOR UPDATE" if lock else "")
             )
         )

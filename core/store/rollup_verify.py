@@ -1,7 +1,9 @@
 """`tokens-bot rollup --verify`: the folded totals against a full scan of the same rows, user by user.
 
-Both are read in the caller's one snapshot, so a difference is a real one: a row the folds missed (one
-inserted later than TOKENS_ROLLUP_RELOOK_HOURS after its time, or changed in place) or a bug.
+Both are read in the caller's one snapshot, so a difference is a real one: a row the folds have not
+caught yet (one inserted late since the last recount of the relooked hours, core.store.rollup_hours), a
+row they miss (inserted later than TOKENS_ROLLUP_RELOOK_HOURS after its time, or changed in place), or a
+bug.
 """
 
 from __future__ import annotations

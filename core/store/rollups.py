@@ -11,8 +11,11 @@ from two places, and a fold catches both:
 - rows written with an older time: `rollup_hours` counts the folded rows of each of the last
   TOKENS_ROLLUP_RELOOK_HOURS hours; a fold counts them again (core.store.rollup_hours: one count, and
   hour by hour only when it grew), and re-reads in full (by the user_id index) every user with a row in
-  an hour that gained rows. Older than that, `tokens-bot rollup --full` re-folds everything, and
-  `tokens-bot rollup --verify` reports any user whose totals differ from a full scan.
+  an hour that gained rows. That count reads every row of those hours, so only one fold every
+  TOKENS_ROLLUP_RELOOK_EVERY_MINUTES makes it; the folds between record the hours' counts of what they
+  folded, which a late row does not change, so the next recount still finds it. Older than that,
+  `tokens-bot rollup --full` re-folds everything, and `tokens-bot rollup --verify` reports any user
+  whose totals differ from a full scan.
 
 The ledger is append-only (rows are inserted, never updated or deleted): a changed row is only seen by a
 full fold.
@@ -76,10 +79,11 @@ def fold(
     if reason and incremental_only:
         return FoldResult(ran=False, full_reason=reason)
     previous = None if reason else state["watermark"]
-    relook = timedelta(hours=settings.tokens_rollup_relook_hours)
-    new_low = rollup_hours.hour_of(watermark - relook)
-    low = new_low if previous is None else rollup_hours.hour_of(previous - relook)
+    relooked_hours = timedelta(hours=settings.tokens_rollup_relook_hours)
+    new_low = rollup_hours.hour_of(watermark - relooked_hours)
+    low = new_low if previous is None else rollup_hours.hour_of(previous - relooked_hours)
     params = {"previous": previous or watermark, "watermark": watermark, "low": low}
+    relook = previous is None or _relook_due(state, watermark, settings)
     if previous is not None:
         # JIT compiling a statement costs about half a second: only whole-ledger reads earn it back.
         for conn in (primary, reader):
@@ -92,7 +96,7 @@ def fold(
     # The reader's snapshot is older than any statement the primary runs now, so on the primary's own
     # database the hours are counted while the primary sums the new rows; a standby's reader streams them.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        counting = pool.submit(rollup_hours.counted, reader, cols, params, folded)
+        counting = pool.submit(rollup_hours.counted, reader, cols, params, folded, relook=relook)
         if not local:
             counting.result()
         if previous is None:
@@ -107,7 +111,7 @@ def fold(
         replaced = slice_sums(cols, tiers, f"{up_to(cols, 't', 'watermark')} AND {ids}")
         _replace(primary, settings, _Slice(reader, replaced, {**params, "ids": late_users}, local))
     kept = {h: rows for h, rows in hours.items() if h is None or h >= new_low}
-    _record(primary, settings, config, watermark, kept, full=previous is None)
+    _record(primary, settings, config, watermark, kept, full=previous is None, relooked=relook)
     return FoldResult(
         ran=True,
         full=previous is None,
@@ -115,9 +119,17 @@ def fold(
         previous=previous,
         watermark=watermark,
         users=users,
+        relooked=relook,
         late_hours=len(late),
         late_users=len(late_users),
     )
+
+
+def _relook_due(state: Any, watermark: datetime, settings: Settings) -> bool:
+    """Whether this fold recounts the relooked hours: none did yet, or the last one that did folded up to
+    TOKENS_ROLLUP_RELOOK_EVERY_MINUTES before this watermark (the watermark's clock, not this process's)."""
+    every = timedelta(minutes=settings.tokens_rollup_relook_every_minutes)
+    return state["relooked_to"] is None or watermark >= state["relooked_to"] + every
 
 
 class _Slice(NamedTuple):
@@ -230,9 +242,11 @@ def _record(
     hours: dict[datetime | None, int],
     *,
     full: bool,
+    relooked: bool,
 ) -> None:
     """The new watermark and the rows per relooked hour, in one statement: hours that left the relooked
-    window are deleted, and only those whose count changed are written (most hours keep theirs)."""
+    window are deleted, and only those whose count changed are written (most hours keep theirs); and, if
+    this fold recounted them, its watermark as the last recount's."""
     schema = settings.tokens_schema
     primary.execute(
         text(
@@ -247,11 +261,12 @@ def _record(
                 ON CONFLICT (hour) DO UPDATE SET ledger_rows = EXCLUDED.ledger_rows
                 WHERE r.ledger_rows <> EXCLUDED.ledger_rows
             )
-            INSERT INTO "{schema}".rollup_state (id, watermark, config, folded_at, full_at)
-            VALUES (1, :watermark, :config, now(), now())
+            INSERT INTO "{schema}".rollup_state AS s (id, watermark, config, folded_at, full_at, relooked_to)
+            VALUES (1, :watermark, :config, now(), now(), :watermark)
             ON CONFLICT (id) DO UPDATE SET watermark = EXCLUDED.watermark, config = EXCLUDED.config,
                 folded_at = EXCLUDED.folded_at,
-                full_at = CASE WHEN :full THEN EXCLUDED.full_at ELSE "{schema}".rollup_state.full_at END
+                full_at = CASE WHEN :full THEN EXCLUDED.full_at ELSE s.full_at END,
+                relooked_to = CASE WHEN :relooked THEN EXCLUDED.relooked_to ELSE s.relooked_to END
             """
         ),
         {
@@ -260,5 +275,6 @@ def _record(
             "watermark": watermark,
             "config": config,
             "full": full,
+            "relooked": relooked,
         },
     )
