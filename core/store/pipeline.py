@@ -33,6 +33,9 @@ from sqlalchemy.exc import DBAPIError
 PENDING = "tokens_pending_settings"
 # Where it leaves the BEGIN opening its transaction, for the same statement to carry ahead of them.
 PENDING_BEGIN = "tokens_pending_begin"
+# Where a read-only unit of work that its last reads may end (`fetch_all(..., ending=True)`) keeps its
+# BEGIN and every setting deferred in it, to open the same transaction again for a statement sent after.
+REOPEN = "tokens_reopen"
 # Sets every transaction-local setting in one statement, whatever their number: one statement text, so
 # psycopg prepares it once per connection; the settings as one JSON text, which costs the driver less to
 # send than two arrays.
@@ -60,17 +63,28 @@ def settings_statement(settings: Mapping[str, str]) -> Statement:
 def defer(conn: Connection, settings: Mapping[str, str]) -> None:
     """Leave transaction settings for the transaction's next statement to carry, in its round trip."""
     conn.info.setdefault(PENDING, {}).update(settings)
+    if REOPEN in conn.info:
+        conn.info[REOPEN][1].update(settings)
 
 
-def defer_begin(conn: Connection, begin: str) -> None:
+def defer_begin(conn: Connection, begin: str, *, reads_may_end: bool = False) -> None:
     """Leave the transaction's BEGIN for its first statement to carry, in its round trip: the driver,
-    opening the transaction itself, would wait for its answer first."""
+    opening the transaction itself, would wait for its answer first.
+
+    With `reads_may_end` (a read-only unit of work that commits at the end) its last reads may carry the
+    COMMIT too (`fetch_all(..., ending=True)`).
+    """
     conn.info[PENDING_BEGIN] = _begin_statement(begin)
+    if reads_may_end:
+        conn.info[REOPEN] = (conn.info[PENDING_BEGIN], {})
 
 
 @lru_cache
 def _begin_statement(begin: str) -> Statement:
     return Statement(text(begin), {})
+
+
+_COMMIT = Statement(text("COMMIT"), {})
 
 
 def _opening(conn: Connection) -> list[Statement]:
@@ -153,13 +167,27 @@ def _cursors(
     return kept[:count]
 
 
-def fetch_all(conn: Connection, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
+def fetch_all(
+    conn: Connection, statements: Sequence[Statement], *, ending: bool = False
+) -> list[list[dict[str, Any]]]:
     """Every statement's rows, as dicts, sent and answered in one round trip.
 
     The BEGIN and transaction settings a unit of work left pending go first, in the same round trip. A
     driver error is raised as SQLAlchemy's (`_errors_as_sqlalchemy`).
+
+    `ending`: these are the use case's last reads. In a unit of work that allows it (`defer_begin`) the
+    COMMIT goes in the same round trip, not in one of its own after them; the unit of work's commit then
+    finds nothing left to do. A statement sent after them after all (a rare path: the reason a user has
+    no profile) opens the same transaction again, with the same settings, in a new snapshot.
     """
     refuse_while_streaming(conn)
+    if ending and REOPEN in conn.info:
+        rows = fetch_all(conn, [*statements, _COMMIT])[:-1]
+        begin, settings = conn.info[REOPEN]
+        conn.info[PENDING_BEGIN] = begin
+        if settings:
+            conn.info[PENDING] = dict(settings)
+        return rows
     opening = _opening(conn)
     if opening:
         return fetch_all(conn, [*opening, *statements])[len(opening) :]
