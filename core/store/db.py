@@ -138,8 +138,8 @@ def unit_of_work(
         finally:
             if not conn.invalidated:  # an invalidated connection's info goes with it (and would reconnect)
                 close_streams(conn)
-                conn.info.pop(PENDING_BEGIN, None)
-                conn.info.pop(PENDING, None)
-                conn.info.pop(REOPEN, None)
+                info = conn.info
+                for left in (PENDING_BEGIN, PENDING, REOPEN):
+                    info.pop(left, None)
             if transaction.is_active:
                 transaction.rollback()

@@ -57,7 +57,13 @@ class Statement(NamedTuple):
 
 def settings_statement(settings: Mapping[str, str]) -> Statement:
     """The statement setting `settings` for the rest of the transaction only (SET LOCAL semantics)."""
-    return Statement(_SET_LOCAL, {"settings": json.dumps(settings)})
+    return _settings_statement(tuple(settings.items()))
+
+
+@lru_cache(maxsize=64)
+def _settings_statement(settings: tuple[tuple[str, str], ...]) -> Statement:
+    """Made once per set of settings: every transaction of a use case sets the same ones."""
+    return Statement(_SET_LOCAL, {"settings": json.dumps(dict(settings))})
 
 
 def defer(conn: Connection, settings: Mapping[str, str]) -> None:
@@ -87,13 +93,14 @@ def _begin_statement(begin: str) -> Statement:
 _COMMIT = Statement(text("COMMIT"), {})
 
 
-def _opening(conn: Connection) -> list[Statement]:
-    """What a unit of work left for the first statement to send ahead of it: BEGIN, then the settings."""
+def _opening(info: dict[Any, Any]) -> list[Statement]:
+    """What a unit of work left (in its connection's `info`) for the first statement to send ahead of it:
+    BEGIN, then the settings."""
     opening: list[Statement] = []
-    begin: Statement | None = conn.info.pop(PENDING_BEGIN, None)
+    begin: Statement | None = info.pop(PENDING_BEGIN, None)
     if begin is not None:
         opening.append(begin)
-    pending: dict[str, str] | None = conn.info.pop(PENDING, None)
+    pending: dict[str, str] | None = info.pop(PENDING, None)
     if pending is not None:
         opening.append(settings_statement(pending))
     return opening
@@ -180,17 +187,20 @@ def fetch_all(
     finds nothing left to do. A statement sent after them after all (a rare path: the reason a user has
     no profile) opens the same transaction again, with the same settings, in a new snapshot.
     """
+    info = conn.info  # SQLAlchemy finds it through three objects on every look-up
     refuse_while_streaming(conn)
-    if ending and REOPEN in conn.info:
-        rows = fetch_all(conn, [*statements, _COMMIT])[:-1]
-        begin, settings = conn.info[REOPEN]
-        conn.info[PENDING_BEGIN] = begin
+    opening = _opening(info)
+    if ending and REOPEN in info:
+        rows = _pipelined(conn, [*opening, *statements, _COMMIT])[len(opening) : -1]
+        begin, settings = info[REOPEN]
+        info[PENDING_BEGIN] = begin
         if settings:
-            conn.info[PENDING] = dict(settings)
+            info[PENDING] = dict(settings)
         return rows
-    opening = _opening(conn)
-    if opening:
-        return fetch_all(conn, [*opening, *statements])[len(opening) :]
+    return _pipelined(conn, [*opening, *statements])[len(opening) :]
+
+
+def _pipelined(conn: Connection, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     compiled = [_compiled(statement.sql, conn.dialect) for statement in statements]
     params = [_values(c, s.params) for c, s in zip(compiled, statements, strict=True)]
@@ -220,9 +230,9 @@ def stream_rows(conn: Connection, statement: Statement, *, batch: int) -> Iterat
 
 
 def _streamed(conn: Connection, statement: Statement, batch: int) -> Iterator[dict[str, Any]]:
-    opening = _opening(conn)
+    opening = _opening(conn.info)
     if opening:
-        fetch_all(conn, opening)
+        _pipelined(conn, opening)
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     compiled = _compiled(statement.sql, conn.dialect)
     with _errors_as_sqlalchemy(conn, driver), psycopg.RawCursor(driver, row_factory=dict_row) as cursor:
