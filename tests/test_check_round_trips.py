@@ -150,3 +150,58 @@ def test_a_page_past_the_end_costs_one_more_round_trip_for_the_last_page(
         assert [op.tokens_used for op in report.operations] == [101, 100]
     finally:
         engine.dispose()
+
+
+def test_a_first_page_check_is_one_round_trip_its_commit_sent_with_its_reads(
+    settings: Settings, database_url: str
+) -> None:
+    """A first page cannot be past the end, so nothing is read after the reads: the COMMIT goes in their
+    pipeline, and the check is one round trip; the connection is back in a transaction-per-use-case state."""
+    engine = make_engine(database_url, pool_size=1)
+    service = TokensService(settings, engine)
+    with engine.begin() as conn:
+        user = add_user(conn)
+        for i in range(3):
+            add_usage(conn, user, tokens=100 + i, seconds=i)
+    try:
+        for _ in range(6):
+            service.check("UADMIN1", user)
+        reports = []
+        messages = protocol(engine, lambda: reports.append(service.check("UADMIN1", user)))
+        assert round_trips(messages) == 1
+        sent = [kind for direction, kind in messages if direction == "F" and kind != "Flush"]
+        # BEGIN, the settings, six reads and COMMIT, all before the one Sync.
+        assert sent[-1] == "Sync" and sent.count("Sync") == 1 and sent.count("Execute") == 9
+        [report] = reports
+        assert report.operations_total == 3 and report.page.number == 1
+        with engine.connect() as conn:
+            assert conn.connection.driver_connection.autocommit is False  # type: ignore[union-attr]
+            assert conn.connection.driver_connection.info.transaction_status.name == "IDLE"  # type: ignore[union-attr]
+    finally:
+        engine.dispose()
+
+
+def test_a_statement_after_reads_that_ended_the_transaction_runs_in_a_new_one_with_the_same_settings(
+    database_url: str,
+) -> None:
+    """The rare path after a check's last reads (why a user has no profile) still runs inside a transaction
+    of the unit of work, with its statement timeout and settings, and the unit of work ends it."""
+    engine = make_engine(database_url, pool_size=1, statement_timeout_ms=4321)
+    show = text(
+        "SELECT current_setting('work_mem') AS w, current_setting('statement_timeout') AS t,"
+        " current_setting('transaction_read_only') AS r"
+    )
+    try:
+        with unit_of_work(engine, read_only=True, local={"work_mem": "7MB"}, defer_settings=True) as conn:
+            [[first]] = fetch_all(conn, [Statement(show, {})], ending=True)
+            driver = conn.connection.driver_connection
+            assert driver.info.transaction_status.name == "IDLE"  # type: ignore[union-attr]
+            after = conn.execute(show).one()
+            assert (first["w"], first["t"], first["r"]) == ("7MB", "4321ms", "on")
+            assert tuple(after) == ("7MB", "4321ms", "on")
+        with engine.connect() as conn:
+            assert conn.connection.driver_connection.info.transaction_status.name == "IDLE"  # type: ignore[union-attr]
+            assert conn.execute(show).one()[0] != "7MB"
+            conn.rollback()
+    finally:
+        engine.dispose()

@@ -74,8 +74,8 @@ def check_user(
 ) -> CheckReport:
     """Everything the check reply shows, read in the caller's single snapshot.
 
-    The page asked for is read with the rest, in one round trip; only a page past the end (a stale
-    button) costs a second one, for the last page.
+    The page asked for is read with the rest, in one round trip, and for the first page the COMMIT with
+    them; only a page past the end (a stale button) costs a second one, for the last page.
     """
     cols = Columns.of(shape, settings)
     tiers = load_tiers(conn, shape, settings)
@@ -92,6 +92,7 @@ def check_user(
         initial_grant=initial_grant,
         offset=offset,
         limit=max(0, min(size, recent - offset)),
+        ending=wanted == 1,
     )
     balance, sums, findings, verdict = judgement(cols, settings, tiers, read.balance, read.sums, read.signals)
     shown = min(balance.ledger_rows, recent)

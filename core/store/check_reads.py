@@ -60,12 +60,14 @@ def read_check(
     initial_grant: int | None,
     offset: int,
     limit: int,
+    ending: bool = False,
 ) -> CheckRows:
     """The user's profile, balance, signals, breakdown, the operations at `offset` and the ledger position a
     fix proposed from the check must still match, in one round trip.
 
-    A user without a current profile is told apart as `find_user` does (the other statements then found
-    nothing either).
+    `ending`: the check reads nothing after these (its first page cannot be past the end), so the
+    transaction's COMMIT rides in the same round trip (`fetch_all`). A user without a current profile is
+    told apart as `find_user` does (the other statements then found nothing either).
     """
     defer(conn, _PLANNER)
     profile, sums, signals, breakdown, operations, snapshot = fetch_all(
@@ -78,6 +80,7 @@ def read_check(
             operations_statement(cols, user_id, offset=offset, limit=limit),
             snapshot_statement(cols, user_id),
         ],
+        ending=ending,
     )
     ref = user_ref(conn, cols, user_id, profile[0] if profile else None)
     [row] = sums

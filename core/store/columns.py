@@ -7,8 +7,8 @@ All arithmetic stays exact: tokens are whole numbers, cents and dollars `numeric
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from functools import cached_property
+from dataclasses import dataclass
+from functools import lru_cache
 
 from core.settings import Settings
 from core.store.product import ProductShape
@@ -38,27 +38,15 @@ class Columns(ProfileColumns):
     deduct_actions: tuple[str, ...] = ()
     reset_actions: tuple[str, ...] = ()
 
-    @cached_property
-    def _hash(self) -> int:
-        return hash(tuple(getattr(self, f.name) for f in fields(self)))
-
-    def __hash__(self) -> int:
-        """Hashed once: every statement is cached by its Columns, and hashing the product's shape (every
-        column of every table) on each look-up cost a check more than the look-ups themselves."""
-        return self._hash
-
     @classmethod
     def of(cls, shape: ProductShape, settings: Settings) -> Columns:
-        """A type listed as a reset is only a reset, and one listed as a grant is not also a deduction."""
-        resets = tuple(settings.tokens_reset_actions)
-        grants = tuple(a for a in settings.tokens_grant_actions if a not in resets)
-        deducts = tuple(a for a in settings.tokens_deduct_actions if a not in resets + grants)
-        return cls(
-            shape=shape,
-            cost_in_ledger_unit=settings.tokens_cost_unit == "cents",
-            grant_actions=grants,
-            deduct_actions=deducts,
-            reset_actions=resets,
+        """The Columns of a shape and settings, made once: every use case asks for them again."""
+        return _columns(
+            shape,
+            settings.tokens_cost_unit == "cents",
+            tuple(settings.tokens_grant_actions),
+            tuple(settings.tokens_deduct_actions),
+            tuple(settings.tokens_reset_actions),
         )
 
     # --- token_usage -------------------------------------------------------------------------------
@@ -230,3 +218,22 @@ class Columns(ProfileColumns):
     def tokens_of_key(key: str) -> str:
         """The tokens of the row whose `history_key` is `key` (NULL when there is no such row)."""
         return f"split_part({key}, chr(1), 2)::numeric"
+
+
+@lru_cache(maxsize=64)
+def _columns(
+    shape: ProductShape,
+    cents: bool,
+    grants: tuple[str, ...],
+    deducts: tuple[str, ...],
+    resets: tuple[str, ...],
+) -> Columns:
+    """A type listed as a reset is only a reset, and one listed as a grant is not also a deduction."""
+    grants = tuple(a for a in grants if a not in resets)
+    return Columns(
+        shape=shape,
+        cost_in_ledger_unit=cents,
+        grant_actions=grants,
+        deduct_actions=tuple(a for a in deducts if a not in resets + grants),
+        reset_actions=resets,
+    )

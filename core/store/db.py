@@ -14,6 +14,7 @@ from core.store.liveness import ping_when_needed
 from core.store.pipeline import (
     PENDING,
     PENDING_BEGIN,
+    REOPEN,
     close_streams,
     defer,
     defer_begin,
@@ -111,7 +112,9 @@ def unit_of_work(
         if defer_settings:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             defer_begin(
-                conn, f"BEGIN ISOLATION LEVEL {isolation} {'READ ONLY' if read_only else 'READ WRITE'}"
+                conn,
+                f"BEGIN ISOLATION LEVEL {isolation} {'READ ONLY' if read_only else 'READ WRITE'}",
+                reads_may_end=read_only,
             )
         else:
             conn = conn.execution_options(isolation_level=isolation, postgresql_readonly=read_only)
@@ -135,7 +138,8 @@ def unit_of_work(
         finally:
             if not conn.invalidated:  # an invalidated connection's info goes with it (and would reconnect)
                 close_streams(conn)
-                conn.info.pop(PENDING_BEGIN, None)
-                conn.info.pop(PENDING, None)
+                info = conn.info
+                for left in (PENDING_BEGIN, PENDING, REOPEN):
+                    info.pop(left, None)
             if transaction.is_active:
                 transaction.rollback()

@@ -33,6 +33,9 @@ from sqlalchemy.exc import DBAPIError
 PENDING = "tokens_pending_settings"
 # Where it leaves the BEGIN opening its transaction, for the same statement to carry ahead of them.
 PENDING_BEGIN = "tokens_pending_begin"
+# Where a read-only unit of work that its last reads may end (`fetch_all(..., ending=True)`) keeps its
+# BEGIN and every setting deferred in it, to open the same transaction again for a statement sent after.
+REOPEN = "tokens_reopen"
 # Sets every transaction-local setting in one statement, whatever their number: one statement text, so
 # psycopg prepares it once per connection; the settings as one JSON text, which costs the driver less to
 # send than two arrays.
@@ -54,18 +57,32 @@ class Statement(NamedTuple):
 
 def settings_statement(settings: Mapping[str, str]) -> Statement:
     """The statement setting `settings` for the rest of the transaction only (SET LOCAL semantics)."""
-    return Statement(_SET_LOCAL, {"settings": json.dumps(settings)})
+    return _settings_statement(tuple(settings.items()))
+
+
+@lru_cache(maxsize=64)
+def _settings_statement(settings: tuple[tuple[str, str], ...]) -> Statement:
+    """Made once per set of settings: every transaction of a use case sets the same ones."""
+    return Statement(_SET_LOCAL, {"settings": json.dumps(dict(settings))})
 
 
 def defer(conn: Connection, settings: Mapping[str, str]) -> None:
     """Leave transaction settings for the transaction's next statement to carry, in its round trip."""
     conn.info.setdefault(PENDING, {}).update(settings)
+    if REOPEN in conn.info:
+        conn.info[REOPEN][1].update(settings)
 
 
-def defer_begin(conn: Connection, begin: str) -> None:
+def defer_begin(conn: Connection, begin: str, *, reads_may_end: bool = False) -> None:
     """Leave the transaction's BEGIN for its first statement to carry, in its round trip: the driver,
-    opening the transaction itself, would wait for its answer first."""
+    opening the transaction itself, would wait for its answer first.
+
+    With `reads_may_end` (a read-only unit of work that commits at the end) its last reads may carry the
+    COMMIT too (`fetch_all(..., ending=True)`).
+    """
     conn.info[PENDING_BEGIN] = _begin_statement(begin)
+    if reads_may_end:
+        conn.info[REOPEN] = (conn.info[PENDING_BEGIN], {})
 
 
 @lru_cache
@@ -73,13 +90,17 @@ def _begin_statement(begin: str) -> Statement:
     return Statement(text(begin), {})
 
 
-def _opening(conn: Connection) -> list[Statement]:
-    """What a unit of work left for the first statement to send ahead of it: BEGIN, then the settings."""
+_COMMIT = Statement(text("COMMIT"), {})
+
+
+def _opening(info: dict[Any, Any]) -> list[Statement]:
+    """What a unit of work left (in its connection's `info`) for the first statement to send ahead of it:
+    BEGIN, then the settings."""
     opening: list[Statement] = []
-    begin: Statement | None = conn.info.pop(PENDING_BEGIN, None)
+    begin: Statement | None = info.pop(PENDING_BEGIN, None)
     if begin is not None:
         opening.append(begin)
-    pending: dict[str, str] | None = conn.info.pop(PENDING, None)
+    pending: dict[str, str] | None = info.pop(PENDING, None)
     if pending is not None:
         opening.append(settings_statement(pending))
     return opening
@@ -153,16 +174,33 @@ def _cursors(
     return kept[:count]
 
 
-def fetch_all(conn: Connection, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
+def fetch_all(
+    conn: Connection, statements: Sequence[Statement], *, ending: bool = False
+) -> list[list[dict[str, Any]]]:
     """Every statement's rows, as dicts, sent and answered in one round trip.
 
     The BEGIN and transaction settings a unit of work left pending go first, in the same round trip. A
     driver error is raised as SQLAlchemy's (`_errors_as_sqlalchemy`).
+
+    `ending`: these are the use case's last reads. In a unit of work that allows it (`defer_begin`) the
+    COMMIT goes in the same round trip, not in one of its own after them; the unit of work's commit then
+    finds nothing left to do. A statement sent after them after all (a rare path: the reason a user has
+    no profile) opens the same transaction again, with the same settings, in a new snapshot.
     """
+    info = conn.info  # SQLAlchemy finds it through three objects on every look-up
     refuse_while_streaming(conn)
-    opening = _opening(conn)
-    if opening:
-        return fetch_all(conn, [*opening, *statements])[len(opening) :]
+    opening = _opening(info)
+    if ending and REOPEN in info:
+        rows = _pipelined(conn, [*opening, *statements, _COMMIT])[len(opening) : -1]
+        begin, settings = info[REOPEN]
+        info[PENDING_BEGIN] = begin
+        if settings:
+            info[PENDING] = dict(settings)
+        return rows
+    return _pipelined(conn, [*opening, *statements])[len(opening) :]
+
+
+def _pipelined(conn: Connection, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     compiled = [_compiled(statement.sql, conn.dialect) for statement in statements]
     params = [_values(c, s.params) for c, s in zip(compiled, statements, strict=True)]
@@ -192,9 +230,9 @@ def stream_rows(conn: Connection, statement: Statement, *, batch: int) -> Iterat
 
 
 def _streamed(conn: Connection, statement: Statement, batch: int) -> Iterator[dict[str, Any]]:
-    opening = _opening(conn)
+    opening = _opening(conn.info)
     if opening:
-        fetch_all(conn, opening)
+        _pipelined(conn, opening)
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     compiled = _compiled(statement.sql, conn.dialect)
     with _errors_as_sqlalchemy(conn, driver), psycopg.RawCursor(driver, row_factory=dict_row) as cursor:

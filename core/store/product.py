@@ -8,7 +8,8 @@ here, and core.store.columns turns it into the one SQL reading of each column th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import cached_property
 from types import MappingProxyType
 
 from core.settings import EmailSource, TierTable
@@ -103,8 +104,9 @@ class Table:
     unique: tuple[tuple[str, ...], ...] = ()
     """Column lists of the unique indexes without a predicate (the primary key among them)."""
 
-    @property
+    @cached_property
     def by_name(self) -> Mapping[str, Column]:
+        """Built once: every statement and every reading of a row asks `has` and `column` again."""
         return MappingProxyType({c.name: c for c in self.columns})
 
     def has(self, name: str) -> bool:
@@ -126,6 +128,15 @@ class ProductShape:
     bot_schema: str
     tier_table: TierTable | None = None
     """TOKENS_TIER_TABLE, where that table and its columns exist."""
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash(tuple(getattr(self, f.name) for f in fields(self)))
+
+    def __hash__(self) -> int:
+        """Hashed once: every statement is cached by the shape (through its Columns), and hashing every column
+        of every table on each look-up cost a check more than the look-ups themselves."""
+        return self._hash
 
     @property
     def email_table(self) -> str:
@@ -171,11 +182,12 @@ class ProductShape:
         """Tables whose rows row-level security may hide from the bot's role."""
         return [t.name for t in (self.ledger, self.profiles) if t.row_security]
 
-    @property
-    def missing(self) -> list[str]:
-        """Required tables and columns that are not there: the bot cannot reconcile without them."""
+    @cached_property
+    def missing(self) -> tuple[str, ...]:
+        """Required tables and columns that are not there: the bot cannot reconcile without them (asked by
+        every use case, so worked out once)."""
         gaps = [f"{t.name} (table)" for t in (self.ledger, self.profiles) if t.kind == "missing"]
         for table, names in ((self.ledger, LEDGER_REQUIRED), (self.profiles, PROFILE_REQUIRED)):
             if table.kind != "missing":
                 gaps += [f"{table.name}.{name}" for name in names if not table.has(name)]
-        return gaps
+        return tuple(gaps)

@@ -80,12 +80,14 @@ def _describe_row(found: Mapping[Any, Any]) -> str | None:
 
 def _require_comparable(cols: Columns, user_id: str) -> None:
     """An id that cannot be a uuid matches nobody in a uuid column: say so instead of failing the cast."""
-    for table in (cols.profiles, cols.ledger):
-        if table.has("user_id") and table.column("user_id").base == "uuid":
-            try:
-                UUID(user_id)
-            except ValueError:
-                raise UserNotFoundError(f"No user with id {user_id} was found in user_profiles.") from None
+    if any(
+        table.has("user_id") and table.column("user_id").base == "uuid"
+        for table in (cols.profiles, cols.ledger)
+    ):
+        try:
+            UUID(user_id)
+        except ValueError:
+            raise UserNotFoundError(f"No user with id {user_id} was found in user_profiles.") from None
 
 
 def _id_for_email(conn: Connection, shape: ProductShape, email: str) -> str:
