@@ -22,8 +22,7 @@ from core.store.ledger import (
     breakdown_statement,
     operations_of,
     operations_statement,
-    snapshot_of,
-    snapshot_statement,
+    snapshot_of_breakdown,
 )
 from core.store.pipeline import Statement, defer, fetch_all
 from core.store.signals import ledger_signals_sql, signals_params
@@ -63,14 +62,15 @@ def read_check(
     ending: bool = False,
 ) -> CheckRows:
     """The user's profile, balance, signals, breakdown, the operations at `offset` and the ledger position a
-    fix proposed from the check must still match, in one round trip.
+    fix proposed from the check must still match, in one round trip. The position is the breakdown's
+    rows and latest use added up (`snapshot_of_breakdown`): no pass of its own over the user's rows.
 
     `ending`: the check reads nothing after these (its first page cannot be past the end), so the
     transaction's COMMIT rides in the same round trip (`fetch_all`). A user without a current profile is
     told apart as `find_user` does (the other statements then found nothing either).
     """
     defer(conn, _PLANNER)
-    profile, sums, signals, breakdown, operations, snapshot = fetch_all(
+    profile, sums, signals, breakdown, operations = fetch_all(
         conn,
         [
             Statement(profile_sql(cols), {"u": user_id}),
@@ -78,19 +78,19 @@ def read_check(
             Statement(ledger_signals_sql(cols), signals_params(settings, user_id)),
             breakdown_statement(cols, user_id),
             operations_statement(cols, user_id, offset=offset, limit=limit),
-            snapshot_statement(cols, user_id),
         ],
         ending=ending,
     )
     ref = user_ref(conn, cols, user_id, profile[0] if profile else None)
     [row] = sums
     [signal_row] = signals
+    groups = breakdown_of(breakdown)
     return CheckRows(
         user=ref,
         balance=balance_of(cols, tiers, row, initial_grant),
         sums=row,
         signals=signal_row,
-        breakdown=breakdown_of(breakdown),
+        breakdown=groups,
         operations=operations_of(operations),
-        snapshot=snapshot_of(snapshot),
+        snapshot=snapshot_of_breakdown(groups),
     )

@@ -111,18 +111,23 @@ def _snapshot_sql(cols: Columns) -> TextClause:
     )
 
 
-def snapshot_statement(cols: Columns, user_id: str) -> Statement:
-    return Statement(_snapshot_sql(cols), {"u": user_id})
-
-
-def snapshot_of(rows: Iterable[Mapping[Any, Any]]) -> LedgerSnapshot:
-    [row] = rows
-    return _snapshot(row)
-
-
 def ledger_snapshot(conn: Connection, cols: Columns, user_id: str) -> LedgerSnapshot:
     """How far a user's ledger has got: a correction proposed at one snapshot is stale at another."""
-    return snapshot_of(conn.execute(_snapshot_sql(cols), {"u": user_id}).mappings())
+    return _snapshot(conn.execute(_snapshot_sql(cols), {"u": user_id}).mappings().one())
+
+
+def snapshot_of_breakdown(breakdown: Iterable[BreakdownRow]) -> LedgerSnapshot:
+    """The ledger position `ledger_snapshot` reads, from the breakdown of the same snapshot.
+
+    The breakdown's groups hold every row of the user, each row once, and its latest use is the latest
+    time shown of its rows: their counts add up to the position's rows and the latest of their latest uses
+    is its time. A check needs no pass over a heavy user's rows of its own for it.
+    """
+    rows = list(breakdown)
+    return LedgerSnapshot(
+        rows=sum(row.operations for row in rows),
+        last_at=max((row.last_use for row in rows if row.last_use is not None), default=None),
+    )
 
 
 def ledger_snapshots(conn: Connection, cols: Columns, user_ids: list[str]) -> dict[str, LedgerSnapshot]:

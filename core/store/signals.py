@@ -26,7 +26,17 @@ def _flagged_sql(cols: Columns, *, many: bool) -> str:
     nearly every row first goes on to the next keys on almost every comparison, and reading those out of
     a wide sorted row cost a heavy user most of the statement. The request id is compared bytewise
     (`COLLATE "C"`): the database's default collation is deterministic, so the same ids are equal, and
-    the sort need not call the locale's comparison. The price table is read into numbers once, not per row.
+    the sort need not call the locale's comparison.
+
+    What the sorts carry is kept narrow, since every sorted row is copied twice per window and read column
+    by column up to each key. `ops` lists its fixed-width columns first (a text column ahead of a key
+    makes every read of that key walk it). The request id is kept as the very expression the window
+    partitions by: any other spelling is recomputed after the sorts from the whole metadata document,
+    which the sorts then carry. `flagged` is a fence (`OFFSET 0`): flattened into the select list, its
+    two marks were worked out again in every aggregate that reads them, four and three times a row.
+
+    The price table is read into numbers once, not per row, as prices per token (per thousand times 0.001,
+    exact): a row's price is then two products and a sum, with no division per row.
     """
     t = "t"
     tokens, ok, usage = cols.tokens(t), cols.success(t), cols.is_usage(t)
@@ -42,7 +52,7 @@ def _flagged_sql(cols: Columns, *, many: bool) -> str:
     reversal = cols.is_reversal(t)
     return f"""
 WITH prices AS MATERIALIZED (
-    SELECT key AS model, (value->>'input')::numeric AS input, (value->>'output')::numeric AS output
+    SELECT key AS model, (value->>'input')::numeric * 0.001 AS input, (value->>'output')::numeric * 0.001 AS output
     FROM jsonb_each(:prices)
 ),
 reversed AS (
@@ -50,18 +60,18 @@ reversed AS (
     FROM token_usage t WHERE t.user_id = {users} AND {reversal}
 ),
 ops AS (
-    SELECT t.user_id, t.id::text AS row_id, {cols.text_of(t, "action_type")} AS action, {model} AS model,
-           {tokens} AS tokens_used, {ok} AS success, {cols.cents(t)} AS cost_estimate,
-           {usage} AS usage, {cols.is_grant(t)} AS grant_row,
-           {cols.created(t)} AS created_at,
-           {request_id} AS request_id,
+    SELECT {tokens} AS tokens_used, {inputs} AS input_tokens, {outputs} AS output_tokens, {ok} AS success,
+           {usage} AS usage, {cols.is_grant(t)} AS grant_row, {cols.created(t)} AS created_at, t.id,
+           t.user_id, t.id::text AS row_id, {cols.text_of(t, "action_type")} AS action, {model} AS model,
+           {cols.cents(t)} AS cost_estimate,
+           {request_id} COLLATE "C" AS request_id,
            lag({cols.created(t)}) OVER (
                PARTITION BY {per_user}{tokens}, {inputs}, {outputs}, {ok}, {cols.action(t)}, {model}
                ORDER BY t.created_at NULLS FIRST, t.id) AS previous_twin_at,
            row_number() OVER (
                PARTITION BY {per_user}{request_id} COLLATE "C", {ok}, {usage}
                ORDER BY t.created_at NULLS FIRST, t.id) AS request_rank,
-           round(({inputs} * pr.input + {outputs} * pr.output) / 1000, 4) AS priced_cents
+           round({inputs} * pr.input + {outputs} * pr.output, 4) AS priced_cents
     FROM token_usage t
     LEFT JOIN prices pr ON pr.model = {model} AND {usage}
     WHERE t.user_id = {users} AND ({usage} OR {cols.is_grant(t)})
@@ -78,6 +88,7 @@ flagged AS (
            success AND priced_cents IS NOT NULL AND cost_estimate IS NOT NULL
                AND abs(cost_estimate - priced_cents) > priced_cents * :tolerance + 0.0001 AS drifted
     FROM ops
+    OFFSET 0
 )"""
 
 
