@@ -170,8 +170,8 @@ def test_a_first_page_check_is_one_round_trip_its_commit_sent_with_its_reads(
         messages = protocol(engine, lambda: reports.append(service.check("UADMIN1", user)))
         assert round_trips(messages) == 1
         sent = [kind for direction, kind in messages if direction == "F" and kind != "Flush"]
-        # BEGIN, the settings, six reads and COMMIT, all before the one Sync.
-        assert sent[-1] == "Sync" and sent.count("Sync") == 1 and sent.count("Execute") == 9
+        # BEGIN, the settings, five reads and COMMIT, all before the one Sync.
+        assert sent[-1] == "Sync" and sent.count("Sync") == 1 and sent.count("Execute") == 8
         [report] = reports
         assert report.operations_total == 3 and report.page.number == 1
         with engine.connect() as conn:
