@@ -162,6 +162,15 @@ def test_the_fleet_scan_can_run_in_parallel_over_folded_totals_and_rows_since(
     its workers must be able to share it. A full join, a subquery per row or an `OFFSET 0` fence anywhere in
     the scan keeps PostgreSQL from planning it in parallel; with parallel plans made free, it must."""
     engine, settings, users = fleet
+    with engine.begin() as conn:
+        # A fleet large enough that a plan's shape is the one a real one gets, not a handful of rows'.
+        conn.execute(
+            text(
+                "INSERT INTO user_profiles (user_id, vibe_assistant_tokens_remaining, vibe_assistant_tokens_used,"
+                " vibe_assistant_total_cost) SELECT gen_random_uuid(), 0, 0, 0 FROM generate_series(1, 20000)"
+            )
+        )
+        conn.execute(text("ANALYZE user_profiles"))
     fold(engine, settings, full=True)
     twin_rows(engine, users["failed"], 700)
     sent: list[tuple[str, Any]] = []

@@ -93,12 +93,16 @@ def discrepant_users(
     tiers = load_tiers(conn, shape, settings)
     ledger = ledger_read(conn, cols, tiers, settings)
     rollups = _rollups(conn, settings, ledger)
+    # The sorted subquery is planned on its own, so the workers sort and pass on only these three
+    # columns. Flattened into the window's query, the sort carried every sum the score is computed from
+    # (434 bytes a user, spilled to disk) for the leader to compute the score again: at 288,820 discrepant
+    # users the statement took 2.4 s instead of 1.5 s.
     sql = f"""
     WITH {scored_cte(cols, tiers, rollups=rollups)}
     SELECT s.user_id, s.deferred,
            count(*) FILTER (WHERE NOT s.deferred) OVER () AS matched_total,
            count(*) FILTER (WHERE s.deferred) OVER () AS deferred_total
-    FROM scored s
+    FROM (SELECT user_id, deferred, worst FROM scored ORDER BY deferred, worst DESC, user_id) s
     ORDER BY s.deferred, s.worst DESC, s.user_id
     LIMIT greatest(:window, 1)
     """
