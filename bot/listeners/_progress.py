@@ -21,8 +21,9 @@ from bot.routes import ActionReply
 log = logging.getLogger(__name__)
 
 # Slack users see nothing between their command and our reply; past this, say that work is under way.
+# Any reply may be slow (a fleet scan, a chart, a busy database), so the note names none of them.
 WORKING_NOTE_AFTER_SECONDS = 1.5
-WORKING_NOTE = message(":hourglass_flowing_sand: Working on it… this scan reads the whole ledger.")
+WORKING_NOTE = message(":hourglass_flowing_sand: Working on it… the answer will replace this note.")
 # Note deadlines are rounded up to this step, so the notes of a burst's replies fall due together: the
 # waiting thread wakes once a step, not once a reply (each reply's entry, cancelled or not, used to wake
 # it at its own time, a thread switch per reply under a burst). A note is at most this much later.

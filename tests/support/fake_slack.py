@@ -19,6 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+from bot.listeners._progress import WORKING_NOTE
+
+_WORKING_NOTE_TEXT = WORKING_NOTE.as_kwargs()["text"]
+
 
 @dataclass(frozen=True)
 class Recorded:
@@ -209,6 +213,11 @@ class FakeSlack:
         }
 
     def responses(self, name: str, *, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """The bodies posted to the response URL called `name`, once `count` of them arrived."""
-        calls = self.wait_for(lambda c: c.path == f"/response/{name}", count=count, timeout=timeout)
+        """The bodies posted to the response URL called `name`, once `count` of them arrived; not the
+        "working…" note any reply sends first when it takes more than 1.5 s, as one may on a busy machine."""
+        calls = self.wait_for(
+            lambda c: c.path == f"/response/{name}" and c.body.get("text") != _WORKING_NOTE_TEXT,
+            count=count,
+            timeout=timeout,
+        )
         return [c.body for c in calls]
