@@ -130,16 +130,22 @@ def test_settings_left_for_the_first_statement_hold_for_every_statement_and_end_
         engine.dispose()
 
 
+def user_with_usage(engine: Engine, *, rows: int) -> str:
+    """A user with `rows` usage rows of 100, 101, … tokens, a second apart."""
+    with engine.begin() as conn:
+        user = add_user(conn)
+        for i in range(rows):
+            add_usage(conn, user, tokens=100 + i, seconds=i)
+    return user
+
+
 def test_a_page_past_the_end_costs_one_more_round_trip_for_the_last_page(
     settings: Settings, database_url: str
 ) -> None:
     """A stale Next button (the ledger has fewer pages now) shows the last page, read in a third round trip."""
     engine = make_engine(database_url, pool_size=1)
     service = TokensService(settings, engine)
-    with engine.begin() as conn:
-        user = add_user(conn)
-        for i in range(12):
-            add_usage(conn, user, tokens=100 + i, seconds=i)
+    user = user_with_usage(engine, rows=12)
     try:
         service.check("UADMIN1", user)
         reports = []
@@ -159,10 +165,7 @@ def test_a_first_page_check_is_one_round_trip_its_commit_sent_with_its_reads(
     pipeline, and the check is one round trip; the connection is back in a transaction-per-use-case state."""
     engine = make_engine(database_url, pool_size=1)
     service = TokensService(settings, engine)
-    with engine.begin() as conn:
-        user = add_user(conn)
-        for i in range(3):
-            add_usage(conn, user, tokens=100 + i, seconds=i)
+    user = user_with_usage(engine, rows=3)
     try:
         for _ in range(6):
             service.check("UADMIN1", user)
