@@ -61,10 +61,16 @@ def test_a_slice_added_in_place_is_the_combined_sums_of_both(engine: Engine) -> 
         conn.execute(
             text(
                 f"INSERT INTO totals AS o ({columns}) SELECT {columns} FROM newer"
-                f" ON CONFLICT (user_id) DO UPDATE SET {added_in_place('o', 'EXCLUDED')}"
+                f" ON CONFLICT (user_id) DO UPDATE SET {added_in_place('o', 'EXCLUDED', AMOUNTS)}"
             )
         )
         added = conn.execute(text(f"SELECT {columns} FROM totals ORDER BY user_id")).all()
+        # A new user of the rows since a fold has no totals: the newer slice's sums are theirs as they are.
+        alone = conn.execute(
+            text(f"SELECT {combined('o', 'n', AMOUNTS)} FROM newer n LEFT JOIN older o ON false ORDER BY 1")
+        ).all()
+        newer = conn.execute(text(f"SELECT {columns} FROM newer ORDER BY user_id")).all()
     assert len(added) == len(pairs) == 24 * 24
     assert added == expected
+    assert alone == newer
     assert {tuple(row.logged_amounts) for row in added} >= {(), (600_000, 5_000_000)}

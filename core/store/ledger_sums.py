@@ -99,10 +99,7 @@ def combined(older: str, newer: str, amounts: list[int]) -> str:
     left join's NULLs), and every row of `newer` comes after every row of `older`.
 
     Where `newer` is absent (in a scan, most users: no rows since the watermark), the older slice's sums
-    are taken as they are, rather than zeros added to each. Each slice's logged amounts are sorted and
-    distinct, so where one slice's are among the other's the union is that other array; any other union
-    is built from the tier `amounts` they are folded under (`tier_amounts`), not by a sorting subquery,
-    which PostgreSQL would run in the leader of a parallel scan only.
+    are taken as they are, rather than zeros added to each.
     """
     o, n = older, newer
     reset_anew = f"coalesce({n}.has_reset, false)"
@@ -110,10 +107,7 @@ def combined(older: str, newer: str, amounts: list[int]) -> str:
     exprs |= {c: f"coalesce({o}.{c}, 0) + coalesce({n}.{c}, 0)" for c in ADDED}
     exprs |= {
         "first_grant_key": f"least({o}.first_grant_key, {n}.first_grant_key)",
-        "logged_amounts": f"CASE WHEN {n}.user_id IS NULL OR {n}.logged_amounts <@ {o}.logged_amounts"
-        f" THEN {o}.logged_amounts"
-        f" WHEN {o}.user_id IS NULL OR {o}.logged_amounts <@ {n}.logged_amounts THEN {n}.logged_amounts"
-        f" ELSE {_logged_union(o, n, amounts)} END",
+        "logged_amounts": _logged_merged(o, n, amounts),
         "has_reset": f"{reset_anew} OR coalesce({o}.has_reset, false)",
     }
     exprs |= {c: f"CASE WHEN {reset_anew} THEN {n}.{c} ELSE {o}.{c} END" for c in RESET}
@@ -126,15 +120,23 @@ def combined(older: str, newer: str, amounts: list[int]) -> str:
     )
 
 
-def _logged_union(o: str, n: str, amounts: list[int]) -> str:
-    """The sorted union of two slices' logged amounts, each one of `amounts` (sorted, as `tier_amounts`)."""
-    if not amounts:
-        return "'{}'::numeric[]"
+def _logged_merged(o: str, n: str, amounts: list[int]) -> str:
+    """The sorted union of the logged amounts of slice `o` (whose may be NULL: no such slice) and slice
+    `n`, each one of the tier `amounts` they are folded under (sorted, as `tier_amounts`).
+
+    Each slice's amounts are sorted and distinct, so where one slice's are among the other's the union is
+    that other array; any other union is built from the tier amounts (where `o`'s are NULL, it is `n`'s),
+    not by a sorting subquery, which PostgreSQL would run in the leader of a parallel scan only.
+    """
     either = ", ".join(
         f"CASE WHEN {a} = ANY({o}.logged_amounts) OR {a} = ANY({n}.logged_amounts) THEN {a} END"
         for a in amounts
     )
-    return f"array_remove(ARRAY[{either}]::numeric[], NULL)"
+    union = f"array_remove(ARRAY[{either}]::numeric[], NULL)" if amounts else "'{}'::numeric[]"
+    return (
+        f"CASE WHEN {n}.logged_amounts <@ {o}.logged_amounts THEN {o}.logged_amounts"
+        f" WHEN {o}.logged_amounts <@ {n}.logged_amounts THEN {n}.logged_amounts ELSE {union} END"
+    )
 
 
 def scan_columns(cols: Columns, tiers: Tiers, s: str) -> str:
@@ -186,18 +188,17 @@ def no_time(a: str) -> str:
     return f"({a}.created_at IS NULL OR {a}.created_at = '-infinity')"
 
 
-def added_in_place(older: str, newer: str) -> str:
+def added_in_place(older: str, newer: str, amounts: list[int]) -> str:
     """`combined`'s sums as an UPDATE's SET list (every sum but user_id), where both slices are present:
-    an upsert's conflicting totals `older` and the new slice `newer` (its EXCLUDED row). The columns of
-    both are NOT NULL where `combined` adds zeros for an absent slice, so the sums are added as they are:
-    a fold updates tens of thousands of rows this way and each saved expression counts."""
+    an upsert's conflicting totals `older` and the new slice `newer` (its EXCLUDED row), folded under the
+    tier `amounts`. The columns of both are NOT NULL where `combined` adds zeros for an absent slice, so
+    the sums are added as they are: a fold updates tens of thousands of rows this way and each saved
+    expression counts."""
     o, n = older, newer
     exprs = {c: f"{o}.{c} + {n}.{c}" for c in ADDED}
     exprs |= {
         "first_grant_key": f"least({o}.first_grant_key, {n}.first_grant_key)",
-        "logged_amounts": f"CASE WHEN {n}.logged_amounts <@ {o}.logged_amounts THEN {o}.logged_amounts"
-        f" WHEN {o}.logged_amounts <@ {n}.logged_amounts THEN {n}.logged_amounts"
-        f" ELSE ARRAY(SELECT DISTINCT a FROM unnest({o}.logged_amounts || {n}.logged_amounts) a ORDER BY a) END",
+        "logged_amounts": _logged_merged(o, n, amounts),
         "has_reset": f"{n}.has_reset OR {o}.has_reset",
     }
     exprs |= {c: f"CASE WHEN {n}.has_reset THEN {n}.{c} ELSE {o}.{c} END" for c in RESET}

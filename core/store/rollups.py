@@ -34,7 +34,7 @@ from core.domain.tiers import Tiers
 from core.settings import Settings
 from core.store import rollup_hours
 from core.store.columns import Columns
-from core.store.ledger_sums import SUMS, added_in_place, between, slice_sums, up_to
+from core.store.ledger_sums import SUMS, added_in_place, between, slice_sums, tier_amounts, up_to
 from core.store.pipeline import Statement, stream_rows
 from core.store.rollup_state import config_of, rollups_table
 
@@ -103,7 +103,7 @@ def fold(
             users = _gather(primary, settings, "rollup_added", _Slice(reader, added, params, local))
             _replace_all(primary, settings)
         else:
-            users = _add(primary, settings, _Slice(reader, added, params, local))
+            users = _add(primary, settings, _Slice(reader, added, params, local), tier_amounts(tiers))
         hours, late = counting.result()
     late_users = rollup_hours.late_users(reader, cols, late, params)
     if late_users:
@@ -179,8 +179,8 @@ def _replace_all(primary: Connection, settings: Settings) -> None:
     primary.execute(text(f"ANALYZE {table}"))
 
 
-def _add(primary: Connection, settings: Settings, slice_: _Slice) -> int:
-    """Add a slice's sums to its users' totals; how many users that is.
+def _add(primary: Connection, settings: Settings, slice_: _Slice, amounts: list[int]) -> int:
+    """Add a slice's sums to its users' totals, folded under the tier `amounts`; how many users that is.
 
     On the primary's own database one statement sums the slice and upserts it: no temporary table (its
     catalog rows, its statistics), and each user's totals are found once, by the upsert's own conflict
@@ -188,7 +188,7 @@ def _add(primary: Connection, settings: Settings, slice_: _Slice) -> int:
     slice does not need. From a standby the sums are copied into a temporary table first (see `_gather`).
     """
     source, values = _source(primary, settings, "rollup_added", slice_)
-    return _upsert(primary, settings, source, values, added_in_place("o", "EXCLUDED"))
+    return _upsert(primary, settings, source, values, added_in_place("o", "EXCLUDED", amounts))
 
 
 def _replace(primary: Connection, settings: Settings, slice_: _Slice) -> None:
