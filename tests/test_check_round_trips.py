@@ -74,8 +74,9 @@ def test_a_check_reads_all_it_shows_in_one_round_trip_on_prepared_statements(
         # The pipeline is all that was sent before its one Sync; COMMIT follows (after psycopg's Flush).
         [sync] = [i for i, kind in enumerate(sent) if kind == "Sync"]
         reads, commit = sent[:sync], [kind for kind in sent[sync + 1 :] if kind != "Flush"]
-        # BEGIN, the transaction's settings with the check's planner settings, five reads.
-        assert "Parse" not in reads and reads.count("Execute") == 7 and commit == ["Query"]
+        # BEGIN, the transaction's settings with the check's planner settings, five reads, and sorting
+        # turned back on after the two that group.
+        assert "Parse" not in reads and reads.count("Execute") == 8 and commit == ["Query"]
         with engine.connect() as conn:
             plans = conn.execute(
                 text(
@@ -173,8 +174,9 @@ def test_a_first_page_check_is_one_round_trip_its_commit_sent_with_its_reads(
         messages = protocol(engine, lambda: reports.append(service.check("UADMIN1", user)))
         assert round_trips(messages) == 1
         sent = [kind for direction, kind in messages if direction == "F" and kind != "Flush"]
-        # BEGIN, the settings, five reads and COMMIT, all before the one Sync.
-        assert sent[-1] == "Sync" and sent.count("Sync") == 1 and sent.count("Execute") == 8
+        # BEGIN, the settings, five reads with sorting turned back on after the two that group, and COMMIT,
+        # all before the one Sync.
+        assert sent[-1] == "Sync" and sent.count("Sync") == 1 and sent.count("Execute") == 9
         [report] = reports
         assert report.operations_total == 3 and report.page.number == 1
         with engine.connect() as conn:

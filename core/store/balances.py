@@ -62,8 +62,11 @@ def balance_sql(cols: Columns) -> TextClause:
            l.*
     FROM {cols.current_profiles("p")}
     CROSS JOIN LATERAL (
+        -- Fenced (OFFSET 0), so the amount is worked out once: pulled up into the pass below, a generic
+        -- plan parsed the tiers' JSON again for every row (3 ms of a heavy user's 11).
         SELECT coalesce(CAST(:explicit AS numeric), CAST(CAST(:tiers AS jsonb) ->> {cols.tier(p)} AS numeric))
             AS amount
+        OFFSET 0
     ) assumed
     {reset}
     CROSS JOIN LATERAL (
