@@ -1,8 +1,9 @@
 """Load: a burst of concurrent signed `/tokens check` requests against `tokens-bot serve` on the 5M-row data.
 
 Run: `python -m tests.benchmarks.load_check --url postgresql://postgres@127.0.0.1:5432/tokens_bench`
-(optionally `--workers 2 --threads 4 --reply-threads 2 --pool 2 --concurrency 200 --rounds 3`: the
-defaults, the best settings measured on two cores).
+(optionally `--workers 2 --threads 4 --reply-threads 4 --pool 4 --concurrency 200 --rounds 3`: without
+them, the bot's own defaults for WEB_CONCURRENCY, GUNICORN_THREADS, TOKENS_REPLY_THREADS and
+TOKENS_DB_POOL_SIZE).
 
 The load client and the fake Slack that receives the replies share the machine's cores with the bot
 and PostgreSQL, so both are kept light: one asyncio loop in this process opens every connection of a
@@ -33,6 +34,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from slack_sdk.signature import SignatureVerifier
 
+from core.settings import Settings
 from tests.benchmarks.bench_check import percentile
 from tests.benchmarks.data import describe, psql_url
 from tests.support.bot_process import SIGNING_SECRET, BotProcess, bot_env, free_port
@@ -338,10 +340,12 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--pool", type=int, default=2)
-    parser.add_argument("--reply-threads", type=int, default=2)
+    # The bot's own defaults, so a run without these flags measures the bot as it is deployed.
+    defaults = {name: field.default for name, field in Settings.model_fields.items()}
+    parser.add_argument("--workers", type=int, default=defaults["web_concurrency"])
+    parser.add_argument("--threads", type=int, default=defaults["gunicorn_threads"])
+    parser.add_argument("--pool", type=int, default=defaults["tokens_db_pool_size"])
+    parser.add_argument("--reply-threads", type=int, default=defaults["tokens_reply_threads"])
     parser.add_argument("--deadline", type=float, default=30.0, help="seconds a reply may take")
     args = parser.parse_args()
     data = describe(args.url)
