@@ -186,6 +186,38 @@ def test_a_first_page_check_is_one_round_trip_its_commit_sent_with_its_reads(
         engine.dispose()
 
 
+def test_a_check_prepares_its_statements_again_after_psycopg_deallocated_them_all(
+    settings: Settings, database_url: str
+) -> None:
+    """A rollback on a connection where psycopg prepared statements makes it deallocate every one
+    (DEALLOCATE ALL), the check's own included: the next check finds its statements gone, rolls back the
+    transaction it opened, prepares them again and answers as before; the one after is one round trip."""
+    engine = make_engine(database_url, pool_size=1)
+    service = TokensService(settings, engine)
+    user = user_with_usage(engine, rows=3)
+    count = text("SELECT count(*) FROM token_usage WHERE user_id = CAST(:u AS uuid)")
+    try:
+        before = service.check("UADMIN1", user)
+        with engine.connect() as conn:
+            for _ in range(6):  # psycopg prepares a statement on its fifth run on a connection
+                conn.execute(count, {"u": user})
+            conn.rollback()
+            assert conn.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar_one() == 0
+            conn.rollback()
+        assert service.check("UADMIN1", user) == before
+        reports = []
+        messages = protocol(engine, lambda: reports.append(service.check("UADMIN1", user)))
+        assert round_trips(messages) == 1 and reports == [before]
+        with engine.connect() as conn:
+            ours = conn.execute(
+                text("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'tokens\\_%'")
+            ).scalar_one()
+            conn.rollback()
+        assert ours >= 5
+    finally:
+        engine.dispose()
+
+
 def test_a_statement_after_reads_that_ended_the_transaction_runs_in_a_new_one_with_the_same_settings(
     database_url: str,
 ) -> None:

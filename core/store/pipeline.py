@@ -10,6 +10,8 @@ process, so each statement is sent as the server will see it: its text in Postgr
 encoded once (psycopg would otherwise parse every text longer than 4 KB for placeholders, and encode
 and hash every text, on every run), its parameters in that order, and its rows as plain tuples turned
 into dicts by column names read once. The cursors are the connection's own, kept with it by the pool.
+Statements that open their own transaction (a check's) skip the cursors: they are queued with libpq
+and read back in one go (core.store.libpq_pipeline), without a poll of the socket per statement.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
 import psycopg
-from psycopg.pq import ExecStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 from psycopg.rows import dict_row, tuple_row
 from sqlalchemy import Connection, TextClause, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
+
+from core.store.libpq_pipeline import Answer, run_transaction
 
 # Where a unit of work leaves its transaction settings for its first statement to carry (db.unit_of_work).
 PENDING = "tokens_pending_settings"
@@ -189,27 +193,53 @@ def fetch_all(
     """
     info = conn.info  # SQLAlchemy finds it through three objects on every look-up
     refuse_while_streaming(conn)
+    opens = PENDING_BEGIN in info
     opening = _opening(info)
     if ending and REOPEN in info:
-        rows = _pipelined(conn, [*opening, *statements, _COMMIT])[len(opening) : -1]
+        rows = _pipelined(conn, [*opening, *statements, _COMMIT], opens=opens)[len(opening) : -1]
         begin, settings = info[REOPEN]
         info[PENDING_BEGIN] = begin
         if settings:
             info[PENDING] = dict(settings)
         return rows
-    return _pipelined(conn, [*opening, *statements])[len(opening) :]
+    return _pipelined(conn, [*opening, *statements], opens=opens)[len(opening) :]
 
 
-def _pipelined(conn: Connection, statements: Sequence[Statement]) -> list[list[dict[str, Any]]]:
+def _pipelined(
+    conn: Connection, statements: Sequence[Statement], *, opens: bool = False
+) -> list[list[dict[str, Any]]]:
+    """The statements' rows. Statements that open their own transaction (`opens`: the first is the BEGIN
+    a unit of work deferred, on a connection in autocommit mode and idle) go through libpq directly
+    (core.store.libpq_pipeline), every other statement through psycopg's cursors, which begin the
+    transaction of a connection that is not in autocommit mode themselves."""
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     compiled = [_compiled(statement.sql, conn.dialect) for statement in statements]
     params = [_values(c, s.params) for c, s in zip(compiled, statements, strict=True)]
     with _errors_as_sqlalchemy(conn, driver):
+        if opens and driver.autocommit and driver.pgconn.transaction_status == TransactionStatus.IDLE:
+            queries = [(c.query, values) for c, values in zip(compiled, params, strict=True)]
+            answers = run_transaction(conn.connection.info, driver, queries)
+            return [_answered(c, answer, driver) for c, answer in zip(compiled, answers, strict=True)]
         cursors = _cursors(conn, driver, len(compiled))
         with driver.pipeline():
             for cursor, c, values in zip(cursors, compiled, params, strict=True):
                 cursor.execute(c.query, values)
         return [_dicts(c, cursor) for c, cursor in zip(compiled, cursors, strict=True)]
+
+
+def _answered(
+    compiled: _Compiled, answer: Answer | None, driver: psycopg.Connection[Any]
+) -> list[dict[str, Any]]:
+    """An answer's rows as dicts, as `_dicts` makes them of a cursor's."""
+    if answer is None:
+        return []
+    columns = compiled.columns
+    if columns is None:
+        result, encoding = answer.result, driver.info.encoding
+        columns = compiled.columns = tuple(
+            (result.fname(i) or b"").decode(encoding) for i in range(result.nfields)
+        )
+    return [dict(zip(columns, row, strict=True)) for row in answer.rows]
 
 
 def stream_rows(conn: Connection, statement: Statement, *, batch: int) -> Iterator[dict[str, Any]]:
