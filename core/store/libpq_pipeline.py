@@ -37,7 +37,11 @@ _STATEMENT_GONE = "26000"  # invalid_sql_statement_name: a prepared statement th
 
 
 class _StatementGone(Exception):
-    """A statement prepared earlier on this connection was deallocated since."""
+    """A statement prepared earlier on this connection was deallocated since (`error` says which)."""
+
+    def __init__(self, error: psycopg.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Answer(NamedTuple):
@@ -65,7 +69,10 @@ def run_transaction(
                 driver.pgconn.send_query(b"ROLLBACK")
                 wait(execute(driver.pgconn), driver.pgconn.socket, interval=_WAIT_INTERVAL)
         info[_PREPARED] = {}
+    try:
         return _run(info, driver, statements)
+    except _StatementGone as gone:  # prepared in this very pipeline, and gone: not ours to mend
+        raise gone.error from None
 
 
 def _run(
@@ -99,9 +106,12 @@ def _run(
             pgconn.pipeline_sync()
             wait(send(pgconn), pgconn.socket, interval=_WAIT_INTERVAL)
             results = _until_sync(pgconn)
-        finally:
-            if pgconn.pipeline_status != pq.PipelineStatus.OFF:
-                pgconn.exit_pipeline_mode()
+        except BaseException:
+            # A pipeline left unsent or half read (a lost connection, an interrupt) cannot carry another
+            # statement: the connection is closed, so the pool discards it rather than hand it out.
+            driver.close()
+            raise
+        pgconn.exit_pipeline_mode()
     try:
         return _answers(driver, transformer, answers, results)
     except Exception:
@@ -133,7 +143,7 @@ def _answers(
         if result.status == pq.ExecStatus.FATAL_ERROR:
             error = errors.error_from_result(result, encoding=driver.info.encoding)
             if error.sqlstate == _STATEMENT_GONE:
-                raise _StatementGone from error
+                raise _StatementGone(error)
             raise error
         if result.status == pq.ExecStatus.PIPELINE_ABORTED:
             raise errors.PipelineAborted("pipeline aborted")
