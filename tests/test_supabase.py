@@ -9,7 +9,10 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from core.services.service import TokensService
+from core.settings import Settings
 from core.store.db import make_engine
+from tests.support.ledger import add_usage, add_user
 from tests.support.tcp_proxy import TcpProxy
 
 SUPABASE_POOLER_PORT = 6543
@@ -64,15 +67,30 @@ def test_direct_connection_prepares_repeated_statements(database_url: str) -> No
 
 
 def test_pooler_port_and_prepare_threshold_none_disable_prepared_statements(
-    database_url: str, pooler_port_proxy: TcpProxy
+    settings: Settings, database_url: str, pooler_port_proxy: TcpProxy
 ) -> None:
-    """An engine for a :6543 URL, or one with `?prepare_threshold=none`, never prepares a statement."""
+    """An engine for a :6543 URL, or one with `?prepare_threshold=none`, never prepares a statement: not
+    for a query run many times, nor for a check, whose statements are otherwise queued with libpq and
+    prepared (another client's transaction could land on this server session, or this one on another's)."""
+    direct = make_engine(database_url, pool_size=1)
+    with direct.begin() as conn:
+        user = add_user(conn, remaining=900)
+        add_usage(conn, user, tokens=100)
+    direct.dispose()
     pooler_url = pooler_port_proxy.url_through(database_url)
     explicit_url = _with_query(database_url, prepare_threshold="none")
     for url in (pooler_url, explicit_url):
         engine = make_engine(url, pool_size=1)
         try:
             assert _prepared_after_repeats(engine) == 0, url
+            service = TokensService(settings, engine)
+            for _ in range(6):
+                assert service.check("UADMIN1", user).balance.current_remaining == 900
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar_one() == 0, (
+                    url
+                )
+                conn.rollback()
         finally:
             engine.dispose()
 

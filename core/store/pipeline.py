@@ -210,13 +210,14 @@ def _pipelined(
 ) -> list[list[dict[str, Any]]]:
     """The statements' rows. Statements that open their own transaction (`opens`: the first is the BEGIN
     a unit of work deferred, on a connection in autocommit mode and idle) go through libpq directly
-    (core.store.libpq_pipeline), every other statement through psycopg's cursors, which begin the
-    transaction of a connection that is not in autocommit mode themselves."""
+    (core.store.libpq_pipeline), which prepares them; every other statement, and every statement where
+    nothing may be prepared (a transaction pooler: `prepare_threshold` None), through psycopg's cursors,
+    which also begin the transaction of a connection that is not in autocommit mode themselves."""
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     compiled = [_compiled(statement.sql, conn.dialect) for statement in statements]
     params = [_values(c, s.params) for c, s in zip(compiled, statements, strict=True)]
     with _errors_as_sqlalchemy(conn, driver):
-        if opens and driver.autocommit and driver.pgconn.transaction_status == TransactionStatus.IDLE:
+        if _may_queue(driver) and opens:
             queries = [(c.query, values) for c, values in zip(compiled, params, strict=True)]
             answers = run_transaction(conn.connection.info, driver, queries)
             return [_answered(c, answer, driver) for c, answer in zip(compiled, answers, strict=True)]
@@ -225,6 +226,16 @@ def _pipelined(
             for cursor, c, values in zip(cursors, compiled, params, strict=True):
                 cursor.execute(c.query, values)
         return [_dicts(c, cursor) for c, cursor in zip(compiled, cursors, strict=True)]
+
+
+def _may_queue(driver: psycopg.Connection[Any]) -> bool:
+    """Whether a transaction's statements may be queued with libpq: prepared statements are on, and the
+    connection is in autocommit mode and idle (the statements' own BEGIN opens their transaction)."""
+    return (
+        driver.prepare_threshold is not None
+        and driver.autocommit
+        and driver.pgconn.transaction_status == TransactionStatus.IDLE
+    )
 
 
 def _answered(
