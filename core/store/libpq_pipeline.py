@@ -10,7 +10,8 @@ value is the one a cursor gives (numeric as Decimal).
 Each statement is prepared once per connection, under a name of ours, and its generic plan then serves
 every check. psycopg deallocates every prepared statement on a connection when a transaction it ran
 rolls back (DEALLOCATE ALL), ours included: a pipeline that finds one of its statements gone rolls
-back the transaction it opened and runs once more, preparing them anew.
+back the transaction it opened and runs once more, preparing them anew. Where nothing may be prepared
+(a transaction pooler), the caller keeps psycopg's cursors (core.store.pipeline).
 """
 
 from __future__ import annotations
