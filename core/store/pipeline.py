@@ -26,12 +26,13 @@ from typing import Any, NamedTuple, cast
 
 import psycopg
 from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.pq.abc import PGresult
 from psycopg.rows import dict_row, tuple_row
 from sqlalchemy import Connection, TextClause, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
-from core.store.libpq_pipeline import Answer, run_transaction
+from core.store.libpq_pipeline import run_transaction
 
 # Where a unit of work leaves its transaction settings for its first statement to carry (db.unit_of_work).
 PENDING = "tokens_pending_settings"
@@ -157,14 +158,24 @@ def _values(compiled: _Compiled, params: Mapping[str, Any]) -> list[Any]:
 
 
 def _dicts(compiled: _Compiled, cursor: psycopg.RawCursor[tuple[Any, ...]]) -> list[dict[str, Any]]:
-    """The rows as dicts; a statement that returns none (BEGIN) has none."""
+    """A cursor's rows as dicts; a statement that returns none (BEGIN) has none."""
     result = cursor.pgresult
     if result is None or result.status != ExecStatus.TUPLES_OK:
         return []
-    rows = cursor.fetchall()
+    return _as_dicts(compiled, cursor.fetchall(), result, cursor.connection)
+
+
+def _as_dicts(
+    compiled: _Compiled, rows: list[tuple[Any, ...]], result: PGresult, driver: psycopg.Connection[Any]
+) -> list[dict[str, Any]]:
+    """Rows as dicts by the statement's column names, read off its first result (in the connection's
+    encoding) and kept."""
     columns = compiled.columns
     if columns is None:
-        columns = compiled.columns = tuple(column.name for column in cursor.description or ())
+        encoding = driver.info.encoding
+        columns = compiled.columns = tuple(
+            (result.fname(i) or b"").decode(encoding) for i in range(result.nfields)
+        )
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
@@ -217,10 +228,13 @@ def _pipelined(
     compiled = [_compiled(statement.sql, conn.dialect) for statement in statements]
     params = [_values(c, s.params) for c, s in zip(compiled, statements, strict=True)]
     with _errors_as_sqlalchemy(conn, driver):
-        if _may_queue(driver) and opens:
+        if opens and _may_queue(driver):
             queries = [(c.query, values) for c, values in zip(compiled, params, strict=True)]
             answers = run_transaction(conn.connection.info, driver, queries)
-            return [_answered(c, answer, driver) for c, answer in zip(compiled, answers, strict=True)]
+            return [
+                [] if answer is None else _as_dicts(c, answer.rows, answer.result, driver)
+                for c, answer in zip(compiled, answers, strict=True)
+            ]
         cursors = _cursors(conn, driver, len(compiled))
         with driver.pipeline():
             for cursor, c, values in zip(cursors, compiled, params, strict=True):
@@ -236,21 +250,6 @@ def _may_queue(driver: psycopg.Connection[Any]) -> bool:
         and driver.autocommit
         and driver.pgconn.transaction_status == TransactionStatus.IDLE
     )
-
-
-def _answered(
-    compiled: _Compiled, answer: Answer | None, driver: psycopg.Connection[Any]
-) -> list[dict[str, Any]]:
-    """An answer's rows as dicts, as `_dicts` makes them of a cursor's."""
-    if answer is None:
-        return []
-    columns = compiled.columns
-    if columns is None:
-        result, encoding = answer.result, driver.info.encoding
-        columns = compiled.columns = tuple(
-            (result.fname(i) or b"").decode(encoding) for i in range(result.nfields)
-        )
-    return [dict(zip(columns, row, strict=True)) for row in answer.rows]
 
 
 def stream_rows(conn: Connection, statement: Statement, *, batch: int) -> Iterator[dict[str, Any]]:
